@@ -1,0 +1,1 @@
+//! Drain: plan, filters, waves, evict, wait.

@@ -1,0 +1,3 @@
+//! The Kubernetes side: node state, drain, events.
+
+pub mod drain;

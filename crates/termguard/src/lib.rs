@@ -1,0 +1,7 @@
+//! termguard: no Kubernetes node on AWS dies undrained.
+//!
+//! The modules follow the data flow: sources → notice → handler → cluster/aws → report.
+
+pub mod cluster;
+pub mod notice;
+pub mod sources;

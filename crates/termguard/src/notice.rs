@@ -1,0 +1,1 @@
+//! The one normalized type every notice source produces.

@@ -1,0 +1,3 @@
+//! Where notices come from.
+
+pub mod parse;

@@ -1,0 +1,1 @@
+//! Pure parsers: message bytes → `Notice` or a typed error.
