@@ -1,0 +1,76 @@
+//! One Event object visible through core/v1 and events.k8s.io/v1 (`spec/kube-api-surface.md`
+//! §9.4). Stored in the events.k8s.io/v1 shape; converted for the core/v1 API.
+
+use serde_json::{json, Map, Value};
+
+const RENAMES: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// events.k8s.io/v1 → core/v1.
+pub fn to_core(ev: &Value) -> Value {
+    let Some(m) = ev.as_object() else {
+        return ev.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        let name = RENAMES
+            .iter()
+            .find(|(new, _)| new == k)
+            .map_or(k.as_str(), |(_, old)| old);
+        out.insert(name.to_string(), v.clone());
+    }
+    out.insert("kind".into(), json!("Event"));
+    out.insert("apiVersion".into(), json!("v1"));
+    // kubectl's "LAST SEEN" reads lastTimestamp/eventTime; give core readers a timestamp.
+    if !out.contains_key("lastTimestamp") {
+        if let Some(t) = m.get("eventTime").and_then(Value::as_str) {
+            out.insert("lastTimestamp".into(), json!(t.split('.').next().map(|s| format!("{s}Z")).unwrap_or_default().replace("ZZ", "Z")));
+        }
+    }
+    if let Some(series) = m.get("series") {
+        out.insert("count".into(), series["count"].clone());
+    }
+    Value::Object(out)
+}
+
+/// core/v1 → events.k8s.io/v1.
+pub fn from_core(ev: &Value) -> Value {
+    let Some(m) = ev.as_object() else {
+        return ev.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        let name = RENAMES
+            .iter()
+            .find(|(_, old)| old == k)
+            .map_or(k.as_str(), |(new, _)| new);
+        out.insert(name.to_string(), v.clone());
+    }
+    out.insert("kind".into(), json!("Event"));
+    out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorder_event_reads_as_core_event() {
+        let ev = json!({"regarding": {"kind": "Node", "name": "n1"}, "note": "draining", "reason": "DrainStarted",
+            "reportingController": "termguard", "eventTime": "2026-01-01T00:00:00.123456Z"});
+        let core = to_core(&ev);
+        assert_eq!(core["involvedObject"]["name"], "n1");
+        assert_eq!(core["message"], "draining");
+        assert_eq!(core["reportingComponent"], "termguard");
+        assert_eq!(core["lastTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(from_core(&core)["regarding"]["kind"], "Node");
+    }
+}

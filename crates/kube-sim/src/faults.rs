@@ -1,0 +1,143 @@
+//! Fault injection for reliability tests: per-verb error rates and latencies, and watch
+//! streams cut after a number of events. Also counts requests per verb for benchmarks.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+/// Faults for one verb.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VerbFault {
+    /// Probability in [0, 1] that a request fails.
+    pub error_rate: f64,
+    /// HTTP code of injected failures (default 500).
+    pub error_code: Option<u16>,
+    /// Extra latency added to every request of this verb, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// The whole fault configuration. Verbs: get, list, watch, create, update, patch, delete,
+/// deletecollection, evict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultConfig {
+    /// Per-verb faults.
+    pub verbs: BTreeMap<String, VerbFault>,
+    /// Close every watch stream after this many events.
+    pub watch_cut_after: Option<u64>,
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Sleep this long first.
+    pub delay: Duration,
+    /// Then fail with this code, if set.
+    pub fail_with: Option<u16>,
+}
+
+/// Live fault settings plus request counters.
+#[derive(Default)]
+pub struct Faults {
+    config: RwLock<FaultConfig>,
+    rng: Mutex<Option<fastrand::Rng>>,
+    counters: Mutex<BTreeMap<String, u64>>,
+    total: AtomicU64,
+}
+
+impl Faults {
+    /// Replaces the configuration.
+    pub fn set(&self, config: FaultConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// The current configuration.
+    pub fn get(&self) -> FaultConfig {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Seeds the random source so error injection is repeatable.
+    pub fn seed(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Some(fastrand::Rng::with_seed(seed));
+    }
+
+    /// Counts a request and decides whether to delay or fail it.
+    pub fn decide(&self, verb: &str) -> Decision {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(verb.to_string())
+            .or_default() += 1;
+        let cfg = self.config.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = cfg.verbs.get(verb) else {
+            return Decision { delay: Duration::ZERO, fail_with: None };
+        };
+        let roll = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            match rng.as_mut() {
+                Some(r) => r.f64(),
+                None => fastrand::f64(),
+            }
+        };
+        Decision {
+            delay: Duration::from_millis(f.latency_ms),
+            fail_with: (roll < f.error_rate).then(|| f.error_code.unwrap_or(500)),
+        }
+    }
+
+    /// Watch streams are cut after this many events, if set.
+    pub fn watch_cut_after(&self) -> Option<u64> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).watch_cut_after
+    }
+
+    /// Requests served per verb since start (or the last reset).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Total requests since start (or the last reset).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Resets the request counters.
+    pub fn reset_counts(&self) {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.total.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_error_rate_fails_every_request_of_that_verb_only() {
+        let f = Faults::default();
+        let mut cfg = FaultConfig::default();
+        cfg.verbs.insert("evict".into(), VerbFault { error_rate: 1.0, error_code: Some(503), latency_ms: 7 });
+        f.set(cfg);
+        assert_eq!(f.decide("evict"), Decision { delay: Duration::from_millis(7), fail_with: Some(503) });
+        assert_eq!(f.decide("get").fail_with, None);
+        assert_eq!(f.counts().get("evict"), Some(&1));
+        assert_eq!(f.total(), 2);
+    }
+
+    #[test]
+    fn seeded_error_injection_is_repeatable() {
+        let run = || {
+            let f = Faults::default();
+            f.seed(42);
+            let mut cfg = FaultConfig::default();
+            cfg.verbs.insert("get".into(), VerbFault { error_rate: 0.5, ..Default::default() });
+            f.set(cfg);
+            (0..32).map(|_| f.decide("get").fail_with.is_some()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+}
