@@ -186,7 +186,9 @@ impl ApiError {
         ApiError {
             code: 405,
             reason: "MethodNotAllowed",
-            message: format!("the server does not allow this method on the requested resource ({verb})"),
+            message: format!(
+                "the server does not allow this method on the requested resource ({verb})"
+            ),
             details: None,
         }
     }

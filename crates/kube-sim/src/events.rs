@@ -31,7 +31,15 @@ pub fn to_core(ev: &Value) -> Value {
     // kubectl's "LAST SEEN" reads lastTimestamp/eventTime; give core readers a timestamp.
     if !out.contains_key("lastTimestamp") {
         if let Some(t) = m.get("eventTime").and_then(Value::as_str) {
-            out.insert("lastTimestamp".into(), json!(t.split('.').next().map(|s| format!("{s}Z")).unwrap_or_default().replace("ZZ", "Z")));
+            out.insert(
+                "lastTimestamp".into(),
+                json!(t
+                    .split('.')
+                    .next()
+                    .map(|s| format!("{s}Z"))
+                    .unwrap_or_default()
+                    .replace("ZZ", "Z")),
+            );
         }
     }
     if let Some(series) = m.get("series") {

@@ -56,7 +56,10 @@ impl Faults {
 
     /// The current configuration.
     pub fn get(&self) -> FaultConfig {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Seeds the random source so error injection is repeatable.
@@ -75,7 +78,10 @@ impl Faults {
             .or_default() += 1;
         let cfg = self.config.read().unwrap_or_else(|e| e.into_inner());
         let Some(f) = cfg.verbs.get(verb) else {
-            return Decision { delay: Duration::ZERO, fail_with: None };
+            return Decision {
+                delay: Duration::ZERO,
+                fail_with: None,
+            };
         };
         let roll = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,12 +98,18 @@ impl Faults {
 
     /// Watch streams are cut after this many events, if set.
     pub fn watch_cut_after(&self) -> Option<u64> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).watch_cut_after
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .watch_cut_after
     }
 
     /// Requests served per verb since start (or the last reset).
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Total requests since start (or the last reset).
@@ -107,7 +119,10 @@ impl Faults {
 
     /// Resets the request counters.
     pub fn reset_counts(&self) {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.total.store(0, Ordering::Relaxed);
     }
 }
@@ -120,9 +135,22 @@ mod tests {
     fn full_error_rate_fails_every_request_of_that_verb_only() {
         let f = Faults::default();
         let mut cfg = FaultConfig::default();
-        cfg.verbs.insert("evict".into(), VerbFault { error_rate: 1.0, error_code: Some(503), latency_ms: 7 });
+        cfg.verbs.insert(
+            "evict".into(),
+            VerbFault {
+                error_rate: 1.0,
+                error_code: Some(503),
+                latency_ms: 7,
+            },
+        );
         f.set(cfg);
-        assert_eq!(f.decide("evict"), Decision { delay: Duration::from_millis(7), fail_with: Some(503) });
+        assert_eq!(
+            f.decide("evict"),
+            Decision {
+                delay: Duration::from_millis(7),
+                fail_with: Some(503)
+            }
+        );
         assert_eq!(f.decide("get").fail_with, None);
         assert_eq!(f.counts().get("evict"), Some(&1));
         assert_eq!(f.total(), 2);
@@ -134,9 +162,17 @@ mod tests {
             let f = Faults::default();
             f.seed(42);
             let mut cfg = FaultConfig::default();
-            cfg.verbs.insert("get".into(), VerbFault { error_rate: 0.5, ..Default::default() });
+            cfg.verbs.insert(
+                "get".into(),
+                VerbFault {
+                    error_rate: 0.5,
+                    ..Default::default()
+                },
+            );
             f.set(cfg);
-            (0..32).map(|_| f.decide("get").fail_with.is_some()).collect::<Vec<_>>()
+            (0..32)
+                .map(|_| f.decide("get").fail_with.is_some())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
     }

@@ -60,8 +60,14 @@ fn raw_response(code: u16, ct: &str, body: Vec<u8>) -> Resp {
 
 fn error_response(e: &ApiError) -> Resp {
     let mut r = raw_response(e.code, "application/json", e.to_json().into_bytes());
-    if let Some(secs) = e.details.as_ref().map(|d| d.retry_after_seconds).filter(|s| *s > 0) {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(secs) = e
+        .details
+        .as_ref()
+        .map(|d| d.retry_after_seconds)
+        .filter(|s| *s > 0)
+    {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }
@@ -113,11 +119,20 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
     })
 }
 
-async fn handle(State(app): State<Arc<AppState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp {
+async fn handle(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Resp {
     let path = uri.path().trim_end_matches('/');
     let q = parse_query(uri.query());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let wants_table = accept.contains("as=Table");
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -127,14 +142,22 @@ async fn handle(State(app): State<Arc<AppState>>, method: Method, uri: Uri, head
 
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["version"]) => {
-            return json_response(200, &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-sim",
+            return json_response(
+                200,
+                &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-sim",
                 "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}))
+                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
+            )
         }
-        ("GET", ["healthz" | "readyz" | "livez"]) => return raw_response(200, "text/plain", b"ok".to_vec()),
+        ("GET", ["healthz" | "readyz" | "livez"]) => {
+            return raw_response(200, "text/plain", b"ok".to_vec())
+        }
         ("GET", ["api"]) => {
-            return json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}))
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+            )
         }
         ("GET", ["apis"]) => return json_response(200, &resources::group_list()),
         ("GET", ["api", v]) => return discovery("", v),
@@ -172,7 +195,13 @@ async fn handle(State(app): State<Arc<AppState>>, method: Method, uri: Uri, head
     if let Some(code) = decision.fail_with {
         let err = ApiError {
             code,
-            reason: if code == 429 { "TooManyRequests" } else if code == 504 { "Timeout" } else { "InternalError" },
+            reason: if code == 429 {
+                "TooManyRequests"
+            } else if code == 504 {
+                "Timeout"
+            } else {
+                "InternalError"
+            },
             message: format!("injected fault: {verb} failed"),
             details: None,
         };
@@ -216,15 +245,24 @@ fn discovery(group: &str, version: &str) -> Resp {
 
 fn sim_admin(app: &AppState, method: &str, rest: &[&str], body: &[u8]) -> Resp {
     match (method, rest) {
-        ("GET", ["faults"]) => json_response(200, &serde_json::to_value(app.faults.get()).unwrap_or_default()),
+        ("GET", ["faults"]) => json_response(
+            200,
+            &serde_json::to_value(app.faults.get()).unwrap_or_default(),
+        ),
         ("PUT", ["faults"]) => match serde_json::from_slice(body) {
             Ok(cfg) => {
                 app.faults.set(cfg);
-                json_response(200, &serde_json::to_value(app.faults.get()).unwrap_or_default())
+                json_response(
+                    200,
+                    &serde_json::to_value(app.faults.get()).unwrap_or_default(),
+                )
             }
             Err(e) => error_response(&ApiError::bad_request(format!("fault config: {e}"))),
         },
-        ("GET", ["stats"]) => json_response(200, &json!({"total": app.faults.total(), "byVerb": app.faults.counts()})),
+        ("GET", ["stats"]) => json_response(
+            200,
+            &json!({"total": app.faults.total(), "byVerb": app.faults.counts()}),
+        ),
         ("DELETE", ["stats"]) => {
             app.faults.reset_counts();
             json_response(200, &json!({}))
@@ -270,7 +308,10 @@ impl Filter {
         Ok(Filter {
             ns: target.ns.clone(),
             labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-            fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), target.res.storage)?,
+            fields: FieldSelector::parse(
+                q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+                target.res.storage,
+            )?,
         })
     }
 
@@ -284,9 +325,19 @@ impl Filter {
     }
 }
 
-fn list(app: &AppState, target: &Target, q: &HashMap<String, String>, wants_table: bool, include: IncludeObject) -> Result<(u16, Value), ApiError> {
+fn list(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    wants_table: bool,
+    include: IncludeObject,
+) -> Result<(u16, Value), ApiError> {
     let filter = Filter::new(target, q)?;
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     // Continue token: "<list rv>/<namespace>/<name>" of the last item served.
     let cont = q.get("continue").filter(|c| !c.is_empty());
     let (rv, after) = match cont {
@@ -302,7 +353,9 @@ fn list(app: &AppState, target: &Target, q: &HashMap<String, String>, wants_tabl
         }
         None => (app.store.current_rv(), None),
     };
-    let candidates = app.store.list_after(target.res, target.ns.as_deref(), after.as_ref());
+    let candidates = app
+        .store
+        .list_after(target.res, target.ns.as_deref(), after.as_ref());
     let mut items = Vec::new();
     let mut next = None;
     let mut remaining = 0usize;
@@ -315,48 +368,83 @@ fn list(app: &AppState, target: &Target, q: &HashMap<String, String>, wants_tabl
     }
     if remaining > 0 {
         if let Some(last) = items.last() {
-            next = Some(format!("{rv}/{}/{}", store::namespace_of(last), store::name_of(last)));
+            next = Some(format!(
+                "{rv}/{}/{}",
+                store::namespace_of(last),
+                store::name_of(last)
+            ));
         }
     }
     if wants_table {
         let shown: Vec<Value> = items.iter().map(|o| present(target.res, o)).collect();
-        return Ok((200, table::table(target.res.storage, shown.iter(), rv, next, include)));
+        return Ok((
+            200,
+            table::table(target.res.storage, shown.iter(), rv, next, include),
+        ));
     }
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(n) = next {
         meta["continue"] = json!(n);
         meta["remainingItemCount"] = json!(remaining);
     }
-    Ok((200, json!({
-        "kind": format!("{}List", target.res.kind),
-        "apiVersion": target.res.api_version(),
-        "metadata": meta,
-        "items": items.iter().map(|o| list_item(target.res, o)).collect::<Vec<_>>(),
-    })))
+    Ok((
+        200,
+        json!({
+            "kind": format!("{}List", target.res.kind),
+            "apiVersion": target.res.api_version(),
+            "metadata": meta,
+            "items": items.iter().map(|o| list_item(target.res, o)).collect::<Vec<_>>(),
+        }),
+    ))
 }
 
-fn get(app: &AppState, target: &Target, wants_table: bool, include: IncludeObject) -> Result<(u16, Value), ApiError> {
+fn get(
+    app: &AppState,
+    target: &Target,
+    wants_table: bool,
+    include: IncludeObject,
+) -> Result<(u16, Value), ApiError> {
     let name = target.name.as_deref().unwrap_or("");
-    let obj = app.store.get_or_404(target.res, target.ns.as_deref().unwrap_or(""), name)?;
+    let obj = app
+        .store
+        .get_or_404(target.res, target.ns.as_deref().unwrap_or(""), name)?;
     let shown = present(target.res, &obj);
     if wants_table && target.sub.is_none() {
-        return Ok((200, table::table(target.res.storage, std::iter::once(&shown), store::rv_of(&obj), None, include)));
+        return Ok((
+            200,
+            table::table(
+                target.res.storage,
+                std::iter::once(&shown),
+                store::rv_of(&obj),
+                None,
+                include,
+            ),
+        ));
     }
     Ok((200, shown))
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't decode the request body as JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't decode the request body as JSON: {e}"))
+    })
 }
 
 fn ensure_namespace(app: &AppState, target: &Target) -> Result<(), ApiError> {
     match &target.ns {
-        Some(ns) if app.store.get(&NAMESPACES, "", ns).is_none() => Err(ApiError::not_found(&NAMESPACES, ns)),
+        Some(ns) if app.store.get(&NAMESPACES, "", ns).is_none() => {
+            Err(ApiError::not_found(&NAMESPACES, ns))
+        }
         _ => Ok(()),
     }
 }
 
-fn create(app: &AppState, target: &Target, q: &HashMap<String, String>, body: &[u8]) -> Result<(u16, Value), ApiError> {
+fn create(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
     if target.name.is_some() {
         return Err(ApiError::method_not_allowed("POST"));
     }
@@ -368,11 +456,21 @@ fn create(app: &AppState, target: &Target, q: &HashMap<String, String>, body: &[
     if q.get("dryRun").is_some_and(|d| d == "All") {
         return Ok((201, obj));
     }
-    let created = app.store.create(target.res, target.ns.as_deref().unwrap_or(""), obj)?;
+    let created = app
+        .store
+        .create(target.res, target.ns.as_deref().unwrap_or(""), obj)?;
     Ok((201, present(target.res, &created)))
 }
 
-const STATUS_SUBRESOURCE: &[&str] = &["pods", "nodes", "poddisruptionbudgets", "deployments", "replicasets", "statefulsets", "daemonsets"];
+const STATUS_SUBRESOURCE: &[&str] = &[
+    "pods",
+    "nodes",
+    "poddisruptionbudgets",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "daemonsets",
+];
 
 /// Keeps the part of the object the endpoint may not change: status for the main resource,
 /// everything but status for `/status` (the real server's status strategies).
@@ -404,19 +502,38 @@ fn restrict_to_endpoint(res: &ResourceDef, sub: Option<&str>, old: &Value, new: 
     }
 }
 
-fn check_rv(res: &ResourceDef, name: &str, current: &Value, wanted: &Value) -> Result<(), ApiError> {
+fn check_rv(
+    res: &ResourceDef,
+    name: &str,
+    current: &Value,
+    wanted: &Value,
+) -> Result<(), ApiError> {
     match wanted["metadata"]["resourceVersion"].as_str() {
-        Some(rv) if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() => Err(ApiError::stale(res, name)),
+        Some(rv)
+            if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() =>
+        {
+            Err(ApiError::stale(res, name))
+        }
         _ => Ok(()),
     }
 }
 
-fn check_immutable(res: &ResourceDef, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+fn check_immutable(
+    res: &ResourceDef,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
     if res.storage == "pods" {
         let before = old["spec"]["nodeName"].as_str().unwrap_or("");
         let after = new["spec"]["nodeName"].as_str().unwrap_or("");
         if !before.is_empty() && before != after {
-            return Err(ApiError::invalid(res, name, "spec.nodeName", &format!("Invalid value: {after:?}: field is immutable")));
+            return Err(ApiError::invalid(
+                res,
+                name,
+                "spec.nodeName",
+                &format!("Invalid value: {after:?}: field is immutable"),
+            ));
         }
     }
     Ok(())
@@ -429,22 +546,32 @@ fn update(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), 
         wanted = events::from_core(&wanted);
     }
     if store::name_of(&wanted) != name {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     let res = target.res;
     let sub = target.sub.clone();
-    let updated = app.store.update(res, target.ns.as_deref().unwrap_or(""), &name, |cur| {
-        check_rv(res, &name, cur, &wanted)?;
-        let mut next = wanted.clone();
-        restrict_to_endpoint(res, sub.as_deref(), cur, &mut next);
-        check_immutable(res, &name, cur, &next)?;
-        *cur = next;
-        Ok(())
-    })?;
+    let updated = app
+        .store
+        .update(res, target.ns.as_deref().unwrap_or(""), &name, |cur| {
+            check_rv(res, &name, cur, &wanted)?;
+            let mut next = wanted.clone();
+            restrict_to_endpoint(res, sub.as_deref(), cur, &mut next);
+            check_immutable(res, &name, cur, &next)?;
+            *cur = next;
+            Ok(())
+        })?;
     Ok((200, present(res, &updated)))
 }
 
-fn patch_object(app: &AppState, target: &Target, q: &HashMap<String, String>, ct: &str, body: &[u8]) -> Result<(u16, Value), ApiError> {
+fn patch_object(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    ct: &str,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
     let Some(ty) = PatchType::from_content_type(ct) else {
         return Err(ApiError::unsupported_media(ct));
     };
@@ -465,7 +592,11 @@ fn patch_object(app: &AppState, target: &Target, q: &HashMap<String, String>, ct
     let sub = target.sub.clone();
     let mut dry_result = None;
     let updated = app.store.update(res, &ns, &name, |cur| {
-        let mut doc = if is_core_event { events::to_core(cur) } else { cur.clone() };
+        let mut doc = if is_core_event {
+            events::to_core(cur)
+        } else {
+            cur.clone()
+        };
         patch::apply(&mut doc, ty, body)?;
         if is_core_event {
             doc = events::from_core(&doc);
@@ -482,14 +613,18 @@ fn patch_object(app: &AppState, target: &Target, q: &HashMap<String, String>, ct
         *cur = doc;
         Ok(())
     })?;
-    Ok((200, present(res, &dry_result.unwrap_or_else(|| (*updated).clone()))))
+    Ok((
+        200,
+        present(res, &dry_result.unwrap_or_else(|| (*updated).clone())),
+    ))
 }
 
 fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
     let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
     };
     if let Some(g) = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
         opts.grace_period_seconds = Some(g);
@@ -500,32 +635,56 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
     Ok(opts)
 }
 
-fn delete(app: &AppState, target: &Target, q: &HashMap<String, String>, body: &[u8]) -> Result<(u16, Value), ApiError> {
+fn delete(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
     let opts = delete_options(q, body)?;
     let name = target.name.clone().unwrap_or_default();
-    match ops::delete(&app.store, target.res, target.ns.as_deref().unwrap_or(""), &name, &opts)? {
+    match ops::delete(
+        &app.store,
+        target.res,
+        target.ns.as_deref().unwrap_or(""),
+        &name,
+        &opts,
+    )? {
         Deleted::Object(o) => Ok((200, present(target.res, &o))),
         Deleted::Status(s) => Ok((200, s)),
     }
 }
 
-fn delete_collection(app: &AppState, target: &Target, q: &HashMap<String, String>) -> Result<(u16, Value), ApiError> {
+fn delete_collection(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+) -> Result<(u16, Value), ApiError> {
     let filter = Filter::new(target, q)?;
     let opts = delete_options(q, b"")?;
     let (items, _) = app.store.list(target.res, target.ns.as_deref());
     let mut deleted = Vec::new();
     for obj in items.iter().filter(|o| filter.matches(o)) {
-        match ops::delete(&app.store, target.res, store::namespace_of(obj), store::name_of(obj), &opts) {
+        match ops::delete(
+            &app.store,
+            target.res,
+            store::namespace_of(obj),
+            store::name_of(obj),
+            &opts,
+        ) {
             Ok(_) | Err(ApiError { code: 404, .. }) => deleted.push(list_item(target.res, obj)),
             Err(e) => return Err(e),
         }
     }
-    Ok((200, json!({
-        "kind": format!("{}List", target.res.kind),
-        "apiVersion": target.res.api_version(),
-        "metadata": {"resourceVersion": app.store.current_rv().to_string()},
-        "items": deleted,
-    })))
+    Ok((
+        200,
+        json!({
+            "kind": format!("{}List", target.res.kind),
+            "apiVersion": target.res.api_version(),
+            "metadata": {"resourceVersion": app.store.current_rv().to_string()},
+            "items": deleted,
+        }),
+    ))
 }
 
 /// An Eviction body: policy/v1 (`deleteOptions`), policy/v1beta1 (same), or kube-rs's
@@ -538,12 +697,15 @@ fn evict(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), A
     let eviction = parse_body(body)?;
     if let Some(n) = eviction["metadata"]["name"].as_str() {
         if n != name {
-            return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
         }
     }
     let opts: DeleteOptions = match eviction.get("deleteOptions") {
-        Some(o) if !o.is_null() => serde_json::from_value(o.clone())
-            .map_err(|e| ApiError::bad_request(format!("couldn't decode Eviction deleteOptions: {e}")))?,
+        Some(o) if !o.is_null() => serde_json::from_value(o.clone()).map_err(|e| {
+            ApiError::bad_request(format!("couldn't decode Eviction deleteOptions: {e}"))
+        })?,
         _ => DeleteOptions::default(),
     };
     let status = ops::evict(&app.store, target.ns.as_deref().unwrap_or(""), &name, &opts)?;
@@ -551,10 +713,22 @@ fn evict(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), A
 }
 
 /// Renders one watch event line.
-fn event_line(res: &ResourceDef, ty: &str, obj: &Value, wants_table: bool, include: IncludeObject) -> Vec<u8> {
+fn event_line(
+    res: &ResourceDef,
+    ty: &str,
+    obj: &Value,
+    wants_table: bool,
+    include: IncludeObject,
+) -> Vec<u8> {
     let object = if wants_table {
         let shown = present(res, obj);
-        let mut t = table::table(res.storage, std::iter::once(&shown), store::rv_of(obj), None, include);
+        let mut t = table::table(
+            res.storage,
+            std::iter::once(&shown),
+            store::rv_of(obj),
+            None,
+            include,
+        );
         t["metadata"] = json!({"resourceVersion": store::rv_of(obj).to_string()});
         t
     } else {
@@ -594,7 +768,13 @@ fn translate(change: &Change, filter: &Filter) -> Option<&'static str> {
     }
 }
 
-async fn watch(app: Arc<AppState>, target: Target, q: &HashMap<String, String>, wants_table: bool, include: IncludeObject) -> Resp {
+async fn watch(
+    app: Arc<AppState>,
+    target: Target,
+    q: &HashMap<String, String>,
+    wants_table: bool,
+    include: IncludeObject,
+) -> Resp {
     let filter = match Filter::new(&target, q) {
         Ok(f) => f,
         Err(e) => return error_response(&e),
@@ -603,8 +783,14 @@ async fn watch(app: Arc<AppState>, target: Target, q: &HashMap<String, String>, 
     let bookmarks = is_true(q.get("allowWatchBookmarks"));
     let send_initial = is_true(q.get("sendInitialEvents"));
     // kubectl get -w sends no timeout: the real server then picks 30–60 min.
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
-    let start_rv: u64 = q.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let start_rv: u64 = q
+        .get("resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
     let cut_after = app.faults.watch_cut_after();
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
 
@@ -623,7 +809,9 @@ async fn watch(app: Arc<AppState>, target: Target, q: &HashMap<String, String>, 
             Ok(sub) => (sub.live, sub.backlog, start_rv),
             Err(e) => {
                 // Too old: an ERROR event inside a 200 stream, never an HTTP 410 (§6, §12.7).
-                let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+                let mut line =
+                    serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
+                        .unwrap_or_default();
                 line.push(b'\n');
                 return stream_response(Body::from(line), wants_table);
             }
@@ -707,8 +895,13 @@ async fn watch(app: Arc<AppState>, target: Target, q: &HashMap<String, String>, 
 
 fn stream_response(body: Body, wants_table: bool) -> Resp {
     let mut r = Response::new(body);
-    let ct = if wants_table { TABLE_CT } else { "application/json" };
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    let ct = if wants_table {
+        TABLE_CT
+    } else {
+        "application/json"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -718,22 +911,52 @@ mod tests {
 
     #[test]
     fn paths_resolve_to_resources() {
-        let t = parse_target(&["api", "v1", "namespaces", "default", "pods", "web-0", "eviction"]);
-        assert!(t.as_ref().is_some_and(|t| t.res.plural == "pods" && t.ns.as_deref() == Some("default")
-            && t.name.as_deref() == Some("web-0") && t.sub.as_deref() == Some("eviction")));
+        let t = parse_target(&[
+            "api",
+            "v1",
+            "namespaces",
+            "default",
+            "pods",
+            "web-0",
+            "eviction",
+        ]);
+        assert!(t.as_ref().is_some_and(|t| t.res.plural == "pods"
+            && t.ns.as_deref() == Some("default")
+            && t.name.as_deref() == Some("web-0")
+            && t.sub.as_deref() == Some("eviction")));
         let t = parse_target(&["api", "v1", "namespaces", "kube-system"]);
-        assert!(t.as_ref().is_some_and(|t| t.res.plural == "namespaces" && t.ns.is_none() && t.name.as_deref() == Some("kube-system")));
+        assert!(t.as_ref().is_some_and(|t| t.res.plural == "namespaces"
+            && t.ns.is_none()
+            && t.name.as_deref() == Some("kube-system")));
         let t = parse_target(&["apis", "policy", "v1", "poddisruptionbudgets"]);
-        assert!(t.as_ref().is_some_and(|t| t.res.plural == "poddisruptionbudgets" && t.ns.is_none()));
-        let t = parse_target(&["apis", "apps", "v1", "namespaces", "kube-system", "daemonsets", "ds1"]);
-        assert!(t.as_ref().is_some_and(|t| t.res.plural == "daemonsets" && t.name.as_deref() == Some("ds1")));
+        assert!(t
+            .as_ref()
+            .is_some_and(|t| t.res.plural == "poddisruptionbudgets" && t.ns.is_none()));
+        let t = parse_target(&[
+            "apis",
+            "apps",
+            "v1",
+            "namespaces",
+            "kube-system",
+            "daemonsets",
+            "ds1",
+        ]);
+        assert!(t
+            .as_ref()
+            .is_some_and(|t| t.res.plural == "daemonsets" && t.name.as_deref() == Some("ds1")));
         assert!(parse_target(&["api", "v1", "widgets"]).is_none());
     }
 
     #[test]
     fn query_decodes_selectors() {
         let q = parse_query(Some("fieldSelector=spec.nodeName%3Dn1%2Cstatus.phase%21%3DFailed&labelSelector=tier+in+%28a%2Cb%29"));
-        assert_eq!(q.get("fieldSelector").map(String::as_str), Some("spec.nodeName=n1,status.phase!=Failed"));
-        assert_eq!(q.get("labelSelector").map(String::as_str), Some("tier in (a,b)"));
+        assert_eq!(
+            q.get("fieldSelector").map(String::as_str),
+            Some("spec.nodeName=n1,status.phase!=Failed")
+        );
+        assert_eq!(
+            q.get("labelSelector").map(String::as_str),
+            Some("tier in (a,b)")
+        );
     }
 }

@@ -90,10 +90,14 @@ impl Sim {
         load(&store, &cluster, scenario)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| SimError::Bind { addr: listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SimError::Bind { addr: listen, source })?;
+            .map_err(|source| SimError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: listen,
+            source,
+        })?;
         let state = Arc::new(http::AppState {
             store: store.clone(),
             faults: faults.clone(),
@@ -106,7 +110,14 @@ impl Sim {
             }
         });
         let controllers = tokio::spawn(cluster.clone().run());
-        Ok(Sim { store, faults, cluster, addr, region: scenario.region.clone(), tasks: vec![server, controllers] })
+        Ok(Sim {
+            store,
+            faults,
+            cluster,
+            addr,
+            region: scenario.region.clone(),
+            tasks: vec![server, controllers],
+        })
     }
 
     /// The server's address.
@@ -129,7 +140,10 @@ impl Sim {
 
     /// Writes the kubeconfig to a file.
     pub fn write_kubeconfig(&self, path: &std::path::Path) -> Result<(), SimError> {
-        std::fs::write(path, self.kubeconfig()).map_err(|source| SimError::Kubeconfig { path: path.display().to_string(), source })
+        std::fs::write(path, self.kubeconfig()).map_err(|source| SimError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Waits until every workload is fully ready and no pod is pending or terminating.
@@ -160,7 +174,11 @@ impl Sim {
         let scaled = |res: &'static resources::ResourceDef, want: &str, have: &str| {
             let (objs, _) = self.store.list(res, None);
             objs.iter().all(|o| {
-                let w = if want == "spec.replicas" { o["spec"]["replicas"].as_i64().unwrap_or(1) } else { o["status"][want].as_i64().unwrap_or(0) };
+                let w = if want == "spec.replicas" {
+                    o["spec"]["replicas"].as_i64().unwrap_or(1)
+                } else {
+                    o["status"][want].as_i64().unwrap_or(0)
+                };
                 o["status"][have].as_i64().unwrap_or(0) == w
             })
         };
@@ -177,13 +195,21 @@ impl Sim {
 
     /// Adds a node (a new instance joined the cluster).
     pub fn add_node(&self, node: &NodeSpec) -> Result<Value, ApiError> {
-        self.store.create(&resources::NODES, "", scenario::node_object(node, &self.region)).map(|v| (*v).clone())
+        self.store
+            .create(
+                &resources::NODES,
+                "",
+                scenario::node_object(node, &self.region),
+            )
+            .map(|v| (*v).clone())
     }
 
     /// Deletes a Node object (the cloud node controller does this once the instance is gone);
     /// the pod garbage collector then removes its pods.
     pub fn delete_node(&self, name: &str) -> Result<(), ApiError> {
-        self.store.remove(&resources::NODES, "", name, None).map(|_| ())
+        self.store
+            .remove(&resources::NODES, "", name, None)
+            .map(|_| ())
     }
 }
 
@@ -197,7 +223,10 @@ impl Drop for Sim {
 
 /// Creates the scenario's namespaces, nodes and workloads.
 fn load(store: &Store, cluster: &Cluster, scenario: &Scenario) -> Result<(), SimError> {
-    let mut namespaces: Vec<String> = ["default", "kube-system", "kube-public", "kube-node-lease"].iter().map(|s| s.to_string()).collect();
+    let mut namespaces: Vec<String> = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for w in &scenario.workloads {
         if !namespaces.contains(&w.namespace) {
             namespaces.push(w.namespace.clone());
@@ -211,15 +240,25 @@ fn load(store: &Store, cluster: &Cluster, scenario: &Scenario) -> Result<(), Sim
     let nodes = scenario.all_nodes();
     for n in &nodes {
         store
-            .create(&resources::NODES, "", scenario::node_object(n, &scenario.region))
-            .map_err(|source| SimError::Load { what: format!("node {}", n.name), source })?;
+            .create(
+                &resources::NODES,
+                "",
+                scenario::node_object(n, &scenario.region),
+            )
+            .map_err(|source| SimError::Load {
+                what: format!("node {}", n.name),
+                source,
+            })?;
     }
     for w in &scenario.workloads {
         let (objs, statics) = scenario::workload_objects(w, &scenario.defaults, &nodes);
         for (res, obj) in objs {
             store
                 .create(res, &w.namespace, obj)
-                .map_err(|source| SimError::Load { what: format!("{} {}/{}", res.kind, w.namespace, w.name), source })?;
+                .map_err(|source| SimError::Load {
+                    what: format!("{} {}/{}", res.kind, w.namespace, w.name),
+                    source,
+                })?;
         }
         for (node, manifest) in statics {
             cluster.add_static_pod(&node, manifest);

@@ -19,7 +19,10 @@ pub fn root() -> Value {
     gvs.extend(GROUPS.iter().copied());
     for (g, v) in gvs {
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubesim")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubesim")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -41,5 +44,7 @@ pub fn group_doc(gv: &str) -> Option<Value> {
     if paths.is_empty() {
         return None;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "components": {"schemas": {}}, "paths": paths}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "components": {"schemas": {}}, "paths": paths}),
+    )
 }

@@ -35,7 +35,9 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     fn is_dry_run(&self) -> bool {
-        self.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"))
+        self.dry_run
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|x| x == "All"))
     }
 }
 
@@ -47,7 +49,11 @@ pub enum Deleted {
     Status(Value),
 }
 
-fn check_preconditions(res: &ResourceDef, obj: &Value, p: &Option<Preconditions>) -> Result<(), ApiError> {
+fn check_preconditions(
+    res: &ResourceDef,
+    obj: &Value,
+    p: &Option<Preconditions>,
+) -> Result<(), ApiError> {
     let Some(p) = p else { return Ok(()) };
     let name = name_of(obj);
     if let Some(uid) = p.uid.as_deref().filter(|u| !u.is_empty()) {
@@ -55,7 +61,10 @@ fn check_preconditions(res: &ResourceDef, obj: &Value, p: &Option<Preconditions>
             return Err(ApiError::conflict(
                 res,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(obj)),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    uid_of(obj)
+                ),
             ));
         }
     }
@@ -74,7 +83,13 @@ fn check_preconditions(res: &ResourceDef, obj: &Value, p: &Option<Preconditions>
 
 /// Deletes an object. Pods with a grace period > 0 that are bound to a node become
 /// Terminating (the simulated kubelet removes them); everything else is removed at once.
-pub fn delete(store: &Store, res: &'static ResourceDef, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+pub fn delete(
+    store: &Store,
+    res: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Deleted, ApiError> {
     let obj = store.get_or_404(res, ns, name)?;
     check_preconditions(res, &obj, &opts.preconditions)?;
     if res.storage != "pods" {
@@ -100,10 +115,17 @@ pub fn delete(store: &Store, res: &'static ResourceDef, ns: &str, name: &str, op
         .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
         .unwrap_or(30)
         .max(0);
-    let scheduled = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-    let finished = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let scheduled = obj["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
     if grace == 0 || !scheduled || finished {
-        return store.remove(&PODS, ns, name, Some(uid_of(&obj))).map(Deleted::Object);
+        return store
+            .remove(&PODS, ns, name, Some(uid_of(&obj)))
+            .map(Deleted::Object);
     }
     let deadline = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(grace))
@@ -115,7 +137,9 @@ pub fn delete(store: &Store, res: &'static ResourceDef, ns: &str, name: &str, op
         }
     }
     let ts = deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    store.mark_deleting(&PODS, ns, name, ts, grace).map(Deleted::Object)
+    store
+        .mark_deleting(&PODS, ns, name, ts, grace)
+        .map(Deleted::Object)
 }
 
 fn is_ready(pod: &Value) -> bool {

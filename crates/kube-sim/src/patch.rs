@@ -26,7 +26,9 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
             "application/json-patch+json" => Some(PatchType::Json),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
@@ -69,14 +71,18 @@ fn strategic_merge(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
         let key_path: Vec<&str> = path.iter().map(String::as_str).collect();
         match (v, merge_key(&key_path)) {
             (Value::Array(items), Some(mk)) => {
-                let existing = t.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                let existing = t
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
                 if !existing.is_array() {
                     *existing = Value::Array(Vec::new());
                 }
                 if let Value::Array(list) = existing {
                     for item in items {
                         let id = item.get(mk).cloned();
-                        let pos = id.as_ref().and_then(|id| list.iter().position(|e| e.get(mk) == Some(id)));
+                        let pos = id
+                            .as_ref()
+                            .and_then(|id| list.iter().position(|e| e.get(mk) == Some(id)));
                         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                         match (pos, delete) {
                             (Some(i), true) => {
@@ -117,12 +123,15 @@ pub fn apply(doc: &mut Value, ty: PatchType, body: &[u8]) -> Result<(), ApiError
             strategic_merge(doc, &patch, &mut Vec::new());
         }
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("json: cannot unmarshal JSON patch: {e}")))?;
+            let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("json: cannot unmarshal JSON patch: {e}"))
+            })?;
             json_patch::patch(doc, &ops).map_err(|e| ApiError {
                 code: 422,
                 reason: "Invalid",
-                message: format!("the server rejected our request due to an error in our request: {e}"),
+                message: format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ),
                 details: None,
             })?;
         }
@@ -131,7 +140,8 @@ pub fn apply(doc: &mut Value, ty: PatchType, body: &[u8]) -> Result<(), ApiError
 }
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 #[cfg(test)]
@@ -142,40 +152,79 @@ mod tests {
     #[test]
     fn uncordon_null_removes_the_key() {
         let mut node = json!({"spec": {"unschedulable": true, "podCIDR": "x"}});
-        apply(&mut node, PatchType::Strategic, br#"{"spec":{"unschedulable":null}}"#).ok();
+        apply(
+            &mut node,
+            PatchType::Strategic,
+            br#"{"spec":{"unschedulable":null}}"#,
+        )
+        .ok();
         assert_eq!(node, json!({"spec": {"podCIDR": "x"}}));
     }
 
     #[test]
     fn strategic_merge_merges_conditions_by_type() {
         let mut pod = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
-        apply(&mut pod, PatchType::Strategic, br#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#).ok();
-        assert_eq!(pod["status"]["conditions"].as_array().map(Vec::len), Some(2));
+        apply(
+            &mut pod,
+            PatchType::Strategic,
+            br#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+        )
+        .ok();
+        assert_eq!(
+            pod["status"]["conditions"].as_array().map(Vec::len),
+            Some(2)
+        );
         assert_eq!(pod["status"]["conditions"][0]["status"], "True");
     }
 
     #[test]
     fn strategic_merge_adds_and_deletes_taints_by_key() {
         let mut node = json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
-        apply(&mut node, PatchType::Strategic, br#"{"spec":{"taints":[{"key":"b","effect":"NoSchedule"}]}}"#).ok();
+        apply(
+            &mut node,
+            PatchType::Strategic,
+            br#"{"spec":{"taints":[{"key":"b","effect":"NoSchedule"}]}}"#,
+        )
+        .ok();
         assert_eq!(node["spec"]["taints"].as_array().map(Vec::len), Some(2));
-        apply(&mut node, PatchType::Strategic, br#"{"spec":{"taints":[{"key":"a","$patch":"delete"}]}}"#).ok();
-        assert_eq!(node["spec"]["taints"], json!([{"key": "b", "effect": "NoSchedule"}]));
+        apply(
+            &mut node,
+            PatchType::Strategic,
+            br#"{"spec":{"taints":[{"key":"a","$patch":"delete"}]}}"#,
+        )
+        .ok();
+        assert_eq!(
+            node["spec"]["taints"],
+            json!([{"key": "b", "effect": "NoSchedule"}])
+        );
     }
 
     #[test]
     fn merge_patch_replaces_lists() {
         let mut node = json!({"spec": {"taints": [{"key": "a"}]}});
-        apply(&mut node, PatchType::Merge, br#"{"spec":{"taints":[{"key":"b"}]}}"#).ok();
+        apply(
+            &mut node,
+            PatchType::Merge,
+            br#"{"spec":{"taints":[{"key":"b"}]}}"#,
+        )
+        .ok();
         assert_eq!(node["spec"]["taints"], json!([{"key": "b"}]));
     }
 
     #[test]
     fn json_patch_test_failure_is_rejected() {
         let mut doc = json!({"a": 1});
-        let r = apply(&mut doc, PatchType::Json, br#"[{"op":"test","path":"/a","value":2}]"#);
+        let r = apply(
+            &mut doc,
+            PatchType::Json,
+            br#"[{"op":"test","path":"/a","value":2}]"#,
+        );
         assert_eq!(r.err().map(|e| e.code), Some(422));
-        let r = apply(&mut doc, PatchType::Json, br#"[{"op":"replace","path":"/a","value":3}]"#);
+        let r = apply(
+            &mut doc,
+            PatchType::Json,
+            br#"[{"op":"replace","path":"/a","value":3}]"#,
+        );
         assert!(r.is_ok());
         assert_eq!(doc, json!({"a": 3}));
     }

@@ -71,13 +71,29 @@ macro_rules! res {
 }
 
 /// Namespaces.
-pub static NAMESPACES: ResourceDef = res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"]);
+pub static NAMESPACES: ResourceDef = res!(
+    "",
+    "v1",
+    "namespaces",
+    "namespace",
+    "Namespace",
+    false,
+    &["ns"]
+);
 /// Nodes.
 pub static NODES: ResourceDef = res!("", "v1", "nodes", "node", "Node", false, &["no"]);
 /// Pods.
 pub static PODS: ResourceDef = res!("", "v1", "pods", "pod", "Pod", true, &["po"]);
 /// ConfigMaps (for `kubectl create/apply` demos).
-pub static CONFIGMAPS: ResourceDef = res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]);
+pub static CONFIGMAPS: ResourceDef = res!(
+    "",
+    "v1",
+    "configmaps",
+    "configmap",
+    "ConfigMap",
+    true,
+    &["cm"]
+);
 /// Core/v1 events; stored together with events.k8s.io/v1 events.
 pub static CORE_EVENTS: ResourceDef = res!("", "v1", "events", "event", "Event", true, &["ev"]);
 /// events.k8s.io/v1 events (what kube-runtime's Recorder writes).
@@ -102,17 +118,55 @@ pub static PDBS: ResourceDef = res!(
     &["pdb"]
 );
 /// Deployments.
-pub static DEPLOYMENTS: ResourceDef =
-    res!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]);
+pub static DEPLOYMENTS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "deployments",
+    "deployment",
+    "Deployment",
+    true,
+    &["deploy"]
+);
 /// ReplicaSets.
-pub static REPLICASETS: ResourceDef = res!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]);
+pub static REPLICASETS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "replicasets",
+    "replicaset",
+    "ReplicaSet",
+    true,
+    &["rs"]
+);
 /// DaemonSets.
-pub static DAEMONSETS: ResourceDef = res!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"]);
+pub static DAEMONSETS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "daemonsets",
+    "daemonset",
+    "DaemonSet",
+    true,
+    &["ds"]
+);
 /// StatefulSets.
-pub static STATEFULSETS: ResourceDef =
-    res!("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"]);
+pub static STATEFULSETS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "statefulsets",
+    "statefulset",
+    "StatefulSet",
+    true,
+    &["sts"]
+);
 /// Leases.
-pub static LEASES: ResourceDef = res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[]);
+pub static LEASES: ResourceDef = res!(
+    "coordination.k8s.io",
+    "v1",
+    "leases",
+    "lease",
+    "Lease",
+    true,
+    &[]
+);
 
 /// Every served resource, in discovery order.
 pub static ALL: &[&ResourceDef] = &[

@@ -59,7 +59,10 @@ fn default_shutdown() -> u64 {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { startup_ms: default_startup(), shutdown_ms: default_shutdown() }
+        Defaults {
+            startup_ms: default_startup(),
+            shutdown_ms: default_shutdown(),
+        }
     }
 }
 
@@ -90,7 +93,11 @@ fn default_pods() -> u32 {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Capacity { cpu: default_cpu(), memory: default_memory(), pods: default_pods() }
+        Capacity {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            pods: default_pods(),
+        }
     }
 }
 
@@ -233,6 +240,9 @@ pub struct Workload {
     /// PodDisruptionBudget over the workload's pods.
     #[serde(default)]
     pub pdb: Option<PdbSpec>,
+    /// StatefulSet pod management (`OrderedReady` by default, or `Parallel`).
+    #[serde(default)]
+    pub pod_management_policy: Option<String>,
 }
 
 fn default_ns() -> String {
@@ -268,7 +278,10 @@ impl Scenario {
 
     /// Reads a scenario file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_yaml(&text)
     }
 
@@ -276,12 +289,21 @@ impl Scenario {
         let mut names = std::collections::HashSet::new();
         for n in self.all_nodes() {
             if !names.insert(n.name.clone()) {
-                return Err(ScenarioError::Invalid(format!("node {} is listed twice", n.name)));
+                return Err(ScenarioError::Invalid(format!(
+                    "node {} is listed twice",
+                    n.name
+                )));
             }
         }
         for w in &self.workloads {
-            if matches!(w.kind, WorkloadKind::Pod | WorkloadKind::StaticPod) && w.node.is_none() && w.kind == WorkloadKind::StaticPod {
-                return Err(ScenarioError::Invalid(format!("static pod {} needs a node", w.name)));
+            if matches!(w.kind, WorkloadKind::Pod | WorkloadKind::StaticPod)
+                && w.node.is_none()
+                && w.kind == WorkloadKind::StaticPod
+            {
+                return Err(ScenarioError::Invalid(format!(
+                    "static pod {} needs a node",
+                    w.name
+                )));
             }
         }
         Ok(())
@@ -289,12 +311,25 @@ impl Scenario {
 
     /// Every node: the explicit ones, then each group's, zone by zone.
     pub fn all_nodes(&self) -> Vec<NodeSpec> {
-        let mut out: Vec<NodeSpec> = self.nodes.iter().cloned().map(|mut n| {
-            if n.name.is_empty() {
-                n.name = private_dns_name(&self.nodes.iter().map(|x| x.zone.clone()).collect::<Vec<_>>(), &n.zone, 0);
-            }
-            n
-        }).collect();
+        let mut out: Vec<NodeSpec> = self
+            .nodes
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                if n.name.is_empty() {
+                    n.name = private_dns_name(
+                        &self
+                            .nodes
+                            .iter()
+                            .map(|x| x.zone.clone())
+                            .collect::<Vec<_>>(),
+                        &n.zone,
+                        0,
+                    );
+                }
+                n
+            })
+            .collect();
         for (gi, g) in self.node_groups.iter().enumerate() {
             for (zi, zone) in g.zones.iter().enumerate() {
                 for i in 0..g.per_zone {
@@ -317,19 +352,28 @@ impl Scenario {
 }
 
 fn private_dns_name(_zones: &[String], zone: &str, i: u32) -> String {
-    let z = zone.bytes().last().map_or(1, |b| (b.saturating_sub(b'a')) as u32 + 1);
+    let z = zone
+        .bytes()
+        .last()
+        .map_or(1, |b| (b.saturating_sub(b'a')) as u32 + 1);
     format!("ip-10-0-{z}-{}.ec2.internal", 20 + i)
 }
 
 /// A deterministic EC2-style instance id for a node name.
 pub fn instance_id_for(name: &str) -> String {
-    let h = name.bytes().fold(0xcbf29ce484222325u64, |a, b| (a ^ b as u64).wrapping_mul(0x100000001b3));
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |a, b| {
+        (a ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     format!("i-0{:016x}", h)[..19].to_string()
 }
 
 /// The Node object for a node spec, labelled like an EKS node.
 pub fn node_object(n: &NodeSpec, region: &str) -> Value {
-    let instance_id = if n.instance_id.is_empty() { instance_id_for(&n.name) } else { n.instance_id.clone() };
+    let instance_id = if n.instance_id.is_empty() {
+        instance_id_for(&n.name)
+    } else {
+        n.instance_id.clone()
+    };
     let ip = n
         .name
         .strip_prefix("ip-")
@@ -385,9 +429,16 @@ pub fn pod_template(w: &Workload, defaults: &Defaults) -> Value {
         w.labels.clone()
     };
     let mut annotations = w.annotations.clone();
-    annotations.insert(STARTUP_MS.into(), w.startup_ms.unwrap_or(defaults.startup_ms).to_string());
-    annotations.insert(SHUTDOWN_MS.into(), w.shutdown_ms.unwrap_or(defaults.shutdown_ms).to_string());
-    let mut container = json!({"name": w.name, "image": format!("registry.example/{}:1.0", w.name)});
+    annotations.insert(
+        STARTUP_MS.into(),
+        w.startup_ms.unwrap_or(defaults.startup_ms).to_string(),
+    );
+    annotations.insert(
+        SHUTDOWN_MS.into(),
+        w.shutdown_ms.unwrap_or(defaults.shutdown_ms).to_string(),
+    );
+    let mut container =
+        json!({"name": w.name, "image": format!("registry.example/{}:1.0", w.name)});
     if !w.requests.is_empty() {
         container["resources"] = json!({"requests": w.requests});
     }
@@ -399,7 +450,8 @@ pub fn pod_template(w: &Workload, defaults: &Defaults) -> Value {
     });
     if w.empty_dir {
         spec["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]);
-        spec["containers"][0]["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
+        spec["containers"][0]["volumeMounts"] =
+            json!([{"name": "scratch", "mountPath": "/scratch"}]);
     }
     if let Some(pc) = &w.priority_class_name {
         spec["priorityClassName"] = json!(pc);
@@ -421,16 +473,25 @@ pub fn pod_template(w: &Workload, defaults: &Defaults) -> Value {
 
 /// The objects of one workload (controller or pod, plus its PDB), and static pod manifests
 /// as (node, manifest) pairs.
-pub fn workload_objects(w: &Workload, defaults: &Defaults, nodes: &[NodeSpec]) -> (Vec<(&'static crate::resources::ResourceDef, Value)>, Vec<(String, Value)>) {
+pub fn workload_objects(
+    w: &Workload,
+    defaults: &Defaults,
+    nodes: &[NodeSpec],
+) -> (
+    Vec<(&'static crate::resources::ResourceDef, Value)>,
+    Vec<(String, Value)>,
+) {
     use crate::resources::{DAEMONSETS, DEPLOYMENTS, PDBS, PODS, STATEFULSETS};
     let template = pod_template(w, defaults);
     let selector = json!({"matchLabels": template["metadata"]["labels"]});
-    let meta = json!({"name": w.name, "namespace": w.namespace, "labels": template["metadata"]["labels"]});
+    let meta =
+        json!({"name": w.name, "namespace": w.namespace, "labels": template["metadata"]["labels"]});
     let mut objs = Vec::new();
     let mut statics = Vec::new();
     match w.kind {
         WorkloadKind::Deployment => objs.push((&DEPLOYMENTS, json!({"metadata": meta, "spec": {"replicas": w.replicas, "selector": selector, "template": template}}))),
-        WorkloadKind::StatefulSet => objs.push((&STATEFULSETS, json!({"metadata": meta, "spec": {"replicas": w.replicas, "selector": selector, "template": template, "serviceName": w.name}}))),
+        WorkloadKind::StatefulSet => objs.push((&STATEFULSETS, json!({"metadata": meta, "spec": {"replicas": w.replicas, "selector": selector, "template": template, "serviceName": w.name,
+            "podManagementPolicy": w.pod_management_policy.as_deref().unwrap_or("OrderedReady")}}))),
         WorkloadKind::DaemonSet => objs.push((&DAEMONSETS, json!({"metadata": meta, "spec": {"selector": selector, "template": template}}))),
         WorkloadKind::Pod => {
             let mut pod = template.clone();
@@ -463,7 +524,10 @@ pub fn workload_objects(w: &Workload, defaults: &Defaults, nodes: &[NodeSpec]) -
         if let Some(v) = &pdb.max_unavailable {
             spec["maxUnavailable"] = v.clone();
         }
-        objs.push((&PDBS, json!({"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec})));
+        objs.push((
+            &PDBS,
+            json!({"metadata": {"name": w.name, "namespace": w.namespace}, "spec": spec}),
+        ));
     }
     (objs, statics)
 }
@@ -474,14 +538,22 @@ mod tests {
 
     #[test]
     fn node_groups_expand_per_zone_with_eks_names_and_provider_ids() {
-        let s = Scenario::from_yaml("nodeGroups:\n- name: g\n  zones: [us-east-1a, us-east-1b]\n  perZone: 2\n").ok();
+        let s = Scenario::from_yaml(
+            "nodeGroups:\n- name: g\n  zones: [us-east-1a, us-east-1b]\n  perZone: 2\n",
+        )
+        .ok();
         let nodes = s.map(|s| s.all_nodes()).unwrap_or_default();
         assert_eq!(nodes.len(), 4);
-        assert!(nodes.iter().all(|n| n.name.starts_with("ip-10-") && n.name.ends_with(".ec2.internal")));
+        assert!(nodes
+            .iter()
+            .all(|n| n.name.starts_with("ip-10-") && n.name.ends_with(".ec2.internal")));
         let obj = node_object(&nodes[0], "us-east-1");
         let pid = obj["spec"]["providerID"].as_str().unwrap_or("");
         assert!(pid.starts_with("aws:///us-east-1a/i-0"), "{pid}");
-        assert_eq!(obj["metadata"]["labels"]["topology.kubernetes.io/zone"], "us-east-1a");
+        assert_eq!(
+            obj["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "us-east-1a"
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ fn split_top_level(s: &str) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
@@ -64,10 +68,19 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 LabelReq::Eq(k.trim().to_string(), v.trim().to_string())
             } else if let Some(idx) = part.find(" notin ") {
-                LabelReq::NotIn(part[..idx].trim().to_string(), parse_set(&part[idx + 7..]).ok_or_else(bad)?)
+                LabelReq::NotIn(
+                    part[..idx].trim().to_string(),
+                    parse_set(&part[idx + 7..]).ok_or_else(bad)?,
+                )
             } else if let Some(idx) = part.find(" in ") {
-                LabelReq::In(part[..idx].trim().to_string(), parse_set(&part[idx + 4..]).ok_or_else(bad)?)
-            } else if part.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) {
+                LabelReq::In(
+                    part[..idx].trim().to_string(),
+                    parse_set(&part[idx + 4..]).ok_or_else(bad)?,
+                )
+            } else if part
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_./".contains(c))
+            {
                 LabelReq::Exists(part.to_string())
             } else {
                 return Err(bad());
@@ -107,11 +120,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, false, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
             if !supported(storage, field) {
-                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
             }
             reqs.push((field.to_string(), negate, value.trim().to_string()));
         }
@@ -199,7 +216,9 @@ fn field_value(obj: &Value, field: &str) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         // The real server reports an unset boolean as "false" (e.g. spec.unschedulable).
-        Value::Null if field == "spec.unschedulable" || field == "spec.hostNetwork" => "false".into(),
+        Value::Null if field == "spec.unschedulable" || field == "spec.hostNetwork" => {
+            "false".into()
+        }
         _ => String::new(),
     }
 }
@@ -253,7 +272,11 @@ mod tests {
     #[test]
     fn label_selector_supports_every_operator() {
         let labels = json!({"app": "web", "tier": "front"});
-        let m = |s: &str| LabelSelector::parse(s).map(|l| l.matches(&labels)).unwrap_or(false);
+        let m = |s: &str| {
+            LabelSelector::parse(s)
+                .map(|l| l.matches(&labels))
+                .unwrap_or(false)
+        };
         assert!(m("app=web"));
         assert!(m("app==web,tier=front"));
         assert!(!m("app!=web"));
@@ -269,24 +292,42 @@ mod tests {
     #[test]
     fn field_selector_handles_not_equal_and_empty_values() {
         let pod = json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let sel = FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded,status.phase!=Failed", "pods");
+        let sel = FieldSelector::parse(
+            "spec.nodeName=n1,status.phase!=Succeeded,status.phase!=Failed",
+            "pods",
+        );
         assert!(sel.is_ok_and(|s| s.matches(&pod)));
         let ev = json!({"regarding": {"kind": "Node", "name": "n1"}});
-        let sel = FieldSelector::parse("involvedObject.name=n1,involvedObject.namespace=,involvedObject.kind=Node", "events");
+        let sel = FieldSelector::parse(
+            "involvedObject.name=n1,involvedObject.namespace=,involvedObject.kind=Node",
+            "events",
+        );
         assert!(sel.is_ok_and(|s| s.matches(&ev)));
     }
 
     #[test]
     fn unsupported_field_is_bad_request() {
         let err = FieldSelector::parse("spec.foo=x", "pods").err();
-        assert_eq!(err.map(|e| e.message), Some("field label not supported: spec.foo".to_string()));
+        assert_eq!(
+            err.map(|e| e.message),
+            Some("field label not supported: spec.foo".to_string())
+        );
     }
 
     #[test]
     fn empty_pdb_selector_matches_nothing() {
-        assert!(!selector_object_matches(&json!({}), &json!({"a": "b"}), false));
-        assert!(selector_object_matches(&json!({"matchLabels": {"a": "b"}}), &json!({"a": "b"}), false));
-        let expr = json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["x", "b"]}]});
+        assert!(!selector_object_matches(
+            &json!({}),
+            &json!({"a": "b"}),
+            false
+        ));
+        assert!(selector_object_matches(
+            &json!({"matchLabels": {"a": "b"}}),
+            &json!({"a": "b"}),
+            false
+        ));
+        let expr =
+            json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["x", "b"]}]});
         assert!(selector_object_matches(&expr, &json!({"a": "b"}), false));
     }
 }

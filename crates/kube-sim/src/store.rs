@@ -75,7 +75,9 @@ pub struct Subscription {
 
 /// The current time as the API server formats `metav1.Time` (RFC 3339, seconds, `Z`).
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The current time as `metav1.MicroTime`.
@@ -169,7 +171,12 @@ impl Store {
     }
 
     /// Gets one object or the NotFound error.
-    pub fn get_or_404(&self, res: &ResourceDef, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+    pub fn get_or_404(
+        &self,
+        res: &ResourceDef,
+        ns: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
         self.get(res, ns, name)
             .ok_or_else(|| ApiError::not_found(res, name))
     }
@@ -203,9 +210,10 @@ impl Store {
             return Vec::new();
         };
         let iter: Box<dyn Iterator<Item = (&Key, &Arc<Value>)>> = match after {
-            Some(k) => Box::new(
-                t.range((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded)),
-            ),
+            Some(k) => Box::new(t.range((
+                std::ops::Bound::Excluded(k.clone()),
+                std::ops::Bound::Unbounded,
+            ))),
             None => Box::new(t.iter()),
         };
         iter.filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
@@ -215,9 +223,16 @@ impl Store {
 
     /// Creates an object: fills uid, creationTimestamp, resourceVersion, generation and
     /// namespace; resolves `generateName`.
-    pub fn create(&self, res: &'static ResourceDef, ns: &str, mut obj: Value) -> Result<Arc<Value>, ApiError> {
+    pub fn create(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Arc<Value>, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
@@ -254,7 +269,14 @@ impl Store {
             }
             obj["metadata"]["name"] = json!(name);
         }
-        let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.clone());
+        let key = (
+            if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.clone(),
+        );
         if table.contains_key(&key) {
             return Err(ApiError::already_exists(res, &name));
         }
@@ -295,19 +317,43 @@ impl Store {
     /// Updates an object in place through `f`. A change that leaves the object as it was
     /// commits nothing (as the real server: no new resourceVersion for a no-op update).
     /// `f` may refuse the update by returning an error.
-    pub fn update<F>(&self, res: &'static ResourceDef, ns: &str, name: &str, f: F) -> Result<Arc<Value>, ApiError>
+    pub fn update<F>(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        name: &str,
+        f: F,
+    ) -> Result<Arc<Value>, ApiError>
     where
         F: FnOnce(&mut Value) -> Result<(), ApiError>,
     {
         let mut st = self.lock();
-        let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.to_string());
-        let Some(old) = st.tables.get(res.storage).and_then(|t| t.get(&key)).cloned() else {
+        let key = (
+            if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
+        let Some(old) = st
+            .tables
+            .get(res.storage)
+            .and_then(|t| t.get(&key))
+            .cloned()
+        else {
             return Err(ApiError::not_found(res, name));
         };
         let mut new = (*old).clone();
         f(&mut new)?;
         // Identity and bookkeeping fields are the server's, whatever the writer sent.
-        for field in ["uid", "name", "namespace", "creationTimestamp", "resourceVersion"] {
+        for field in [
+            "uid",
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
             match old["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => {
@@ -317,7 +363,11 @@ impl Store {
                 }
             }
         }
-        if old.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some() {
+        if old
+            .get("metadata")
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some()
+        {
             new["metadata"]["deletionTimestamp"] = old["metadata"]["deletionTimestamp"].clone();
         }
         new["kind"] = json!(res.kind);
@@ -325,7 +375,10 @@ impl Store {
         if new == *old {
             return Ok(old);
         }
-        if res.storage != "pods" && new.get("spec") != old.get("spec") && old["metadata"].get("generation").is_some() {
+        if res.storage != "pods"
+            && new.get("spec") != old.get("spec")
+            && old["metadata"].get("generation").is_some()
+        {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(generation);
         }
@@ -361,7 +414,12 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
         let key = (ns.to_string(), name.to_string());
-        let Some(old) = st.tables.get(res.storage).and_then(|t| t.get(&key)).cloned() else {
+        let Some(old) = st
+            .tables
+            .get(res.storage)
+            .and_then(|t| t.get(&key))
+            .cloned()
+        else {
             return Err(ApiError::not_found(res, name));
         };
         let mut new = (*old).clone();
@@ -396,8 +454,20 @@ impl Store {
         expect_uid: Option<&str>,
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
-        let key = (if res.namespaced { ns.to_string() } else { String::new() }, name.to_string());
-        let Some(old) = st.tables.get(res.storage).and_then(|t| t.get(&key)).cloned() else {
+        let key = (
+            if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
+        let Some(old) = st
+            .tables
+            .get(res.storage)
+            .and_then(|t| t.get(&key))
+            .cloned()
+        else {
             return Err(ApiError::not_found(res, name));
         };
         if let Some(uid) = expect_uid {
@@ -507,7 +577,8 @@ mod tests {
     #[test]
     fn no_op_update_commits_nothing() {
         let s = Store::default();
-        s.create(&NODES, "", json!({"metadata": {"name": "n"}})).ok();
+        s.create(&NODES, "", json!({"metadata": {"name": "n"}}))
+            .ok();
         let before = s.current_rv();
         s.update(&NODES, "", "n", |_| Ok(())).ok();
         assert_eq!(s.current_rv(), before);
@@ -528,7 +599,12 @@ mod tests {
         s.create(&PODS, "default", pod("b")).ok();
         let sub = s.subscribe_since(rv_of(&a)).ok();
         let names: Vec<String> = sub
-            .map(|sub| sub.backlog.iter().map(|c| name_of(&c.object).to_string()).collect())
+            .map(|sub| {
+                sub.backlog
+                    .iter()
+                    .map(|c| name_of(&c.object).to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(names, vec!["b".to_string()]);
     }
@@ -548,14 +624,20 @@ mod tests {
         let s = Store::default();
         s.create(&PODS, "default", pod("a")).ok();
         let err = s.remove(&PODS, "default", "a", Some("nope")).err();
-        assert!(err.is_some_and(|e| e.code == 409 && e.message.contains("Precondition failed: UID in precondition: nope")));
+        assert!(err.is_some_and(|e| e.code == 409
+            && e.message
+                .contains("Precondition failed: UID in precondition: nope")));
     }
 
     #[test]
     fn generate_name_gets_a_random_suffix() {
         let s = Store::default();
         let p = s
-            .create(&PODS, "default", json!({"metadata": {"generateName": "web-"}}))
+            .create(
+                &PODS,
+                "default",
+                json!({"metadata": {"generateName": "web-"}}),
+            )
             .unwrap_or_default();
         assert!(name_of(&p).starts_with("web-") && name_of(&p).len() == 9);
     }

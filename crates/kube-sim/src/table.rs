@@ -11,17 +11,29 @@ pub fn human_duration(secs: i64) -> String {
         format!("{secs}s")
     } else if m < 10 {
         let s = secs % 60;
-        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
         let mm = m % 60;
-        if mm == 0 { format!("{h}h") } else { format!("{h}h{mm}m") }
+        if mm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{mm}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let hh = h % 24;
-        if hh == 0 { format!("{d}d") } else { format!("{d}d{hh}h") }
+        if hh == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{hh}h")
+        }
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else {
@@ -101,7 +113,11 @@ fn columns(storage: &str) -> Vec<Value> {
 }
 
 fn or_none(s: &str) -> String {
-    if s.is_empty() { "<none>".into() } else { s.to_string() }
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Pod STATUS column: Terminating, a waiting reason, or the phase.
@@ -119,7 +135,10 @@ pub fn pod_status(pod: &Value) -> String {
             }
         }
     }
-    pod["status"]["phase"].as_str().unwrap_or("Pending").to_string()
+    pod["status"]["phase"]
+        .as_str()
+        .unwrap_or("Pending")
+        .to_string()
 }
 
 fn cells(storage: &str, obj: &Value) -> Vec<Value> {
@@ -129,7 +148,9 @@ fn cells(storage: &str, obj: &Value) -> Vec<Value> {
             let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
             let statuses = obj["status"]["containerStatuses"].as_array();
             let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
-            let restarts: i64 = statuses.map_or(0, |s| s.iter().filter_map(|c| c["restartCount"].as_i64()).sum());
+            let restarts: i64 = statuses.map_or(0, |s| {
+                s.iter().filter_map(|c| c["restartCount"].as_i64()).sum()
+            });
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
@@ -157,7 +178,11 @@ fn cells(storage: &str, obj: &Value) -> Vec<Value> {
             }
             let roles: Vec<&str> = obj["metadata"]["labels"]
                 .as_object()
-                .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect())
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect()
+                })
                 .unwrap_or_default();
             let addr = |t: &str| {
                 obj["status"]["addresses"]
@@ -171,14 +196,20 @@ fn cells(storage: &str, obj: &Value) -> Vec<Value> {
             vec![
                 json!(name),
                 json!(status),
-                json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+                json!(if roles.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    roles.join(",")
+                }),
                 json!(age(obj)),
                 json!(info["kubeletVersion"].as_str().unwrap_or("")),
                 json!(addr("InternalIP")),
                 json!(addr("ExternalIP")),
                 json!(info["osImage"].as_str().unwrap_or("<unknown>")),
                 json!(info["kernelVersion"].as_str().unwrap_or("<unknown>")),
-                json!(info["containerRuntimeVersion"].as_str().unwrap_or("<unknown>")),
+                json!(info["containerRuntimeVersion"]
+                    .as_str()
+                    .unwrap_or("<unknown>")),
             ]
         }
         "poddisruptionbudgets" => {
@@ -209,12 +240,20 @@ fn cells(storage: &str, obj: &Value) -> Vec<Value> {
         "deployments" | "replicasets" | "statefulsets" => {
             let want = obj["spec"]["replicas"].as_i64().unwrap_or(1);
             let ready = obj["status"]["readyReplicas"].as_i64().unwrap_or(0);
-            vec![json!(name), json!(format!("{ready}/{want}")), json!(age(obj))]
+            vec![
+                json!(name),
+                json!(format!("{ready}/{want}")),
+                json!(age(obj)),
+            ]
         }
         "daemonsets" => vec![
             json!(name),
-            json!(obj["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0)),
-            json!(obj["status"]["currentNumberScheduled"].as_i64().unwrap_or(0)),
+            json!(obj["status"]["desiredNumberScheduled"]
+                .as_i64()
+                .unwrap_or(0)),
+            json!(obj["status"]["currentNumberScheduled"]
+                .as_i64()
+                .unwrap_or(0)),
             json!(obj["status"]["numberReady"].as_i64().unwrap_or(0)),
             json!(age(obj)),
         ],

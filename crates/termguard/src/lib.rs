@@ -2,6 +2,8 @@
 //!
 //! The modules follow the data flow: sources → notice → handler → cluster/aws → report.
 
+pub mod cli;
 pub mod cluster;
 pub mod notice;
+pub mod sim;
 pub mod sources;

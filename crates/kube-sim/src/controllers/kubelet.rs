@@ -48,8 +48,15 @@ pub(super) fn set_ready(pod: &mut Value, ready: bool) {
 }
 
 fn pod_ip(uid: &str) -> String {
-    let h = uid.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
-    format!("10.{}.{}.{}", 100 + (h % 100), (h >> 8) % 256, 1 + (h >> 16) % 254)
+    let h = uid
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    format!(
+        "10.{}.{}.{}",
+        100 + (h % 100),
+        (h >> 8) % 256,
+        1 + (h >> 16) % 254
+    )
 }
 
 fn container_statuses(pod: &Value, running: bool) -> Value {
@@ -107,12 +114,24 @@ pub(super) fn reconcile(
         }
         if podutil::terminating(pod) {
             let since = *st.term_at.entry(uid.to_string()).or_insert(ctx.now);
-            let shutdown = Duration::from_millis(podutil::millis(pod, SHUTDOWN_MS, ctx.timings.shutdown.as_millis() as u64));
-            let grace = Duration::from_secs(pod["metadata"]["deletionGracePeriodSeconds"].as_u64().unwrap_or(30));
+            let shutdown = Duration::from_millis(podutil::millis(
+                pod,
+                SHUTDOWN_MS,
+                ctx.timings.shutdown.as_millis() as u64,
+            ));
+            let grace = Duration::from_secs(
+                pod["metadata"]["deletionGracePeriodSeconds"]
+                    .as_u64()
+                    .unwrap_or(30),
+            );
             let done_at = since + shutdown.min(grace);
             if ctx.now >= done_at {
                 if ctx.store.remove(&PODS, ns, name, Some(uid)).is_ok() {
-                    let kind = if shutdown > grace { ExitKind::GraceExpired } else { ExitKind::Graceful };
+                    let kind = if shutdown > grace {
+                        ExitKind::GraceExpired
+                    } else {
+                        ExitKind::Graceful
+                    };
                     exits.push(((**pod).clone(), kind));
                 }
                 st.term_at.remove(uid);
@@ -133,7 +152,11 @@ pub(super) fn reconcile(
             continue;
         }
         let bound = *st.bound_at.entry(uid.to_string()).or_insert(ctx.now);
-        let startup = Duration::from_millis(podutil::millis(pod, STARTUP_MS, ctx.timings.startup.as_millis() as u64));
+        let startup = Duration::from_millis(podutil::millis(
+            pod,
+            STARTUP_MS,
+            ctx.timings.startup.as_millis() as u64,
+        ));
         let host_ip = nodes
             .iter()
             .find(|n| name_of(n) == node)
@@ -172,17 +195,27 @@ pub(super) fn reconcile(
     next
 }
 
-fn ensure_mirror_pods(ctx: &Ctx<'_>, nodes: &[Arc<Value>], pods: &[Arc<Value>], statics: &HashMap<String, Vec<Value>>) {
+fn ensure_mirror_pods(
+    ctx: &Ctx<'_>,
+    nodes: &[Arc<Value>],
+    pods: &[Arc<Value>],
+    statics: &HashMap<String, Vec<Value>>,
+) {
     for node in nodes {
         let node_name = name_of(node);
         if ctx.dead.contains(node_name) {
             continue;
         }
-        let Some(manifests) = statics.get(node_name) else { continue };
+        let Some(manifests) = statics.get(node_name) else {
+            continue;
+        };
         for m in manifests {
             let ns = m["metadata"]["namespace"].as_str().unwrap_or("kube-system");
             let name = mirror_name(m, node_name);
-            if pods.iter().any(|p| namespace_of(p) == ns && name_of(p) == name) {
+            if pods
+                .iter()
+                .any(|p| namespace_of(p) == ns && name_of(p) == name)
+            {
                 continue;
             }
             let mut pod = m.clone();

@@ -96,7 +96,10 @@ impl Cluster {
 
     /// Registers a static pod manifest on a node; its kubelet keeps a mirror pod for it.
     pub fn add_static_pod(&self, node: &str, manifest: Value) {
-        lock(&self.static_pods).entry(node.to_string()).or_default().push(manifest);
+        lock(&self.static_pods)
+            .entry(node.to_string())
+            .or_default()
+            .push(manifest);
     }
 
     /// Every pod that stopped so far, in order.
@@ -146,17 +149,22 @@ impl Cluster {
         })?;
         let (pods, _) = self.store.list(&PODS, None);
         let mut died = Vec::new();
-        for pod in pods.iter().filter(|p| podutil::node_name(p) == name && !podutil::finished(p)) {
+        for pod in pods
+            .iter()
+            .filter(|p| podutil::node_name(p) == name && !podutil::finished(p))
+        {
             self.record_exit(pod, ExitKind::NodeLost);
             if let Some(e) = lock(&self.exits).last() {
                 died.push(e.clone());
             }
             // The node lifecycle controller marks the pods NotReady; they stay in the API
             // (Running, or Terminating if a delete was pending) until the Node is deleted.
-            let _ = self.store.update(&PODS, namespace_of(pod), name_of(pod), |p| {
-                kubelet::set_ready(p, false);
-                Ok(())
-            });
+            let _ = self
+                .store
+                .update(&PODS, namespace_of(pod), name_of(pod), |p| {
+                    kubelet::set_ready(p, false);
+                    Ok(())
+                });
         }
         Ok(died)
     }
@@ -203,7 +211,9 @@ impl Cluster {
                 now,
             };
             let mut exits = Vec::new();
-            next = next.min_opt(kubelet::reconcile(&ctx, &mut kl, &nodes, &pods, &statics, &mut exits));
+            next = next.min_opt(kubelet::reconcile(
+                &ctx, &mut kl, &nodes, &pods, &statics, &mut exits,
+            ));
             for (pod, kind) in exits {
                 self.record_exit(&pod, kind);
             }

@@ -42,7 +42,14 @@ pub(super) fn reconcile(store: &Store, pods: &[Arc<Value>]) {
         let ns = namespace_of(pdb);
         let matching: Vec<&Arc<Value>> = pods
             .iter()
-            .filter(|p| namespace_of(p) == ns && selector_object_matches(&pdb["spec"]["selector"], &p["metadata"]["labels"], false))
+            .filter(|p| {
+                namespace_of(p) == ns
+                    && selector_object_matches(
+                        &pdb["spec"]["selector"],
+                        &p["metadata"]["labels"],
+                        false,
+                    )
+            })
             .collect();
         // Expected pods: the scale of each controller owning a matching pod; pods without
         // a known controller count one each.
@@ -73,7 +80,11 @@ pub(super) fn reconcile(store: &Store, pods: &[Arc<Value>]) {
             .as_object()
             .map(|m| {
                 m.iter()
-                    .filter(|(name, _)| matching.iter().any(|p| name_of(p) == name.as_str() && !podutil::terminating(p)))
+                    .filter(|(name, _)| {
+                        matching
+                            .iter()
+                            .any(|p| name_of(p) == name.as_str() && !podutil::terminating(p))
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })

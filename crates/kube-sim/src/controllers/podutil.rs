@@ -96,7 +96,11 @@ pub fn quantity_milli(q: &Value) -> i64 {
 pub fn request_milli(pod: &Value, resource: &str) -> i64 {
     pod["spec"]["containers"]
         .as_array()
-        .map(|cs| cs.iter().map(|c| quantity_milli(&c["resources"]["requests"][resource])).sum())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| quantity_milli(&c["resources"]["requests"][resource]))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -136,10 +140,22 @@ mod tests {
     #[test]
     fn toleration_operators() {
         let taint = json!({"key": "termguard.io/terminating", "value": "AZRebalance", "effect": "NoSchedule"});
-        assert!(tolerates(&json!({"spec": {"tolerations": [{"operator": "Exists"}]}}), &taint));
-        assert!(tolerates(&json!({"spec": {"tolerations": [{"key": "termguard.io/terminating", "operator": "Exists"}]}}), &taint));
-        assert!(!tolerates(&json!({"spec": {"tolerations": [{"key": "other", "operator": "Exists"}]}}), &taint));
+        assert!(tolerates(
+            &json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
+            &taint
+        ));
+        assert!(tolerates(
+            &json!({"spec": {"tolerations": [{"key": "termguard.io/terminating", "operator": "Exists"}]}}),
+            &taint
+        ));
+        assert!(!tolerates(
+            &json!({"spec": {"tolerations": [{"key": "other", "operator": "Exists"}]}}),
+            &taint
+        ));
         assert!(!tolerates(&json!({"spec": {}}), &taint));
-        assert!(!tolerates(&json!({"spec": {"tolerations": [{"operator": "Exists", "effect": "NoExecute"}]}}), &taint));
+        assert!(!tolerates(
+            &json!({"spec": {"tolerations": [{"operator": "Exists", "effect": "NoExecute"}]}}),
+            &taint
+        ));
     }
 }

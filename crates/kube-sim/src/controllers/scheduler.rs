@@ -22,13 +22,17 @@ fn schedulable_for(node: &Value, pod: &Value) -> bool {
     if !podutil::condition_true(node, "Ready") {
         return false;
     }
-    let taints = node["spec"]["taints"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let taints = node["spec"]["taints"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let selector_ok = pod["spec"]["nodeSelector"]
         .as_object()
         .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v));
     selector_ok
         && taints.iter().all(|t| {
-            !matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) || podutil::tolerates(pod, t)
+            !matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute"))
+                || podutil::tolerates(pod, t)
         })
 }
 
@@ -45,7 +49,9 @@ fn fits(node: &Value, used: Used, pod: &Value) -> bool {
 pub(super) fn reconcile(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>]) {
     let pending: Vec<&Arc<Value>> = pods
         .iter()
-        .filter(|p| podutil::node_name(p).is_empty() && !podutil::terminating(p) && !podutil::finished(p))
+        .filter(|p| {
+            podutil::node_name(p).is_empty() && !podutil::terminating(p) && !podutil::finished(p)
+        })
         .collect();
     if pending.is_empty() {
         return;
@@ -62,7 +68,12 @@ pub(super) fn reconcile(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>]
             .iter()
             .filter(|n| schedulable_for(n, pod))
             .filter(|n| fits(n, used.get(name_of(n)).copied().unwrap_or_default(), pod))
-            .min_by_key(|n| (used.get(name_of(n)).map_or(0, |u| u.pods), name_of(n).to_string()));
+            .min_by_key(|n| {
+                (
+                    used.get(name_of(n)).map_or(0, |u| u.pods),
+                    name_of(n).to_string(),
+                )
+            });
         let (ns, name) = (namespace_of(pod), name_of(pod));
         match best {
             Some(node) => {

@@ -16,7 +16,12 @@ fn owner_ref(api_version: &str, kind: &str, owner: &Value) -> Value {
 }
 
 /// A pod built from a workload's template.
-fn pod_from_template(owner: &Value, kind: &str, name: Option<String>, generate_prefix: &str) -> Value {
+fn pod_from_template(
+    owner: &Value,
+    kind: &str,
+    name: Option<String>,
+    generate_prefix: &str,
+) -> Value {
     let template = &owner["spec"]["template"];
     let mut meta = template["metadata"].clone();
     if !meta.is_object() {
@@ -36,9 +41,13 @@ fn pod_from_template(owner: &Value, kind: &str, name: Option<String>, generate_p
 
 fn template_hash(template: &Value) -> String {
     let text = template.to_string();
-    let h = text.bytes().fold(0xcbf29ce484222325u64, |a, b| (a ^ b as u64).wrapping_mul(0x100000001b3));
+    let h = text.bytes().fold(0xcbf29ce484222325u64, |a, b| {
+        (a ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10).map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char).collect()
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
 }
 
 fn owned_by<'a>(pods: &'a [Arc<Value>], owner: &Value) -> Vec<&'a Arc<Value>> {
@@ -48,7 +57,12 @@ fn owned_by<'a>(pods: &'a [Arc<Value>], owner: &Value) -> Vec<&'a Arc<Value>> {
         .collect()
 }
 
-fn set_status(store: &Store, res: &'static crate::resources::ResourceDef, obj: &Value, status: Value) {
+fn set_status(
+    store: &Store,
+    res: &'static crate::resources::ResourceDef,
+    obj: &Value,
+    status: Value,
+) {
     let mut merged = obj["status"].clone();
     if !merged.is_object() {
         merged = json!({});
@@ -77,7 +91,9 @@ fn deployments(store: &Store) {
         let ns = namespace_of(d);
         let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let rs_name = format!("{}-{}", name_of(d), template_hash(&d["spec"]["template"]));
-        let existing = rss.iter().find(|r| namespace_of(r) == ns && name_of(r) == rs_name);
+        let existing = rss
+            .iter()
+            .find(|r| namespace_of(r) == ns && name_of(r) == rs_name);
         match existing {
             None => {
                 let mut template = d["spec"]["template"].clone();
@@ -99,8 +115,13 @@ fn deployments(store: &Store) {
                 }
                 let ready = rs["status"]["readyReplicas"].as_i64().unwrap_or(0);
                 let have = rs["status"]["replicas"].as_i64().unwrap_or(0);
-                set_status(store, &DEPLOYMENTS, d, json!({"replicas": have, "readyReplicas": ready,
-                    "availableReplicas": ready, "updatedReplicas": have, "unavailableReplicas": (replicas - ready).max(0)}));
+                set_status(
+                    store,
+                    &DEPLOYMENTS,
+                    d,
+                    json!({"replicas": have, "readyReplicas": ready,
+                    "availableReplicas": ready, "updatedReplicas": have, "unavailableReplicas": (replicas - ready).max(0)}),
+                );
             }
         }
     }
@@ -112,7 +133,10 @@ fn replicasets(store: &Store, pods: &[Arc<Value>]) {
         let ns = namespace_of(rs);
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         let owned = owned_by(pods, rs);
-        let active: Vec<&&Arc<Value>> = owned.iter().filter(|p| !podutil::terminating(p) && !podutil::finished(p)).collect();
+        let active: Vec<&&Arc<Value>> = owned
+            .iter()
+            .filter(|p| !podutil::terminating(p) && !podutil::finished(p))
+            .collect();
         if active.len() < want {
             for _ in active.len()..want {
                 let pod = pod_from_template(rs, "ReplicaSet", None, &format!("{}-", name_of(rs)));
@@ -127,8 +151,13 @@ fn replicasets(store: &Store, pods: &[Arc<Value>]) {
             }
         }
         let ready = active.iter().filter(|p| podutil::healthy(p)).count();
-        set_status(store, &REPLICASETS, rs, json!({"replicas": active.len(), "readyReplicas": ready,
-            "availableReplicas": ready, "fullyLabeledReplicas": active.len()}));
+        set_status(
+            store,
+            &REPLICASETS,
+            rs,
+            json!({"replicas": active.len(), "readyReplicas": ready,
+            "availableReplicas": ready, "fullyLabeledReplicas": active.len()}),
+        );
     }
 }
 
@@ -166,8 +195,13 @@ fn statefulsets(store: &Store, pods: &[Arc<Value>]) {
             }
         }
         let current = owned_by(pods, sts).len();
-        set_status(store, &STATEFULSETS, sts, json!({"replicas": current, "readyReplicas": ready,
-            "availableReplicas": ready, "currentReplicas": current}));
+        set_status(
+            store,
+            &STATEFULSETS,
+            sts,
+            json!({"replicas": current, "readyReplicas": ready,
+            "availableReplicas": ready, "currentReplicas": current}),
+        );
     }
 }
 
@@ -194,21 +228,34 @@ fn daemonsets(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>], dead: &H
                 continue;
             }
             desired += 1;
-            let has = owned.iter().any(|p| podutil::node_name(p) == node_name && !podutil::terminating(p));
+            let has = owned
+                .iter()
+                .any(|p| podutil::node_name(p) == node_name && !podutil::terminating(p));
             if !has && !dead.contains(node_name) {
-                let mut pod = pod_from_template(ds, "DaemonSet", None, &format!("{}-", name_of(ds)));
+                let mut pod =
+                    pod_from_template(ds, "DaemonSet", None, &format!("{}-", name_of(ds)));
                 pod["spec"]["nodeName"] = json!(node_name);
                 let _ = store.create(&PODS, ns, pod);
             }
         }
         let ready = owned.iter().filter(|p| podutil::healthy(p)).count();
-        set_status(store, &DAEMONSETS, ds, json!({"desiredNumberScheduled": desired,
+        set_status(
+            store,
+            &DAEMONSETS,
+            ds,
+            json!({"desiredNumberScheduled": desired,
             "currentNumberScheduled": owned.len(), "numberReady": ready, "numberAvailable": ready,
-            "updatedNumberScheduled": owned.len(), "numberMisscheduled": 0}));
+            "updatedNumberScheduled": owned.len(), "numberMisscheduled": 0}),
+        );
     }
 }
 
-pub(super) fn reconcile(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>], dead: &HashSet<String>) {
+pub(super) fn reconcile(
+    store: &Store,
+    nodes: &[Arc<Value>],
+    pods: &[Arc<Value>],
+    dead: &HashSet<String>,
+) {
     deployments(store);
     replicasets(store, pods);
     statefulsets(store, pods);
