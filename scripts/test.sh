@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests need, then runs
+# formatting, lints and the whole test suite. Works on a bare machine of this kind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build output outside the tree, so a second run on the same machine reuses it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/termguard-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# The real kubectl 1.32 is the simulator's reference client (shipped with this machine kind).
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "scripts/test.sh: kubectl (1.32) is required by the kubectl integration tests and was not found" >&2
+  exit 1
+fi
+
+# moto in server mode is the AWS of the queue-mode tests.
+if ! python3 -c 'import moto, flask' >/dev/null 2>&1; then
+  echo "installing moto[server] from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked </dev/null
