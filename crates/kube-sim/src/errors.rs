@@ -52,8 +52,8 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Message kubectl prints.
     pub message: String,
-    /// Optional details.
-    pub details: Option<StatusDetails>,
+    /// Optional details (boxed: errors travel through every Result in the crate).
+    pub details: Option<Box<StatusDetails>>,
 }
 
 #[derive(Serialize)]
@@ -88,7 +88,7 @@ impl ApiError {
             code: 404,
             reason: "NotFound",
             message: format!("{} \"{}\" not found", res.qualified(), name),
-            details: Some(resource_details(res, name)),
+            details: Some(Box::new(resource_details(res, name))),
         }
     }
 
@@ -98,7 +98,7 @@ impl ApiError {
             code: 404,
             reason: "NotFound",
             message: "the server could not find the requested resource".into(),
-            details: Some(StatusDetails::default()),
+            details: Some(Box::default()),
         }
     }
 
@@ -108,7 +108,7 @@ impl ApiError {
             code: 409,
             reason: "AlreadyExists",
             message: format!("{} \"{}\" already exists", res.qualified(), name),
-            details: Some(resource_details(res, name)),
+            details: Some(Box::new(resource_details(res, name))),
         }
     }
 
@@ -123,7 +123,7 @@ impl ApiError {
                 name,
                 why
             ),
-            details: Some(resource_details(res, name)),
+            details: Some(Box::new(resource_details(res, name))),
         }
     }
 
@@ -147,7 +147,7 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message: format!("{prefix} \"{name}\" is invalid: {field}: {detail}"),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 name: name.to_string(),
                 group: res.group.to_string(),
                 kind: res.kind.to_string(),
@@ -157,7 +157,7 @@ impl ApiError {
                     field: field.to_string(),
                 }],
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -199,7 +199,7 @@ impl ApiError {
             code: 429,
             reason: "TooManyRequests",
             message: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 causes: vec![StatusCause {
                     reason: "DisruptionBudget".into(),
                     message: cause,
@@ -207,7 +207,7 @@ impl ApiError {
                 }],
                 retry_after_seconds: retry_after,
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -229,12 +229,12 @@ impl ApiError {
             message: format!(
                 "poddisruptionbudgets.policy \"{pdb}\" is forbidden: pdb disruptions allowed is negative"
             ),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 name: pdb.to_string(),
                 group: "policy".into(),
                 kind: "poddisruptionbudgets".into(),
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -277,7 +277,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         serde_json::to_value(&body).unwrap_or(serde_json::Value::Null)
@@ -292,7 +292,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         serde_json::to_string(&body).unwrap_or_default()

@@ -471,16 +471,17 @@ pub fn pod_template(w: &Workload, defaults: &Defaults) -> Value {
     json!({"metadata": {"labels": labels, "annotations": annotations}, "spec": spec})
 }
 
-/// The objects of one workload (controller or pod, plus its PDB), and static pod manifests
-/// as (node, manifest) pairs.
+/// Objects to create, each with its resource type.
+pub type Objects = Vec<(&'static crate::resources::ResourceDef, Value)>;
+/// Static pod manifests as (node, manifest) pairs.
+pub type StaticPods = Vec<(String, Value)>;
+
+/// The objects of one workload (controller or pod, plus its PDB), and its static pods.
 pub fn workload_objects(
     w: &Workload,
     defaults: &Defaults,
     nodes: &[NodeSpec],
-) -> (
-    Vec<(&'static crate::resources::ResourceDef, Value)>,
-    Vec<(String, Value)>,
-) {
+) -> (Objects, StaticPods) {
     use crate::resources::{DAEMONSETS, DEPLOYMENTS, PDBS, PODS, STATEFULSETS};
     let template = pod_template(w, defaults);
     let selector = json!({"matchLabels": template["metadata"]["labels"]});
