@@ -22,8 +22,193 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Drain a node: cordon, taint, evict its pods in waves, wait until they are gone.
+    Drain(DrainArgs),
+    /// Undo a drain: uncordon, remove termguard's taint, label and progress annotations.
+    Uncordon(UncordonArgs),
     /// The Kubernetes API simulator (the test bed and the lab's cluster).
     Sim(SimArgs),
+}
+
+/// Where the cluster is.
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// kubectl-style lines, with a live progress line on a terminal.
+    Text,
+    /// One JSON summary on stdout when the drain ends.
+    Json,
+}
+
+/// `termguard drain NODE`
+///
+/// Options shared with `kubectl drain` keep kubectl's names, defaults and messages. Where
+/// termguard deliberately differs:
+///   * pods are evicted in waves: ordinary workloads first, then pods marked
+///     `termguard.io/drain-order: last` or with priority class system-cluster-critical /
+///     system-node-critical (connection poolers, DNS, log shippers), once the first wave is gone;
+///   * evictions carry the pod's UID as a precondition, and PDB-blocked evictions are retried
+///     with capped exponential backoff and jitter (kubectl: a fixed 5 s);
+///   * a pod covered by several PDBs is retried, not failed;
+///   * --timeout (or --deadline) is a deadline, not just a limit: a pod whose grace period would
+///     outlast the time left is deleted with its grace period clipped to the time left (never 0),
+///     bypassing its PDB, so it still gets SIGTERM before the instance disappears;
+///   * deletion is awaited by watching the node's pods, not by polling each pod every second;
+///   * DaemonSet and mirror pods are never evicted or deleted;
+///   * progress is recorded on the Node, so a second run resumes or waits for the first.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DrainArgs {
+    /// The node to drain.
+    pub node: String,
+    /// Ignore DaemonSet-managed pods (they are never evicted either way).
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Continue even if there are pods using emptyDir (local data that will be deleted when the node is drained).
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Continue even if there are pods that do not declare a controller.
+    #[arg(long)]
+    pub force: bool,
+    /// Period of time in seconds given to each pod to terminate gracefully. If negative, the default value specified in the pod will be used.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// The length of time to wait before giving up, zero means infinite (e.g. 90s, 5m). termguard treats it as a deadline: see above.
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub timeout: std::time::Duration,
+    /// Label selector to filter pods on the node.
+    #[arg(long, default_value = "")]
+    pub pod_selector: String,
+    /// Force drain to use delete, even if eviction is supported. This will bypass checking PodDisruptionBudgets, use with caution.
+    #[arg(long)]
+    pub disable_eviction: bool,
+    /// If pod DeletionTimestamp older than N seconds, skip waiting for the pod. Seconds must be greater than 0 to skip.
+    #[arg(long, default_value_t = 0)]
+    pub skip_wait_for_delete_timeout: u64,
+    /// Return large lists in chunks rather than all at once. Pass 0 to disable.
+    #[arg(long, default_value_t = 500)]
+    pub chunk_size: u32,
+    /// Print the plan (waves, pods, reasons for skips) without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Absolute deadline (RFC 3339), e.g. when the instance is known to go away.
+    #[arg(long)]
+    pub deadline: Option<jiff::Timestamp>,
+    /// Safety margin kept before the deadline when clipping grace periods.
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    pub deadline_margin: std::time::Duration,
+    /// Evictions in flight at once within a wave.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Priority classes whose pods go in the last wave (repeatable; replaces the default list).
+    #[arg(long = "drain-last-priority-class")]
+    pub drain_last_priority_classes: Vec<String>,
+    /// Do not publish Kubernetes Events.
+    #[arg(long)]
+    pub no_events: bool,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `termguard uncordon NODE`
+#[derive(Debug, Args)]
+pub struct UncordonArgs {
+    /// The node.
+    pub node: String,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Parses a Go-style duration as kubectl accepts it: `0`, `90s`, `1m30s`, `2h`, `500ms`.
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: missing or unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        total += value * factor;
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_like_kubectl() {
+        assert_eq!(parse_go_duration("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            parse_go_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_go_duration("1m30s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_go_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("abc").is_err());
+    }
+
+    #[test]
+    fn drain_help_says_where_termguard_differs_from_kubectl() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("drain")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("deliberately differs"), "{help}");
+        assert!(help.contains("--ignore-daemonsets"));
+        assert!(help.contains("--skip-wait-for-delete-timeout"));
+    }
 }
 
 /// `termguard sim ...`

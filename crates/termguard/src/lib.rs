@@ -4,6 +4,6 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod commands;
 pub mod notice;
-pub mod sim;
 pub mod sources;

@@ -2,21 +2,27 @@
 
 use clap::Parser;
 use termguard::cli::{Cli, Command, SimCommand};
+use termguard::commands;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {
         builder.init();
     }
-    match &cli.command {
+    let code = match &cli.command {
+        Command::Drain(args) => commands::drain::drain(args).await?,
+        Command::Uncordon(args) => commands::drain::uncordon(args).await?,
         Command::Sim(sim) => match &sim.command {
-            SimCommand::Serve(args) => termguard::sim::serve(args).await,
+            SimCommand::Serve(args) => commands::sim::serve(args).await.map(|()| 0)?,
         },
-    }
+    };
+    std::process::exit(code);
 }

@@ -1,3 +1,5 @@
 //! The Kubernetes side: node state, drain, events.
 
 pub mod drain;
+pub mod events;
+pub mod nodes;

@@ -4,9 +4,11 @@
 //! decide it ([`filters`], [`selector`]), and the time and error arithmetic of evicting ([`budget`]).
 
 pub mod budget;
+pub mod engine;
 pub mod filters;
 pub mod plan;
 pub mod selector;
+pub mod tracker;
 
 #[cfg(test)]
 mod testutil;
@@ -14,6 +16,9 @@ mod testutil;
 pub use budget::{
     classify_eviction_error, clip_grace_period, effective_grace_period, reclip_terminating,
     retry_message, Backoff, EvictionErrorClass, GraceDecision,
+};
+pub use engine::{
+    DrainError, DrainReport, DrainRequest, Drainer, Outcome, PodAction, PodResult, Progress, Role,
 };
 pub use filters::{
     daemonsets_to_look_up, select, DaemonSetLookup, PlanContext, Selection, Verdict,

@@ -14,9 +14,16 @@ pub async fn serve(args: &SimServeArgs) -> anyhow::Result<()> {
         sim.faults.set(cfg);
     }
     sim.write_kubeconfig(&args.kubeconfig)?;
-    println!("kube-sim serving scenario {:?} at {}", scenario.name, sim.url());
+    println!(
+        "kube-sim serving scenario {:?} at {}",
+        scenario.name,
+        sim.url()
+    );
     println!("kubeconfig written to {}", args.kubeconfig.display());
-    println!("try: KUBECONFIG={} kubectl get nodes", args.kubeconfig.display());
+    println!(
+        "try: KUBECONFIG={} kubectl get nodes",
+        args.kubeconfig.display()
+    );
     tracing::info!(addr = %sim.addr(), scenario = %scenario.name, "kube-sim started");
     shutdown_signal().await;
     tracing::info!("kube-sim stopping");

@@ -1,0 +1,955 @@
+//! The drain engine: claim the node, plan, evict wave by wave, wait for the pods to be gone,
+//! record the result (spec drain-semantics.md §5). Safe to run twice: progress lives on the
+//! Node, so a second run resumes or follows the first instead of fighting it.
+
+use super::budget::{
+    classify_eviction_error, clip_grace_period, reclip_terminating, Backoff, EvictionErrorClass,
+    GraceDecision,
+};
+use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
+use super::plan::{
+    plan, DrainOptions, DrainPlan, NamespacedName, PlanError, PlannedPod, SkippedPod, WaveKind,
+};
+use super::tracker::PodTracker;
+use crate::cluster::events::{node_ref, pod_ref, Events, Reason};
+use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::Client;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to drain and under which constraints.
+#[derive(Debug, Clone)]
+pub struct DrainRequest {
+    /// The node.
+    pub node: String,
+    /// kubectl-compatible options.
+    pub options: DrainOptions,
+    /// When the instance will be gone (from a notice); combined with `--timeout`.
+    pub deadline: Option<Timestamp>,
+    /// Safety margin kept before the deadline when clipping grace periods.
+    pub margin: Duration,
+    /// Notice id (`manual` for the CLI).
+    pub notice: String,
+    /// Why the node is going.
+    pub cause: String,
+    /// Evictions in flight at once within a wave.
+    pub concurrency: usize,
+}
+
+impl DrainRequest {
+    /// A manual drain of `node` with the given options.
+    pub fn manual(node: &str, options: DrainOptions) -> Self {
+        DrainRequest {
+            node: node.to_string(),
+            options,
+            deadline: None,
+            margin: Duration::from_secs(5),
+            notice: "manual".into(),
+            cause: "manual".into(),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Something that happened during a drain, for live display and logs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The node was cordoned (or already was).
+    Cordoned {
+        /// Whether it was already cordoned.
+        already: bool,
+    },
+    /// Another process is draining the node; we wait for its result.
+    Following {
+        /// Its identity.
+        owner: String,
+    },
+    /// A previous, unfinished drain is being resumed.
+    Resuming,
+    /// kubectl's warning line.
+    Warning(String),
+    /// A wave starts.
+    WaveStarted {
+        /// Wave number.
+        number: usize,
+        /// Ordinary or drain-last.
+        kind: WaveKind,
+        /// Pods in it.
+        pods: usize,
+    },
+    /// An eviction (or delete) request is about to be sent.
+    Evicting(NamespacedName),
+    /// An eviction was refused and will be retried.
+    Blocked {
+        /// The pod.
+        pod: NamespacedName,
+        /// kubectl's retry line.
+        message: String,
+    },
+    /// A pod is gone.
+    Gone {
+        /// The pod.
+        pod: NamespacedName,
+        /// How it left.
+        action: PodAction,
+    },
+    /// A pod could not be evicted.
+    PodFailed {
+        /// The pod.
+        pod: NamespacedName,
+        /// Why.
+        error: String,
+    },
+}
+
+/// How a pod left the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodAction {
+    /// Evicted through the Eviction API.
+    Evicted,
+    /// Deleted (`--disable-eviction`, or a finished pod).
+    Deleted,
+    /// Deleted with a grace period clipped to the time left before the deadline.
+    DeletedClipped,
+    /// It was already terminating; we only waited.
+    AlreadyTerminating,
+    /// It was gone before we asked.
+    AlreadyGone,
+    /// It did not leave.
+    Remained,
+}
+
+/// The result for one pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResult {
+    /// Namespace/name.
+    pub pod: String,
+    /// Wave number.
+    pub wave: usize,
+    /// How it left.
+    pub action: PodAction,
+    /// Grace period it was given, in seconds.
+    pub grace_period_seconds: Option<i64>,
+    /// Eviction attempts.
+    pub attempts: u32,
+    /// Milliseconds from the start of the drain until the pod was gone.
+    pub gone_after_ms: Option<u64>,
+    /// Why it could not leave gracefully, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_graceful: Option<String>,
+    /// An error that stopped its eviction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How the drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every selected pod is gone.
+    Drained,
+    /// The deadline passed with pods still on the node.
+    TimedOut,
+    /// Some pods could not be evicted.
+    Failed,
+    /// kubectl's rules refused the drain before anything was evicted.
+    Refused,
+}
+
+impl Outcome {
+    fn phase(self) -> &'static str {
+        match self {
+            Outcome::Drained => "drained",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Failed | Outcome::Refused => "failed",
+        }
+    }
+}
+
+/// Whether this run did the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// This run drained the node from the start.
+    Owner,
+    /// This run took over an unfinished drain.
+    Resumed,
+    /// Another run did the work; this one waited and reports its result.
+    Followed,
+}
+
+/// The summary of one drain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainReport {
+    /// The node.
+    pub node: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Who did the work.
+    pub role: Role,
+    /// Notice id.
+    pub notice: String,
+    /// Cause.
+    pub cause: String,
+    /// The deadline used for clipping, if any.
+    pub deadline: Option<Timestamp>,
+    /// Wall time of the drain in milliseconds.
+    pub duration_ms: u64,
+    /// Number of waves.
+    pub waves: usize,
+    /// Pods evicted or deleted.
+    pub evicted: usize,
+    /// Pods that did not leave gracefully, with the reason.
+    pub not_graceful: Vec<String>,
+    /// Errors that stopped evictions.
+    pub errors: Vec<String>,
+    /// The refusal message, when refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Per-pod results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodResult>,
+    /// Pods left on the node on purpose.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedPod>,
+}
+
+/// Errors that stop a drain before it can report.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// Node state could not be read or written.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Listing the node's pods failed.
+    #[error("listing pods on node {node}: {source}")]
+    ListPods {
+        /// The node.
+        node: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Drains nodes through the Kubernetes API.
+#[derive(Clone)]
+pub struct Drainer {
+    client: Client,
+    nodes: Api<Node>,
+    identity: String,
+    events: Option<Events>,
+    progress: ProgressFn,
+    backoff: Backoff,
+}
+
+impl Drainer {
+    /// A drainer identified as `identity` (recorded as the drain's owner).
+    pub fn new(client: Client, identity: &str) -> Self {
+        Drainer {
+            nodes: Api::all(client.clone()),
+            client,
+            identity: identity.to_string(),
+            events: None,
+            progress: Arc::new(|_| {}),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Publishes Kubernetes Events.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Calls `f` for every progress step.
+    pub fn with_progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Arc::new(f);
+        self
+    }
+
+    /// Overrides the 429 backoff.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn emit(&self, p: Progress) {
+        (self.progress)(&p);
+    }
+
+    async fn event(
+        &self,
+        regarding: k8s_openapi::api::core::v1::ObjectReference,
+        reason: Reason,
+        note: String,
+    ) {
+        if let Some(ev) = &self.events {
+            ev.publish(&regarding, reason, note).await;
+        }
+    }
+
+    /// Lists the node's pods (paged by `--chunk-size`, filtered by `--pod-selector`) and
+    /// plans the drain without changing anything.
+    pub async fn plan(
+        &self,
+        node: &str,
+        opts: &DrainOptions,
+    ) -> Result<Result<DrainPlan, PlanError>, DrainError> {
+        let pods = self.list_pods(node, opts).await?;
+        let mut ctx = PlanContext::new(Timestamp::now());
+        for ds in daemonsets_to_look_up(&pods) {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &ds.namespace);
+            let lookup = match api.get(&ds.name).await {
+                Ok(_) => DaemonSetLookup::Exists,
+                Err(kube::Error::Api(s)) if s.code == 404 => DaemonSetLookup::NotFound,
+                Err(e) => DaemonSetLookup::Failed(e.to_string()),
+            };
+            ctx = ctx.with_daemonset(&ds.namespace, &ds.name, lookup);
+        }
+        Ok(plan(&pods, opts, &ctx))
+    }
+
+    async fn list_pods(&self, node: &str, opts: &DrainOptions) -> Result<Vec<Pod>, DrainError> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        if !opts.pod_selector.selects_all() {
+            lp = lp.labels(opts.pod_selector.as_str());
+        }
+        if opts.chunk_size > 0 {
+            lp = lp.limit(opts.chunk_size);
+        }
+        let mut out = Vec::new();
+        loop {
+            let page = api.list(&lp).await.map_err(|source| DrainError::ListPods {
+                node: node.to_string(),
+                source,
+            })?;
+            out.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => lp = lp.continue_token(&c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Drains the node: cordon, taint, label, evict in waves, wait, record the result.
+    pub async fn drain(&self, req: &DrainRequest) -> Result<DrainReport, DrainError> {
+        let started = tokio::time::Instant::now();
+        let now = Timestamp::now();
+        let timeout_deadline = req
+            .options
+            .timeout
+            .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
+        let hard = match (req.deadline, timeout_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let role = loop {
+            let claim = Claim {
+                owner: &self.identity,
+                notice: &req.notice,
+                cause: &req.cause,
+                deadline: hard,
+            };
+            match nodes::claim(&self.nodes, &req.node, &claim).await? {
+                ClaimOutcome::Owned {
+                    resumed,
+                    was_cordoned,
+                    ..
+                } => {
+                    self.emit(Progress::Cordoned {
+                        already: was_cordoned,
+                    });
+                    if resumed {
+                        self.emit(Progress::Resuming);
+                    }
+                    break if resumed { Role::Resumed } else { Role::Owner };
+                }
+                ClaimOutcome::Busy { owner } => {
+                    self.emit(Progress::Following {
+                        owner: owner.clone(),
+                    });
+                    if let Some(report) = self.follow(&req.node).await? {
+                        return Ok(report);
+                    }
+                    // The owner stopped renewing: take over.
+                }
+            }
+        };
+        let renewer = {
+            let api = self.nodes.clone();
+            let node = req.node.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(nodes::RENEW_EVERY).await;
+                    let stamp = Timestamp::now().to_string();
+                    if let Err(e) =
+                        nodes::annotate(&api, &node, &[(nodes::RENEWED, Some(stamp))]).await
+                    {
+                        tracing::warn!(node = %node, error = %e, "renewing the drain lease failed");
+                    }
+                }
+            })
+        };
+        let result = self.run(req, role, hard, started).await;
+        renewer.abort();
+        let report = result?;
+        let mut stored = report.clone();
+        stored.pods.clear();
+        stored.skipped.clear();
+        let stored = serde_json::to_string(&stored).ok();
+        nodes::annotate(
+            &self.nodes,
+            &req.node,
+            &[
+                (nodes::PHASE, Some(report.outcome.phase().to_string())),
+                (nodes::RESULT, stored),
+            ],
+        )
+        .await?;
+        let node_uid = self
+            .nodes
+            .get(&req.node)
+            .await
+            .ok()
+            .and_then(|n| n.metadata.uid);
+        let (reason, note) = match report.outcome {
+            Outcome::Drained => (
+                Reason::DrainCompleted,
+                format!(
+                    "drained in {:.1}s: {} pods evicted",
+                    report.duration_ms as f64 / 1000.0,
+                    report.evicted
+                ),
+            ),
+            Outcome::TimedOut => (
+                Reason::DrainTimedOut,
+                format!(
+                    "deadline reached; not graceful: {}",
+                    report.not_graceful.join(", ")
+                ),
+            ),
+            Outcome::Failed => (Reason::DrainFailed, report.errors.join("; ")),
+            Outcome::Refused => (
+                Reason::DrainFailed,
+                report.refused.clone().unwrap_or_default(),
+            ),
+        };
+        self.event(node_ref(&req.node, node_uid.as_deref()), reason, note)
+            .await;
+        Ok(report)
+    }
+
+    /// Waits for another process's drain to finish; `None` if its owner stopped renewing.
+    async fn follow(&self, node: &str) -> Result<Option<DrainReport>, DrainError> {
+        use kube::runtime::watcher::{self, Event};
+        let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let mut stream = watcher::watcher(self.nodes.clone(), config).boxed();
+        loop {
+            let check = tokio::time::sleep(Duration::from_secs(2));
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(Event::Apply(n) | Event::InitApply(n))) => {
+                        if let Some(r) = self.finished_report(&n) {
+                            return Ok(Some(r));
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::warn!(node, error = %e, "watching the node failed; retrying"),
+                    None => return Ok(None),
+                },
+                _ = check => {
+                    let n = self.nodes.get(node).await.map_err(|source| NodeError::Api { action: "getting", node: node.to_string(), source })?;
+                    if let Some(r) = self.finished_report(&n) {
+                        return Ok(Some(r));
+                    }
+                    if DrainState::of(&n).active_owner(&self.identity, Timestamp::now()).is_none() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished_report(&self, node: &Node) -> Option<DrainReport> {
+        let state = DrainState::of(node);
+        if !state.is_finished() {
+            return None;
+        }
+        let mut report: DrainReport = state
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())?;
+        report.role = Role::Followed;
+        Some(report)
+    }
+
+    async fn run(
+        &self,
+        req: &DrainRequest,
+        role: Role,
+        hard: Option<Timestamp>,
+        started: tokio::time::Instant,
+    ) -> Result<DrainReport, DrainError> {
+        // Clip against the deadline minus a safety margin, never more than a quarter of the time left.
+        let clip_deadline = hard.map(|h| {
+            let left = h.duration_since(Timestamp::now()).unsigned_abs();
+            let margin = req.margin.min(left / 4);
+            h.checked_sub(SignedDuration::try_from(margin).unwrap_or_default())
+                .unwrap_or(h)
+        });
+        let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
+        let planned = self.plan(&req.node, &req.options).await?;
+        let mut report = DrainReport {
+            node: req.node.clone(),
+            outcome: Outcome::Drained,
+            role,
+            notice: req.notice.clone(),
+            cause: req.cause.clone(),
+            deadline: clip_deadline,
+            duration_ms: 0,
+            waves: 0,
+            evicted: 0,
+            not_graceful: Vec::new(),
+            errors: Vec::new(),
+            refused: None,
+            pods: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let node_uid = self
+            .nodes
+            .get(&req.node)
+            .await
+            .ok()
+            .and_then(|n| n.metadata.uid);
+        let plan = match planned {
+            Ok(p) => p,
+            Err(PlanError::Refused { message, plan }) => {
+                report.outcome = Outcome::Refused;
+                report.refused = Some(message);
+                report.skipped = plan.skipped;
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+        };
+        if let Some(w) = plan.warnings() {
+            self.emit(Progress::Warning(w));
+        }
+        report.waves = plan.waves.len();
+        report.skipped = plan.skipped.clone();
+        let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
+        self.event(
+            node_ref(&req.node, node_uid.as_deref()),
+            Reason::DrainStarted,
+            format!(
+                "draining {total} pods in {} waves; cause {}; notice {}{}",
+                plan.waves.len(),
+                req.cause,
+                req.notice,
+                clip_deadline
+                    .map(|d| format!("; deadline {d}"))
+                    .unwrap_or_default()
+            ),
+        )
+        .await;
+        tracker.ready().await;
+        for wave in &plan.waves {
+            nodes::annotate(
+                &self.nodes,
+                &req.node,
+                &[(nodes::PHASE, Some(format!("wave-{}", wave.number)))],
+            )
+            .await?;
+            self.emit(Progress::WaveStarted {
+                number: wave.number,
+                kind: wave.kind,
+                pods: wave.pods.len(),
+            });
+            let results: Vec<PodResult> = futures::stream::iter(wave.pods.iter().cloned())
+                .map(|p| {
+                    let tracker = tracker.clone();
+                    let req = req.clone();
+                    let this = self.clone();
+                    let wave_no = wave.number;
+                    async move {
+                        this.drive_pod(&req, p, wave_no, &tracker, clip_deadline, hard, started)
+                            .await
+                    }
+                })
+                .buffer_unordered(req.concurrency.max(1))
+                .collect()
+                .await;
+            report.pods.extend(results);
+        }
+        for r in &report.pods {
+            if matches!(
+                r.action,
+                PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+            ) {
+                report.evicted += 1;
+            }
+            if let Some(why) = &r.not_graceful {
+                report.not_graceful.push(format!("{}: {why}", r.pod));
+            }
+            if let Some(e) = &r.error {
+                report.errors.push(format!("{}: {e}", r.pod));
+            }
+        }
+        report.outcome = if report
+            .pods
+            .iter()
+            .any(|r| r.action == PodAction::Remained && r.error.is_none())
+        {
+            Outcome::TimedOut
+        } else if !report.errors.is_empty() {
+            Outcome::Failed
+        } else {
+            Outcome::Drained
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_pod(
+        &self,
+        req: &DrainRequest,
+        p: PlannedPod,
+        wave: usize,
+        tracker: &PodTracker,
+        clip_deadline: Option<Timestamp>,
+        hard: Option<Timestamp>,
+        started: tokio::time::Instant,
+    ) -> PodResult {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
+        let uid = p.uid.clone().unwrap_or_default();
+        let mut result = PodResult {
+            pod: p.pod.to_string(),
+            wave,
+            action: PodAction::Remained,
+            grace_period_seconds: None,
+            attempts: 0,
+            gone_after_ms: None,
+            not_graceful: None,
+            error: None,
+        };
+        let own_grace = p.grace_period_seconds;
+        let mut rng = fastrand::Rng::new();
+        let mut blocked_reported = false;
+        if p.terminating {
+            result.action = PodAction::AlreadyTerminating;
+            // A pod terminating past the deadline gets a shorter grace (spec §5.5 rule 13).
+            let deletion = tracker
+                .get(&uid)
+                .and_then(|pod| pod.metadata.deletion_timestamp)
+                .map(|t| t.0);
+            if let (Some(d), Some(ts)) = (clip_deadline, deletion) {
+                if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
+                    let _ = self.delete(&api, &p, &uid, Some(grace)).await;
+                    result.grace_period_seconds = Some(grace);
+                    result.not_graceful = Some(format!(
+                        "grace period shortened to {grace}s: the instance goes at the deadline"
+                    ));
+                }
+            }
+        } else {
+            loop {
+                let now = Timestamp::now();
+                // Past D - g: the eviction can no longer finish gracefully in time; delete with
+                // the grace clipped to the time left, bypassing budgets (spec §5.5 rule 12).
+                if let Some(d) = clip_deadline {
+                    if let GraceDecision::Clip {
+                        grace_period_seconds,
+                    } = clip_grace_period(now, d, own_grace)
+                    {
+                        self.emit(Progress::Evicting(p.pod.clone()));
+                        result.attempts += 1;
+                        match self
+                            .delete(&api, &p, &uid, Some(grace_period_seconds))
+                            .await
+                        {
+                            Ok(()) => {
+                                result.action = PodAction::DeletedClipped;
+                                result.grace_period_seconds = Some(grace_period_seconds);
+                                if grace_period_seconds < own_grace {
+                                    result.not_graceful = Some(format!(
+                                        "grace period clipped from {own_grace}s to {grace_period_seconds}s to finish before the deadline {d}"
+                                    ));
+                                }
+                            }
+                            Err(e) => result.error = Some(e),
+                        }
+                        break;
+                    }
+                }
+                self.emit(Progress::Evicting(p.pod.clone()));
+                result.attempts += 1;
+                let attempt = if req.options.disable_eviction || p.finished {
+                    self.delete(&api, &p, &uid, req.options.grace_period)
+                        .await
+                        .map_err(Attempt::Fatal)
+                } else {
+                    self.evict(&api, &p, &uid, req.options.grace_period).await
+                };
+                match attempt {
+                    Ok(()) => {
+                        result.action = if req.options.disable_eviction || p.finished {
+                            PodAction::Deleted
+                        } else {
+                            PodAction::Evicted
+                        };
+                        result.grace_period_seconds = Some(own_grace);
+                        break;
+                    }
+                    Err(Attempt::Gone) => {
+                        result.action = PodAction::AlreadyGone;
+                        break;
+                    }
+                    Err(Attempt::Fatal(e)) => {
+                        self.emit(Progress::PodFailed {
+                            pod: p.pod.clone(),
+                            error: e.clone(),
+                        });
+                        result.error = Some(e);
+                        return result;
+                    }
+                    Err(Attempt::Retry {
+                        message,
+                        retry_after,
+                        blocked,
+                    }) => {
+                        let remaining = clip_deadline.map(|d| {
+                            let threshold = d
+                                .checked_sub(SignedDuration::from_secs(own_grace))
+                                .unwrap_or(d);
+                            threshold.duration_since(Timestamp::now()).unsigned_abs()
+                        });
+                        let delay = self
+                            .backoff
+                            .delay(
+                                result.attempts.saturating_sub(1),
+                                retry_after,
+                                remaining,
+                                &mut rng,
+                            )
+                            .unwrap_or(Duration::ZERO);
+                        let line = super::budget::retry_message(&p.pod, delay, &message);
+                        self.emit(Progress::Blocked {
+                            pod: p.pod.clone(),
+                            message: line.clone(),
+                        });
+                        if blocked && !blocked_reported {
+                            blocked_reported = true;
+                            self.event(
+                                pod_ref(&p.pod.namespace, &p.pod.name, p.uid.as_deref()),
+                                Reason::EvictionBlocked,
+                                message,
+                            )
+                            .await;
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        if result.action != PodAction::AlreadyGone {
+            let gone = self.wait_gone(req, &p, &uid, tracker, hard).await;
+            if !gone {
+                if result.action != PodAction::AlreadyTerminating {
+                    result
+                        .not_graceful
+                        .get_or_insert_with(|| "still terminating when the deadline passed".into());
+                }
+                result.action = PodAction::Remained;
+                if result.not_graceful.is_none() {
+                    result.not_graceful = Some("still on the node when the deadline passed".into());
+                }
+                return result;
+            }
+        }
+        result.gone_after_ms = Some(started.elapsed().as_millis() as u64);
+        if result.action != PodAction::AlreadyGone {
+            self.emit(Progress::Gone {
+                pod: p.pod.clone(),
+                action: result.action,
+            });
+            if matches!(
+                result.action,
+                PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+            ) {
+                self.event(
+                    pod_ref(&p.pod.namespace, &p.pod.name, p.uid.as_deref()),
+                    Reason::PodEvicted,
+                    format!(
+                        "{} from node {} ({})",
+                        if result.action == PodAction::Evicted {
+                            "evicted"
+                        } else {
+                            "deleted"
+                        },
+                        req.node,
+                        req.cause
+                    ),
+                )
+                .await;
+            }
+        }
+        result
+    }
+
+    /// Waits until the pod is gone; `false` when the hard deadline (or the skip timeout) came first.
+    async fn wait_gone(
+        &self,
+        req: &DrainRequest,
+        p: &PlannedPod,
+        uid: &str,
+        tracker: &PodTracker,
+        hard: Option<Timestamp>,
+    ) -> bool {
+        let hard_at = hard.map(|h| {
+            tokio::time::Instant::now() + h.duration_since(Timestamp::now()).unsigned_abs()
+        });
+        loop {
+            let tick = async {
+                match hard_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let skip_check = async {
+                match req.options.skip_wait_for_delete_timeout {
+                    Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tracker.gone(uid) => return true,
+                _ = tick => return false,
+                _ = skip_check => {
+                    if let (Some(limit), Some(pod)) = (req.options.skip_wait_for_delete_timeout, tracker.get(uid)) {
+                        if let Some(ts) = pod.metadata.deletion_timestamp {
+                            if Timestamp::now().duration_since(ts.0).unsigned_abs() > limit {
+                                self.emit(Progress::Warning(format!(
+                                    "pod \"{}\" has DeletionTimestamp older than {} seconds, skipping", p.pod.name, limit.as_secs())));
+                                return true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// POSTs a policy/v1 Eviction with the UID precondition. kube-rs's `Api::evict` sends
+    /// `delete_options` in snake_case, which a real API server drops (kube-api-surface §12.9),
+    /// so the body is built here.
+    async fn evict(
+        &self,
+        api: &Api<Pod>,
+        p: &PlannedPod,
+        uid: &str,
+        grace: Option<i64>,
+    ) -> Result<(), Attempt> {
+        let mut delete_options = serde_json::json!({});
+        if !uid.is_empty() {
+            delete_options["preconditions"] = serde_json::json!({"uid": uid});
+        }
+        if let Some(g) = grace.filter(|g| *g >= 0) {
+            delete_options["gracePeriodSeconds"] = serde_json::json!(g);
+        }
+        let body = serde_json::json!({
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": p.pod.name, "namespace": p.pod.namespace},
+            "deleteOptions": delete_options,
+        });
+        match api
+            .create_subresource::<_, kube::core::Status>(
+                "eviction",
+                &p.pod.name,
+                &PostParams::default(),
+                &body,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) => match classify_eviction_error(&status) {
+                EvictionErrorClass::Gone => Err(Attempt::Gone),
+                EvictionErrorClass::Blocked { retry_after, .. } => Err(Attempt::Retry {
+                    message: status.message.clone(),
+                    retry_after,
+                    blocked: true,
+                }),
+                EvictionErrorClass::NamespaceTerminating => Err(Attempt::Retry {
+                    message: status.message.clone(),
+                    retry_after: None,
+                    blocked: false,
+                }),
+                EvictionErrorClass::Retryable { retry_after } => Err(Attempt::Retry {
+                    message: status.message.clone(),
+                    retry_after,
+                    blocked: false,
+                }),
+                EvictionErrorClass::Fatal => Err(Attempt::Fatal(format!(
+                    "error when evicting pods/\"{}\" -n \"{}\": {}",
+                    p.pod.name, p.pod.namespace, status.message
+                ))),
+            },
+            // Transport errors and timeouts: try again.
+            Err(e) => Err(Attempt::Retry {
+                message: e.to_string(),
+                retry_after: None,
+                blocked: false,
+            }),
+        }
+    }
+
+    async fn delete(
+        &self,
+        api: &Api<Pod>,
+        p: &PlannedPod,
+        uid: &str,
+        grace: Option<i64>,
+    ) -> Result<(), String> {
+        let dp = DeleteParams {
+            grace_period_seconds: grace
+                .filter(|g| *g >= 0)
+                .and_then(|g| u32::try_from(g).ok()),
+            preconditions: (!uid.is_empty()).then(|| Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&p.pod.name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(format!(
+                "error when deleting pods/\"{}\" -n \"{}\": {e}",
+                p.pod.name, p.pod.namespace
+            )),
+        }
+    }
+}
+
+/// The result of one eviction attempt.
+enum Attempt {
+    Gone,
+    Retry {
+        message: String,
+        retry_after: Option<Duration>,
+        blocked: bool,
+    },
+    Fatal(String),
+}

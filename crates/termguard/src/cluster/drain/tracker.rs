@@ -1,0 +1,111 @@
+//! Waiting for pods to be gone by watching, not polling (spec drain-semantics.md §5.6 rule 14):
+//! one watcher over the node's pods (list, then watch from that resourceVersion; a 410 means
+//! relist) keeps the set of live pod UIDs. A pod is gone when its UID is no longer in the set —
+//! a recreated pod with the same name has a new UID, so it is never mistaken for the old one.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Live pods on the node by UID; `None` until the first complete list.
+type Snapshot = Option<Arc<HashMap<String, Pod>>>;
+
+/// Tracks which pods are still on a node.
+pub struct PodTracker {
+    rx: watch::Receiver<Snapshot>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PodTracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodTracker {
+    /// Starts watching the pods bound to `node`.
+    pub fn start(client: Client, node: &str) -> Self {
+        let api: Api<Pod> = Api::all(client);
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let (tx, rx) = watch::channel::<Snapshot>(None);
+        let node = node.to_string();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, config).boxed();
+            let mut live: HashMap<String, Pod> = HashMap::new();
+            let mut buffer: HashMap<String, Pod> = HashMap::new();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(Event::Init) => buffer.clear(),
+                    Ok(Event::InitApply(p)) => {
+                        if let Some(uid) = p.metadata.uid.clone() {
+                            buffer.insert(uid, p);
+                        }
+                    }
+                    Ok(Event::InitDone) => {
+                        live = std::mem::take(&mut buffer);
+                        tx.send_replace(Some(Arc::new(live.clone())));
+                    }
+                    Ok(Event::Apply(p)) => {
+                        if let Some(uid) = p.metadata.uid.clone() {
+                            live.insert(uid, p);
+                            tx.send_replace(Some(Arc::new(live.clone())));
+                        }
+                    }
+                    Ok(Event::Delete(p)) => {
+                        if let Some(uid) = p.metadata.uid.as_deref() {
+                            live.remove(uid);
+                            tx.send_replace(Some(Arc::new(live.clone())));
+                        }
+                    }
+                    // The watcher retries by itself; keep going (backoff is kube-runtime's).
+                    Err(e) => {
+                        tracing::warn!(node = %node, error = %e, "pod watch failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        PodTracker { rx, task }
+    }
+
+    /// Waits until the first complete list has arrived.
+    pub async fn ready(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    /// The pod with this UID, if it is still on the node.
+    pub fn get(&self, uid: &str) -> Option<Pod> {
+        self.rx.borrow().as_ref().and_then(|m| m.get(uid).cloned())
+    }
+
+    /// Resolves once the pod with this UID is gone.
+    pub async fn gone(&self, uid: &str) {
+        let mut rx = self.rx.clone();
+        let _ = rx
+            .wait_for(|s| s.as_ref().is_some_and(|m| !m.contains_key(uid)))
+            .await;
+    }
+
+    /// Resolves when the pod with this UID changes (or is gone); returns its new state.
+    pub async fn changed(&self, uid: &str) -> Option<Pod> {
+        let mut rx = self.rx.clone();
+        let _ = rx.changed().await;
+        let pod = rx.borrow().as_ref().and_then(|m| m.get(uid).cloned());
+        pod
+    }
+
+    /// Every pod currently on the node.
+    pub fn pods(&self) -> Vec<Pod> {
+        self.rx
+            .borrow()
+            .as_ref()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,424 @@
+//! Node state for a drain: cordon, the `termguard.io/terminating` taint, the
+//! exclude-from-load-balancers label, and the progress annotations that let a second run —
+//! after a crash, on another replica, or from a duplicate message — continue instead of
+//! starting over (spec drain-semantics.md §5.1).
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Taint every node termguard is draining carries (NoSchedule; value: the cause).
+pub const TERMINATING_TAINT: &str = "termguard.io/terminating";
+/// Label that makes load balancers stop sending traffic before pods stop.
+pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// Value of [`EXCLUDE_LB_LABEL`] when termguard set it (removed on uncordon only then).
+pub const EXCLUDE_LB_VALUE: &str = "termguard";
+
+/// Prefix of every progress annotation.
+pub const ANNOTATION_PREFIX: &str = "termguard.io/drain-";
+/// Who runs the drain.
+pub const OWNER: &str = "termguard.io/drain-owner";
+/// When the owner last said it is alive.
+pub const RENEWED: &str = "termguard.io/drain-renewed";
+/// Which notice asked for the drain (`manual` for the CLI).
+pub const NOTICE: &str = "termguard.io/drain-notice";
+/// Why the node is going.
+pub const CAUSE: &str = "termguard.io/drain-cause";
+/// When the instance will be gone.
+pub const DEADLINE: &str = "termguard.io/drain-deadline";
+/// When the drain started.
+pub const STARTED: &str = "termguard.io/drain-started";
+/// Where the drain is: `draining`, `wave-N`, `drained`, `timed-out`, `failed`.
+pub const PHASE: &str = "termguard.io/drain-phase";
+/// The final summary (JSON), so a follower reports the same result.
+pub const RESULT: &str = "termguard.io/drain-result";
+
+/// How long an owner's renewal stays valid; a drain not renewed for this long was abandoned.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often an owner renews.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// Errors of node-state operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The Node does not exist.
+    #[error("node {0:?} not found")]
+    NotFound(String),
+    /// An API call failed.
+    #[error("{action} node {node}: {source}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// The node.
+        node: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The drain progress recorded on a Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainState {
+    /// Owner identity.
+    pub owner: Option<String>,
+    /// Last renewal.
+    pub renewed: Option<Timestamp>,
+    /// Notice id.
+    pub notice: Option<String>,
+    /// Cause.
+    pub cause: Option<String>,
+    /// Deadline.
+    pub deadline: Option<Timestamp>,
+    /// Start time.
+    pub started: Option<Timestamp>,
+    /// Phase.
+    pub phase: Option<String>,
+    /// Final result (JSON).
+    pub result: Option<String>,
+}
+
+impl DrainState {
+    /// Reads the annotations of a Node.
+    pub fn of(node: &Node) -> Self {
+        let a = node.metadata.annotations.clone().unwrap_or_default();
+        let ts = |k: &str| a.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+        DrainState {
+            owner: a.get(OWNER).cloned(),
+            renewed: ts(RENEWED),
+            notice: a.get(NOTICE).cloned(),
+            cause: a.get(CAUSE).cloned(),
+            deadline: ts(DEADLINE),
+            started: ts(STARTED),
+            phase: a.get(PHASE).cloned(),
+            result: a.get(RESULT).cloned(),
+        }
+    }
+
+    /// Whether the recorded drain has finished (whatever its outcome).
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.phase.as_deref(),
+            Some("drained" | "timed-out" | "failed")
+        )
+    }
+
+    /// Whether another live process owns a running drain (renewed within the lease).
+    pub fn active_owner(&self, me: &str, now: Timestamp) -> Option<&str> {
+        let owner = self.owner.as_deref()?;
+        if owner == me || self.is_finished() || self.phase.is_none() {
+            return None;
+        }
+        let fresh = self
+            .renewed
+            .is_some_and(|r| now.duration_since(r).unsigned_abs() < LEASE);
+        fresh.then_some(owner)
+    }
+}
+
+/// What the caller wants recorded when it claims a drain.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// Who claims.
+    pub owner: &'a str,
+    /// Notice id.
+    pub notice: &'a str,
+    /// Cause (taint value).
+    pub cause: &'a str,
+    /// Deadline.
+    pub deadline: Option<Timestamp>,
+}
+
+/// The outcome of trying to claim a node's drain.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// We own the drain now; `resumed` says a previous unfinished drain was taken over.
+    Owned {
+        /// A previous owner's drain was unfinished.
+        resumed: bool,
+        /// The effective deadline (earliest of ours and the recorded one).
+        deadline: Option<Timestamp>,
+        /// Whether the node was already cordoned.
+        was_cordoned: bool,
+    },
+    /// Another live process is draining the node.
+    Busy {
+        /// Its identity.
+        owner: String,
+    },
+}
+
+fn api_err(action: &'static str, node: &str) -> impl FnOnce(kube::Error) -> NodeError {
+    let node = node.to_string();
+    move |source| match &source {
+        kube::Error::Api(s) if s.code == 404 => NodeError::NotFound(node),
+        _ => NodeError::Api {
+            action,
+            node,
+            source,
+        },
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Taint values are label values: at most 63 characters of `[A-Za-z0-9._-]`.
+pub fn taint_value(cause: &str) -> String {
+    let cleaned: String = cause
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Cordons like kubectl (strategic merge patch, no call if already cordoned); returns whether
+/// it was already cordoned.
+pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
+    let node = api.get(name).await.map_err(api_err("getting", name))?;
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        return Ok(true);
+    }
+    let patch = json!({"spec": {"unschedulable": true}});
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .map_err(api_err("cordoning", name))?;
+    Ok(false)
+}
+
+/// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
+/// taint (read-modify-write of the whole list, spec §5.1 rule 2), the load-balancer label (only
+/// if absent, rule 3) and the progress annotations. Conflicts are retried with a fresh read.
+pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOutcome, NodeError> {
+    let was_cordoned = cordon(api, name).await?;
+    loop {
+        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let now = Timestamp::now();
+        let state = DrainState::of(&node);
+        if let Some(owner) = state.active_owner(c.owner, now) {
+            return Ok(ClaimOutcome::Busy {
+                owner: owner.to_string(),
+            });
+        }
+        let resumed = state.phase.is_some() && !state.is_finished();
+        // Keep the earliest deadline when several triggers arrive (spec §5.5 rule 13).
+        let deadline = match (state.deadline.filter(|_| resumed), c.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut taints: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        taints.retain(|t| t.key != TERMINATING_TAINT);
+        taints.push(Taint {
+            key: TERMINATING_TAINT.into(),
+            value: Some(taint_value(c.cause)),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+        let mut annotations = BTreeMap::from([
+            (OWNER.to_string(), json!(c.owner)),
+            (RENEWED.to_string(), json!(now.to_string())),
+            (NOTICE.to_string(), json!(c.notice)),
+            (CAUSE.to_string(), json!(c.cause)),
+            (PHASE.to_string(), json!("draining")),
+            (RESULT.to_string(), serde_json::Value::Null),
+            (
+                DEADLINE.to_string(),
+                deadline.map_or(serde_json::Value::Null, |d| json!(d.to_string())),
+            ),
+        ]);
+        if !resumed {
+            annotations.insert(STARTED.to_string(), json!(now.to_string()));
+        }
+        let mut patch = json!({
+            "metadata": {"resourceVersion": node.metadata.resource_version, "annotations": annotations},
+            "spec": {"taints": taints},
+        });
+        let has_label = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL));
+        if !has_label {
+            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
+        }
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {
+                return Ok(ClaimOutcome::Owned {
+                    resumed,
+                    deadline,
+                    was_cordoned,
+                })
+            }
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_err("claiming", name)(e)),
+        }
+    }
+}
+
+/// Sets progress annotations (plain merge patch: only our own keys change).
+pub async fn annotate(
+    api: &Api<Node>,
+    name: &str,
+    values: &[(&str, Option<String>)],
+) -> Result<(), NodeError> {
+    let map: BTreeMap<&str, serde_json::Value> = values
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                v.clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
+            )
+        })
+        .collect();
+    let patch = json!({"metadata": {"annotations": map}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api_err("annotating", name))?;
+    Ok(())
+}
+
+/// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
+/// set it, and the progress annotations. Returns whether anything changed.
+pub async fn uncordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
+    loop {
+        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        let taints: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let kept: Vec<&Taint> = taints
+            .iter()
+            .filter(|t| t.key != TERMINATING_TAINT)
+            .collect();
+        let ours_label = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(EXCLUDE_LB_LABEL))
+            .map(String::as_str)
+            == Some(EXCLUDE_LB_VALUE);
+        let annotations: Vec<String> = node
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| {
+                a.keys()
+                    .filter(|k| k.starts_with(ANNOTATION_PREFIX))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !cordoned && kept.len() == taints.len() && !ours_label && annotations.is_empty() {
+            return Ok(false);
+        }
+        let mut patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
+        if kept.len() != taints.len() {
+            patch["spec"]["taints"] = if kept.is_empty() {
+                serde_json::Value::Null
+            } else {
+                json!(kept)
+            };
+        }
+        if ours_label {
+            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+        }
+        if !annotations.is_empty() {
+            let nulls: BTreeMap<String, serde_json::Value> = annotations
+                .into_iter()
+                .map(|k| (k, serde_json::Value::Null))
+                .collect();
+            patch["metadata"]["annotations"] = json!(nulls);
+        }
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_err("uncordoning", name)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn node_with(annotations: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fresh_foreign_owner_is_active() {
+        let now = Timestamp::now();
+        let n = node_with(&[
+            (OWNER, "other"),
+            (RENEWED, &now.to_string()),
+            (PHASE, "draining"),
+        ]);
+        assert_eq!(DrainState::of(&n).active_owner("me", now), Some("other"));
+        assert_eq!(DrainState::of(&n).active_owner("other", now), None);
+    }
+
+    #[test]
+    fn a_stale_or_finished_owner_is_not_active() {
+        let now = Timestamp::now();
+        let old = now
+            .checked_sub(jiff::SignedDuration::from_secs(120))
+            .unwrap_or(now);
+        let stale = node_with(&[
+            (OWNER, "other"),
+            (RENEWED, &old.to_string()),
+            (PHASE, "wave-1"),
+        ]);
+        assert_eq!(DrainState::of(&stale).active_owner("me", now), None);
+        let done = node_with(&[
+            (OWNER, "other"),
+            (RENEWED, &now.to_string()),
+            (PHASE, "drained"),
+        ]);
+        assert_eq!(DrainState::of(&done).active_owner("me", now), None);
+    }
+
+    #[test]
+    fn taint_values_are_valid_label_values() {
+        assert_eq!(taint_value("AZRebalance"), "AZRebalance");
+        assert_eq!(taint_value("scale-in (policy)"), "scale-in--policy");
+        assert_eq!(taint_value(&"x".repeat(100)).len(), 63);
+    }
+}
