@@ -111,6 +111,17 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
     if (!res.namespaced && ns.is_some()) || (res.namespaced && ns.is_none() && rest.len() > 1) {
         return None;
     }
+    // Only the subresources the simulator serves exist; anything else (`pods/x/log`,
+    // `deployments/x/scale`, `nodes/x/proxy/...`) is the generic 404 (§2), not the object.
+    let served = match rest.get(2).copied() {
+        None => true,
+        Some("status") => STATUS_SUBRESOURCE.contains(&res.storage),
+        Some("eviction") => std::ptr::eq(res, &PODS),
+        Some(_) => false,
+    };
+    if !served || rest.len() > 3 {
+        return None;
+    }
     Some(Target {
         res,
         ns,
@@ -179,6 +190,9 @@ async fn handle(
     let verb = match (method.as_str(), &target.name, target.sub.as_deref()) {
         ("GET", None, _) if is_true(q.get("watch")) => "watch",
         ("GET", None, _) => "list",
+        (m, Some(_), Some("eviction")) if m != "POST" => {
+            return error_response(&ApiError::method_not_allowed(m))
+        }
         ("GET", Some(_), _) => "get",
         ("POST", Some(_), Some("eviction")) => "evict",
         ("POST", None, _) => "create",
@@ -945,6 +959,23 @@ mod tests {
             .as_ref()
             .is_some_and(|t| t.res.plural == "daemonsets" && t.name.as_deref() == Some("ds1")));
         assert!(parse_target(&["api", "v1", "widgets"]).is_none());
+        // Unserved subresources are 404s, not the parent object (`kubectl logs`, `scale`).
+        assert!(
+            parse_target(&["api", "v1", "namespaces", "default", "pods", "web-0", "log"]).is_none()
+        );
+        assert!(parse_target(&[
+            "apis",
+            "apps",
+            "v1",
+            "namespaces",
+            "default",
+            "deployments",
+            "web",
+            "scale"
+        ])
+        .is_none());
+        assert!(parse_target(&["api", "v1", "nodes", "n1", "proxy", "stats"]).is_none());
+        assert!(parse_target(&["api", "v1", "nodes", "n1", "status"]).is_some());
     }
 
     #[test]
