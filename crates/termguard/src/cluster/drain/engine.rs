@@ -2,14 +2,11 @@
 //! record the result (spec drain-semantics.md §5). Safe to run twice: progress lives on the
 //! Node, so a second run resumes or follows the first instead of fighting it.
 
-use super::budget::{
-    classify_eviction_error, clip_grace_period, reclip_terminating, Backoff, EvictionErrorClass,
-    GraceDecision,
-};
+use super::budget::{clip_grace_period, reclip_terminating, Backoff, GraceDecision};
+use super::evict::{self, Attempt};
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
-use super::plan::{
-    plan, DrainOptions, DrainPlan, NamespacedName, PlanError, PlannedPod, SkippedPod, WaveKind,
-};
+use super::plan::{plan, DrainOptions, DrainPlan, PlanError, PlannedPod};
+use super::report::{DrainReport, Outcome, PodAction, PodResult, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, pod_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
@@ -17,9 +14,8 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, ListParams};
 use kube::Client;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,172 +51,6 @@ impl DrainRequest {
             concurrency: 64,
         }
     }
-}
-
-/// Something that happened during a drain, for live display and logs.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    /// The node was cordoned (or already was).
-    Cordoned {
-        /// Whether it was already cordoned.
-        already: bool,
-    },
-    /// Another process is draining the node; we wait for its result.
-    Following {
-        /// Its identity.
-        owner: String,
-    },
-    /// A previous, unfinished drain is being resumed.
-    Resuming,
-    /// kubectl's warning line.
-    Warning(String),
-    /// A wave starts.
-    WaveStarted {
-        /// Wave number.
-        number: usize,
-        /// Ordinary or drain-last.
-        kind: WaveKind,
-        /// Pods in it.
-        pods: usize,
-    },
-    /// An eviction (or delete) request is about to be sent.
-    Evicting(NamespacedName),
-    /// An eviction was refused and will be retried.
-    Blocked {
-        /// The pod.
-        pod: NamespacedName,
-        /// kubectl's retry line.
-        message: String,
-    },
-    /// A pod is gone.
-    Gone {
-        /// The pod.
-        pod: NamespacedName,
-        /// How it left.
-        action: PodAction,
-    },
-    /// A pod could not be evicted.
-    PodFailed {
-        /// The pod.
-        pod: NamespacedName,
-        /// Why.
-        error: String,
-    },
-}
-
-/// How a pod left the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PodAction {
-    /// Evicted through the Eviction API.
-    Evicted,
-    /// Deleted (`--disable-eviction`, or a finished pod).
-    Deleted,
-    /// Deleted with a grace period clipped to the time left before the deadline.
-    DeletedClipped,
-    /// It was already terminating; we only waited.
-    AlreadyTerminating,
-    /// It was gone before we asked.
-    AlreadyGone,
-    /// It did not leave.
-    Remained,
-}
-
-/// The result for one pod.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodResult {
-    /// Namespace/name.
-    pub pod: String,
-    /// Wave number.
-    pub wave: usize,
-    /// How it left.
-    pub action: PodAction,
-    /// Grace period it was given, in seconds.
-    pub grace_period_seconds: Option<i64>,
-    /// Eviction attempts.
-    pub attempts: u32,
-    /// Milliseconds from the start of the drain until the pod was gone.
-    pub gone_after_ms: Option<u64>,
-    /// Why it could not leave gracefully, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_graceful: Option<String>,
-    /// An error that stopped its eviction.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// How the drain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Every selected pod is gone.
-    Drained,
-    /// The deadline passed with pods still on the node.
-    TimedOut,
-    /// Some pods could not be evicted.
-    Failed,
-    /// kubectl's rules refused the drain before anything was evicted.
-    Refused,
-}
-
-impl Outcome {
-    fn phase(self) -> &'static str {
-        match self {
-            Outcome::Drained => "drained",
-            Outcome::TimedOut => "timed-out",
-            Outcome::Failed | Outcome::Refused => "failed",
-        }
-    }
-}
-
-/// Whether this run did the work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// This run drained the node from the start.
-    Owner,
-    /// This run took over an unfinished drain.
-    Resumed,
-    /// Another run did the work; this one waited and reports its result.
-    Followed,
-}
-
-/// The summary of one drain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DrainReport {
-    /// The node.
-    pub node: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Who did the work.
-    pub role: Role,
-    /// Notice id.
-    pub notice: String,
-    /// Cause.
-    pub cause: String,
-    /// The deadline used for clipping, if any.
-    pub deadline: Option<Timestamp>,
-    /// Wall time of the drain in milliseconds.
-    pub duration_ms: u64,
-    /// Number of waves.
-    pub waves: usize,
-    /// Pods evicted or deleted.
-    pub evicted: usize,
-    /// Pods that did not leave gracefully, with the reason.
-    pub not_graceful: Vec<String>,
-    /// Errors that stopped evictions.
-    pub errors: Vec<String>,
-    /// The refusal message, when refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
-    /// Per-pod results.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pods: Vec<PodResult>,
-    /// Pods left on the node on purpose.
-    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<SkippedPod>,
 }
 
 /// Errors that stop a drain before it can report.
@@ -656,7 +486,7 @@ impl Drainer {
                 .map(|t| t.0);
             if let (Some(d), Some(ts)) = (clip_deadline, deletion) {
                 if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
-                    let _ = self.delete(&api, &p, &uid, Some(grace)).await;
+                    let _ = evict::delete(&api, &p, &uid, Some(grace)).await;
                     result.grace_period_seconds = Some(grace);
                     result.not_graceful = Some(format!(
                         "grace period shortened to {grace}s: the instance goes at the deadline"
@@ -675,10 +505,7 @@ impl Drainer {
                     {
                         self.emit(Progress::Evicting(p.pod.clone()));
                         result.attempts += 1;
-                        match self
-                            .delete(&api, &p, &uid, Some(grace_period_seconds))
-                            .await
-                        {
+                        match evict::delete(&api, &p, &uid, Some(grace_period_seconds)).await {
                             Ok(()) => {
                                 result.action = PodAction::DeletedClipped;
                                 result.grace_period_seconds = Some(grace_period_seconds);
@@ -696,11 +523,11 @@ impl Drainer {
                 self.emit(Progress::Evicting(p.pod.clone()));
                 result.attempts += 1;
                 let attempt = if req.options.disable_eviction || p.finished {
-                    self.delete(&api, &p, &uid, req.options.grace_period)
+                    evict::delete(&api, &p, &uid, req.options.grace_period)
                         .await
                         .map_err(Attempt::Fatal)
                 } else {
-                    self.evict(&api, &p, &uid, req.options.grace_period).await
+                    evict::evict(&api, &p, &uid, req.options.grace_period).await
                 };
                 match attempt {
                     Ok(()) => {
@@ -850,106 +677,4 @@ impl Drainer {
             }
         }
     }
-
-    /// POSTs a policy/v1 Eviction with the UID precondition. kube-rs's `Api::evict` sends
-    /// `delete_options` in snake_case, which a real API server drops (kube-api-surface §12.9),
-    /// so the body is built here.
-    async fn evict(
-        &self,
-        api: &Api<Pod>,
-        p: &PlannedPod,
-        uid: &str,
-        grace: Option<i64>,
-    ) -> Result<(), Attempt> {
-        let mut delete_options = serde_json::json!({});
-        if !uid.is_empty() {
-            delete_options["preconditions"] = serde_json::json!({"uid": uid});
-        }
-        if let Some(g) = grace.filter(|g| *g >= 0) {
-            delete_options["gracePeriodSeconds"] = serde_json::json!(g);
-        }
-        let body = serde_json::json!({
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": p.pod.name, "namespace": p.pod.namespace},
-            "deleteOptions": delete_options,
-        });
-        match api
-            .create_subresource::<_, kube::core::Status>(
-                "eviction",
-                &p.pod.name,
-                &PostParams::default(),
-                &body,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) => match classify_eviction_error(&status) {
-                EvictionErrorClass::Gone => Err(Attempt::Gone),
-                EvictionErrorClass::Blocked { retry_after, .. } => Err(Attempt::Retry {
-                    message: status.message.clone(),
-                    retry_after,
-                    blocked: true,
-                }),
-                EvictionErrorClass::NamespaceTerminating => Err(Attempt::Retry {
-                    message: status.message.clone(),
-                    retry_after: None,
-                    blocked: false,
-                }),
-                EvictionErrorClass::Retryable { retry_after } => Err(Attempt::Retry {
-                    message: status.message.clone(),
-                    retry_after,
-                    blocked: false,
-                }),
-                EvictionErrorClass::Fatal => Err(Attempt::Fatal(format!(
-                    "error when evicting pods/\"{}\" -n \"{}\": {}",
-                    p.pod.name, p.pod.namespace, status.message
-                ))),
-            },
-            // Transport errors and timeouts: try again.
-            Err(e) => Err(Attempt::Retry {
-                message: e.to_string(),
-                retry_after: None,
-                blocked: false,
-            }),
-        }
-    }
-
-    async fn delete(
-        &self,
-        api: &Api<Pod>,
-        p: &PlannedPod,
-        uid: &str,
-        grace: Option<i64>,
-    ) -> Result<(), String> {
-        let dp = DeleteParams {
-            grace_period_seconds: grace
-                .filter(|g| *g >= 0)
-                .and_then(|g| u32::try_from(g).ok()),
-            preconditions: (!uid.is_empty()).then(|| Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&p.pod.name, &dp).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(format!(
-                "error when deleting pods/\"{}\" -n \"{}\": {e}",
-                p.pod.name, p.pod.namespace
-            )),
-        }
-    }
-}
-
-/// The result of one eviction attempt.
-enum Attempt {
-    Gone,
-    Retry {
-        message: String,
-        retry_after: Option<Duration>,
-        blocked: bool,
-    },
-    Fatal(String),
 }

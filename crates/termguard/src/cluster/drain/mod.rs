@@ -5,8 +5,10 @@
 
 pub mod budget;
 pub mod engine;
+mod evict;
 pub mod filters;
 pub mod plan;
+pub mod report;
 pub mod selector;
 pub mod tracker;
 
@@ -17,9 +19,7 @@ pub use budget::{
     classify_eviction_error, clip_grace_period, effective_grace_period, reclip_terminating,
     retry_message, Backoff, EvictionErrorClass, GraceDecision,
 };
-pub use engine::{
-    DrainError, DrainReport, DrainRequest, Drainer, Outcome, PodAction, PodResult, Progress, Role,
-};
+pub use engine::{DrainError, DrainRequest, Drainer};
 pub use filters::{
     daemonsets_to_look_up, select, DaemonSetLookup, PlanContext, Selection, Verdict,
 };
@@ -27,4 +27,5 @@ pub use plan::{
     plan, DrainLastRules, DrainOptions, DrainPlan, NamespacedName, PlanError, PlannedPod,
     RefusedPod, SkippedPod, Wave, WaveKind,
 };
+pub use report::{DrainReport, Outcome, PodAction, PodResult, Progress, Role};
 pub use selector::{PodSelector, SelectorError};
