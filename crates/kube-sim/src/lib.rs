@@ -165,13 +165,15 @@ impl Sim {
     /// Whether every pod is Running and Ready and every workload at its scale.
     pub fn settled(&self) -> bool {
         use controllers::podutil;
-        use resources::{DAEMONSETS, PODS, REPLICASETS, STATEFULSETS};
+        use resources::{DAEMONSETS, DEPLOYMENTS, PODS, REPLICASETS, STATEFULSETS};
         let (pods, _) = self.store.list(&PODS, None);
         let pods_ok = pods
             .iter()
             .filter(|p| !self.cluster.is_dead(podutil::node_name(p)))
             .all(|p| podutil::healthy(p) || podutil::finished(p));
-        let scaled = |res: &'static resources::ResourceDef, want: &str, have: &str| {
+        // A workload counts only once its controller has observed it: right after start no
+        // ReplicaSet or pod exists yet and an empty status would otherwise look settled.
+        let scaled = |res: &'static resources::ResourceDef, want: &str, have: &[&str]| {
             let (objs, _) = self.store.list(res, None);
             objs.iter().all(|o| {
                 let w = if want == "spec.replicas" {
@@ -179,13 +181,23 @@ impl Sim {
                 } else {
                     o["status"][want].as_i64().unwrap_or(0)
                 };
-                o["status"][have].as_i64().unwrap_or(0) == w
+                o["status"]["observedGeneration"].is_i64()
+                    && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+                    && have
+                        .iter()
+                        .all(|h| o["status"][*h].as_i64().unwrap_or(0) == w)
             })
         };
+        let ready = &["replicas", "readyReplicas"];
         pods_ok
-            && scaled(&REPLICASETS, "spec.replicas", "readyReplicas")
-            && scaled(&STATEFULSETS, "spec.replicas", "readyReplicas")
-            && scaled(&DAEMONSETS, "desiredNumberScheduled", "numberReady")
+            && scaled(&DEPLOYMENTS, "spec.replicas", ready)
+            && scaled(&REPLICASETS, "spec.replicas", ready)
+            && scaled(&STATEFULSETS, "spec.replicas", ready)
+            && scaled(
+                &DAEMONSETS,
+                "desiredNumberScheduled",
+                &["currentNumberScheduled", "numberReady"],
+            )
     }
 
     /// Kills a node's instance (no graceful shutdown for its pods).
@@ -265,4 +277,24 @@ fn load(store: &Store, cluster: &Cluster, scenario: &Scenario) -> Result<(), Sim
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fresh_simulator_is_not_settled_before_its_workloads_are_ready() {
+        // Pods cannot be Ready for a minute, so the cluster must not look settled now, even
+        // before the controllers have created a single ReplicaSet or pod.
+        let scenario = Scenario::from_yaml(
+            "defaults: {startupMs: 60000}\nnodes: [{name: n1, zone: us-east-1a}]\nworkloads:\n- {kind: Deployment, name: web, replicas: 2}\n- {kind: DaemonSet, name: agent}\n",
+        )
+        .expect("scenario");
+        let sim = Sim::start(&scenario, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start");
+        assert!(!sim.settled());
+        assert!(!sim.wait_settled(Duration::from_millis(300)).await);
+    }
 }
