@@ -9,7 +9,7 @@ use crate::resources::{self, ResourceDef, CORE_EVENTS, NAMESPACES, PODS};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{self, Change, EventType, Store};
 use crate::table::{self, IncludeObject};
-use crate::{events, openapi};
+use crate::{events, openapi, proto};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
@@ -234,7 +234,7 @@ async fn handle(
         "create" => create(&app, &target, &q, &body),
         "update" => update(&app, &target, &body),
         "patch" => patch_object(&app, &target, &q, &ct, &body),
-        "delete" => delete(&app, &target, &q, &body),
+        "delete" => delete(&app, &target, &q, &ct, &body),
         _ => delete_collection(&app, &target, &q),
     };
     match result {
@@ -633,9 +633,16 @@ fn patch_object(
     ))
 }
 
-fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    q: &HashMap<String, String>,
+    ct: &str,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
     let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()
+    } else if ct.starts_with(proto::CONTENT_TYPE) {
+        // kubectl drain's delete path (typed clientset) sends protobuf DeleteOptions.
+        proto::delete_options(body)?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
@@ -653,9 +660,10 @@ fn delete(
     app: &AppState,
     target: &Target,
     q: &HashMap<String, String>,
+    ct: &str,
     body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
-    let opts = delete_options(q, body)?;
+    let opts = delete_options(q, ct, body)?;
     let name = target.name.clone().unwrap_or_default();
     match ops::delete(
         &app.store,
@@ -675,7 +683,7 @@ fn delete_collection(
     q: &HashMap<String, String>,
 ) -> Result<(u16, Value), ApiError> {
     let filter = Filter::new(target, q)?;
-    let opts = delete_options(q, b"")?;
+    let opts = delete_options(q, "", b"")?;
     let (items, _) = app.store.list(target.res, target.ns.as_deref());
     let mut deleted = Vec::new();
     for obj in items.iter().filter(|o| filter.matches(o)) {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod openapi;
 pub mod ops;
 pub mod patch;
+pub mod proto;
 pub mod resources;
 pub mod scenario;
 pub mod selectors;
