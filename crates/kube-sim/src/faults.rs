@@ -45,6 +45,7 @@ pub struct Faults {
     config: RwLock<FaultConfig>,
     rng: Mutex<Option<fastrand::Rng>>,
     counters: Mutex<BTreeMap<String, u64>>,
+    paths: Mutex<BTreeMap<String, u64>>,
     total: AtomicU64,
 }
 
@@ -96,6 +97,25 @@ impl Faults {
         }
     }
 
+    /// Counts a request by verb and path (`evict /api/v1/namespaces/ns/pods/p/eviction`), so
+    /// tests can tell how often one object was asked for.
+    pub fn count_path(&self, verb: &str, path: &str) {
+        *self
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(format!("{verb} {path}"))
+            .or_default() += 1;
+    }
+
+    /// Requests served per `"<verb> <path>"` since start (or the last reset).
+    pub fn path_counts(&self) -> BTreeMap<String, u64> {
+        self.paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Watch streams are cut after this many events, if set.
     pub fn watch_cut_after(&self) -> Option<u64> {
         self.config
@@ -123,6 +143,7 @@ impl Faults {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.paths.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.total.store(0, Ordering::Relaxed);
     }
 }
@@ -154,6 +175,22 @@ mod tests {
         assert_eq!(f.decide("get").fail_with, None);
         assert_eq!(f.counts().get("evict"), Some(&1));
         assert_eq!(f.total(), 2);
+    }
+
+    #[test]
+    fn requests_are_counted_per_path_until_reset() {
+        let f = Faults::default();
+        f.count_path("evict", "/api/v1/namespaces/a/pods/p/eviction");
+        f.count_path("evict", "/api/v1/namespaces/a/pods/p/eviction");
+        f.count_path("delete", "/api/v1/namespaces/a/pods/p");
+        let counts = f.path_counts();
+        assert_eq!(
+            counts.get("evict /api/v1/namespaces/a/pods/p/eviction"),
+            Some(&2)
+        );
+        assert_eq!(counts.get("delete /api/v1/namespaces/a/pods/p"), Some(&1));
+        f.reset_counts();
+        assert!(f.path_counts().is_empty());
     }
 
     #[test]

@@ -203,6 +203,7 @@ async fn handle(
         (m, _, _) => return error_response(&ApiError::method_not_allowed(m)),
     };
     let decision = app.faults.decide(verb);
+    app.faults.count_path(verb, path);
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
