@@ -2,8 +2,11 @@
 //!
 //! The modules follow the data flow: sources → notice → handler → cluster/aws → report.
 
+pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod handler;
 pub mod notice;
+pub mod report;
 pub mod sources;

@@ -2,4 +2,5 @@
 
 pub mod drain;
 pub mod events;
+pub mod index;
 pub mod nodes;

@@ -1,0 +1,114 @@
+//! A watched cache of Nodes, indexed by EC2 instance id through `spec.providerID`
+//! (`aws:///<zone>/<instance-id>`, spec asg-and-imds.md §8).
+
+use crate::notice::InstanceId;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The instance id at the end of an AWS providerID, if it is one.
+pub fn instance_of_provider_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let id = rest.rsplit('/').next()?;
+    id.starts_with("i-").then_some(id)
+}
+
+/// Nodes by instance id, kept current by a watch.
+#[derive(Clone)]
+pub struct NodeIndex {
+    store: Store<Node>,
+    task: Arc<JoinHandle<()>>,
+}
+
+impl NodeIndex {
+    /// Starts the reflector.
+    pub fn start(client: Client) -> Self {
+        let api: Api<Node> = Api::all(client);
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let task = tokio::spawn(async move {
+            let mut stream = stream.boxed();
+            while let Some(item) = stream.next().await {
+                if let Err(e) = item {
+                    tracing::warn!(error = %e, "node watch failed; retrying");
+                }
+            }
+        });
+        NodeIndex {
+            store,
+            task: Arc::new(task),
+        }
+    }
+
+    /// Waits until the first full list has arrived.
+    pub async fn ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+
+    /// Whether the first full list has arrived.
+    pub fn is_ready(&self) -> bool {
+        // `state()` is empty before the first list; a cluster with no nodes is also "ready" once
+        // listed, which `wait_until_ready` tracks — poll it without blocking.
+        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some()
+    }
+
+    /// The Node whose providerID names this instance.
+    pub fn node_for(&self, instance: &InstanceId) -> Option<Arc<Node>> {
+        self.store.state().into_iter().find(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(instance_of_provider_id)
+                == Some(instance.as_str())
+        })
+    }
+
+    /// Nodes without an AWS providerID (audit: they can never be matched to an instance).
+    pub fn unmatched(&self) -> Vec<String> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_deref())
+                    .and_then(instance_of_provider_id)
+                    .is_none()
+            })
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+}
+
+impl Drop for NodeIndex {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_yield_instance_ids() {
+        assert_eq!(
+            instance_of_provider_id("aws:///us-east-1a/i-0123456789abcdef0"),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(instance_of_provider_id("aws:///i-0abc"), Some("i-0abc"));
+        assert_eq!(instance_of_provider_id("gce://p/z/n"), None);
+        assert_eq!(
+            instance_of_provider_id("aws:///us-east-1a/fargate-ip-10"),
+            None
+        );
+    }
+}

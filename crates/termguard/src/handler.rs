@@ -1,0 +1,521 @@
+//! One notice end to end: resolve the node → drain → complete the lifecycle action → say what
+//! to do with the message. Idempotent: the drain's progress lives on the Node, duplicate
+//! notices for one node share one drain, and heartbeats start the moment a notice arrives —
+//! also after a restart mid-drain (spec asg-and-imds.md §1.3, §1.5; drain-semantics.md §5.6).
+
+use crate::aws::{
+    ActionRef, Activities, Groups, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult,
+};
+use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome};
+use crate::cluster::index::NodeIndex;
+use crate::cluster::nodes;
+use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the source should do with the message that carried a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The work is done (or there is none): delete the message.
+    Done(String),
+    /// Not ours: make it visible again at once for whoever owns it.
+    Release(String),
+    /// The work failed for now: leave it for a retry (and eventually the redrive policy).
+    Keep(String),
+}
+
+/// Knobs of the handler.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// Drain options for notices. The instance goes whatever we do, so by default
+    /// DaemonSet pods are ignored and emptyDir/unreplicated pods are not a reason to refuse.
+    pub drain: DrainOptions,
+    /// Safety margin before deadlines.
+    pub margin: Duration,
+    /// Drain (not only cordon) on a rebalance recommendation.
+    pub drain_on_rebalance: bool,
+    /// Complete launch lifecycle actions when the new node is Ready.
+    pub complete_launch: bool,
+    /// Time allowed for a best-effort drain after a stopping/shutting-down state change.
+    pub state_change_window: Duration,
+    /// How long the why-lookup may take before the drain goes on without it.
+    pub lookup_timeout: Duration,
+    /// How long to keep retrying a CompleteLifecycleAction that fails with a retryable error.
+    pub complete_retry_for: Duration,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        let drain = DrainOptions {
+            ignore_daemonsets: true,
+            delete_emptydir_data: true,
+            force: true,
+            ..DrainOptions::default()
+        };
+        HandlerConfig {
+            drain,
+            margin: Duration::from_secs(10),
+            drain_on_rebalance: false,
+            complete_launch: false,
+            state_change_window: Duration::from_secs(30),
+            lookup_timeout: Duration::from_secs(5),
+            complete_retry_for: Duration::from_secs(120),
+        }
+    }
+}
+
+type SharedDrain = Shared<BoxFuture<'static, Result<DrainReport, String>>>;
+
+/// Handles notices.
+pub struct Handler {
+    drainer: Drainer,
+    nodes: NodeIndex,
+    node_api: Api<Node>,
+    lifecycle: Arc<dyn Lifecycle>,
+    activities: Arc<dyn Activities>,
+    groups: Arc<dyn Groups>,
+    config: HandlerConfig,
+    hook_cache: Mutex<HashMap<(GroupName, HookName), HookTimeouts>>,
+    inflight: Mutex<HashMap<String, SharedDrain>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(t)
+}
+
+impl Handler {
+    /// A handler over the given cluster and AWS interfaces.
+    pub fn new(
+        drainer: Drainer,
+        nodes: NodeIndex,
+        client: kube::Client,
+        lifecycle: Arc<dyn Lifecycle>,
+        activities: Arc<dyn Activities>,
+        groups: Arc<dyn Groups>,
+        config: HandlerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Handler {
+            drainer,
+            nodes,
+            node_api: Api::all(client),
+            lifecycle,
+            activities,
+            groups,
+            config,
+            hook_cache: Mutex::default(),
+            inflight: Mutex::default(),
+        })
+    }
+
+    /// The node cache (for readiness).
+    pub fn nodes(&self) -> &NodeIndex {
+        &self.nodes
+    }
+
+    /// Handles one notice.
+    pub async fn handle(self: &Arc<Self>, notice: &Notice) -> Disposition {
+        if !notice.kind.is_actionable() {
+            return Disposition::Done(format!("{} notice: nothing to do", notice.kind.label()));
+        }
+        let Some(instance) = notice.instance.clone() else {
+            return Disposition::Done("notice names no instance".into());
+        };
+        let node = self
+            .nodes
+            .node_for(&instance)
+            .and_then(|n| n.metadata.name.clone());
+        let span = tracing::info_span!("notice", instance = %instance, kind = notice.kind.label(),
+            node = node.as_deref().unwrap_or("-"), cause = notice.cause.as_ref().map_or("-", Cause::label));
+        let _enter = span.enter();
+        match &notice.kind {
+            NoticeKind::LifecycleTerminate => self.lifecycle_terminate(notice, node).await,
+            NoticeKind::LifecycleLaunch => self.lifecycle_launch(notice, node).await,
+            NoticeKind::SpotInterruption { .. } | NoticeKind::ScheduledMaintenance { .. } => {
+                match node {
+                    Some(node) => {
+                        let deadline = notice.deadline.map(|d| d.at);
+                        self.drain_to_done(notice, &node, deadline).await
+                    }
+                    None => self.foreign(notice),
+                }
+            }
+            NoticeKind::RebalanceRecommendation => match node {
+                Some(node) if self.config.drain_on_rebalance => {
+                    self.drain_to_done(notice, &node, None).await
+                }
+                Some(node) => match nodes::cordon(&self.node_api, &node).await {
+                    Ok(_) => {
+                        Disposition::Done(format!("rebalance recommendation: node {node} cordoned"))
+                    }
+                    Err(e) => Disposition::Keep(format!("cordoning {node}: {e}")),
+                },
+                None => self.foreign(notice),
+            },
+            NoticeKind::StateChange { state } => {
+                match (node, state) {
+                    (None, _) => self.foreign(notice),
+                    (Some(node), InstanceState::Stopping | InstanceState::ShuttingDown) => {
+                        let deadline = add(Timestamp::now(), self.config.state_change_window);
+                        self.drain_to_done(notice, &node, Some(deadline)).await
+                    }
+                    (Some(node), _) => {
+                        tracing::warn!(node = %node, "late event: the instance is already gone");
+                        Disposition::Done(format!("late event: instance already {state:?}; node {node} could not be drained"))
+                    }
+                }
+            }
+            NoticeKind::Test => Disposition::Done("test notification".into()),
+        }
+    }
+
+    /// A notice about an instance that is not a node here: leave it for its owner until it
+    /// is older than its own deadline, then drop it so it never loops for the queue's
+    /// whole retention period.
+    fn foreign(&self, notice: &Notice) -> Disposition {
+        let expired = notice.deadline.is_some_and(|d| d.at < Timestamp::now())
+            || notice.deadline.is_none()
+                && Timestamp::now().duration_since(notice.event_time)
+                    > SignedDuration::from_hours(1);
+        if expired {
+            Disposition::Done("not a node of this cluster and past its deadline: dropped".into())
+        } else {
+            Disposition::Release("not a node of this cluster: left for its owner".into())
+        }
+    }
+
+    async fn drain_to_done(
+        self: &Arc<Self>,
+        notice: &Notice,
+        node: &str,
+        deadline: Option<Timestamp>,
+    ) -> Disposition {
+        let cause = notice
+            .cause
+            .as_ref()
+            .map_or(notice.kind.label(), Cause::label)
+            .to_string();
+        let id = notice.event_id.as_ref().map_or_else(
+            || format!("{}-{}", notice.kind.label(), notice.event_time),
+            |e| e.to_string(),
+        );
+        match self.drain_shared(node, &id, &cause, deadline).await {
+            Ok(r) => Disposition::Done(format!(
+                "node {node} {:?} ({} pods evicted)",
+                r.outcome, r.evicted
+            )),
+            Err(e) => Disposition::Keep(e),
+        }
+    }
+
+    /// Runs the drain of `node`, or joins the one already running in this process.
+    async fn drain_shared(
+        self: &Arc<Self>,
+        node: &str,
+        notice_id: &str,
+        cause: &str,
+        deadline: Option<Timestamp>,
+    ) -> Result<DrainReport, String> {
+        let fut = {
+            let mut inflight = lock(&self.inflight);
+            if let Some(f) = inflight.get(node) {
+                f.clone()
+            } else {
+                let this = self.clone();
+                let mut req = DrainRequest::manual(node, self.config.drain.clone());
+                req.notice = notice_id.to_string();
+                req.cause = cause.to_string();
+                req.deadline = deadline;
+                req.margin = self.config.margin;
+                let node_name = node.to_string();
+                let f: BoxFuture<'static, Result<DrainReport, String>> = async move {
+                    let r = this.drain_with_retries(&req).await;
+                    lock(&this.inflight).remove(&node_name);
+                    r
+                }
+                .boxed();
+                let shared = f.shared();
+                inflight.insert(node.to_string(), shared.clone());
+                shared
+            }
+        };
+        fut.await
+    }
+
+    /// API blips must not lose a drain: retry until the deadline.
+    async fn drain_with_retries(&self, req: &DrainRequest) -> Result<DrainReport, String> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.drainer.drain(req).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let past = req.deadline.is_some_and(|d| d <= Timestamp::now());
+                    if past {
+                        return Err(format!("draining {}: {e}", req.node));
+                    }
+                    if let crate::cluster::drain::DrainError::Node(nodes::NodeError::NotFound(_)) =
+                        e
+                    {
+                        return Err(format!("draining {}: {e}", req.node));
+                    }
+                    tracing::warn!(node = %req.node, error = %e, retry_in = ?delay, "drain failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn timeouts(&self, group: &GroupName, hook: &HookName) -> HookTimeouts {
+        if let Some(t) = lock(&self.hook_cache).get(&(group.clone(), hook.clone())) {
+            return *t;
+        }
+        match tokio::time::timeout(
+            self.config.lookup_timeout,
+            self.lifecycle.hook_timeouts(group, hook),
+        )
+        .await
+        {
+            Ok(Ok(t)) => {
+                lock(&self.hook_cache).insert((group.clone(), hook.clone()), t);
+                t
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(group = %group, hook = %hook, error = %e, "reading the hook's timeouts failed; assuming the shortest AWS allows");
+                HookTimeouts::SAFE_DEFAULT
+            }
+            Err(_) => {
+                tracing::warn!(group = %group, hook = %hook, "reading the hook's timeouts timed out; assuming the shortest AWS allows");
+                HookTimeouts::SAFE_DEFAULT
+            }
+        }
+    }
+
+    async fn lifecycle_terminate(
+        self: &Arc<Self>,
+        notice: &Notice,
+        node: Option<String>,
+    ) -> Disposition {
+        let (Some(hook), Some(instance)) = (notice.hook.clone(), notice.instance.clone()) else {
+            return Disposition::Keep("lifecycle notice without hook coordinates".into());
+        };
+        let action = ActionRef {
+            group: hook.group.clone(),
+            hook: hook.hook_name.clone(),
+            token: hook.token.clone(),
+            instance,
+        };
+        let Some(node) = node else {
+            return match self.groups.is_managed(&action.group).await {
+                Ok(true) => match self.complete(&action).await {
+                    Ok(msg) => Disposition::Done(format!(
+                        "instance is not a node of this cluster; group {} is managed: {msg}",
+                        action.group
+                    )),
+                    Err(e) => Disposition::Keep(e),
+                },
+                Ok(false) => self.foreign(notice),
+                Err(e) => {
+                    tracing::warn!(group = %action.group, error = %e, "group tag lookup failed");
+                    self.foreign(notice)
+                }
+            };
+        };
+        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3).
+        let timeouts = self.timeouts(&action.group, &action.hook).await;
+        let global_deadline = add(notice.event_time, timeouts.global);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let heartbeats = tokio::spawn(heartbeat_loop(
+            self.lifecycle.clone(),
+            action.clone(),
+            timeouts.heartbeat_interval(),
+            global_deadline,
+            stop_rx,
+        ));
+        // The why-lookup runs beside the drain and never delays it.
+        let lookup = {
+            let this = self.clone();
+            let (group, instance, node) =
+                (action.group.clone(), action.instance.clone(), node.clone());
+            tokio::spawn(async move { this.explain_cause(&group, &instance, &node).await })
+        };
+        let cause = notice
+            .cause
+            .as_ref()
+            .map_or("lifecycle-terminate", Cause::label)
+            .to_string();
+        let drained = self
+            .drain_shared(&node, action.token.as_str(), &cause, Some(global_deadline))
+            .await;
+        let _ = stop_tx.send(true);
+        let beats = heartbeats.await.unwrap_or(0);
+        lookup.abort();
+        let report = match drained {
+            Ok(r) => r,
+            Err(e) => {
+                // The drain could not run at all; the instance still must not wait forever.
+                tracing::error!(node = %node, error = %e, "drain failed; completing the lifecycle action anyway at the deadline is the hook's job: keeping the message");
+                return Disposition::Keep(e);
+            }
+        };
+        match self.complete(&action).await {
+            Ok(msg) => Disposition::Done(format!(
+                "node {node} {:?} after {beats} heartbeats; {msg}",
+                report.outcome
+            )),
+            Err(e) => Disposition::Keep(e),
+        }
+    }
+
+    async fn explain_cause(
+        &self,
+        group: &GroupName,
+        instance: &crate::notice::InstanceId,
+        node: &str,
+    ) {
+        match tokio::time::timeout(
+            self.config.lookup_timeout,
+            self.activities.termination_cause(group, instance),
+        )
+        .await
+        {
+            Ok(Ok(Some(c))) => {
+                tracing::info!(node, cause = c.cause.label(), text = %c.text, "termination cause");
+                if let Err(e) = nodes::annotate(
+                    &self.node_api,
+                    node,
+                    &[(nodes::CAUSE, Some(c.cause.label().to_string()))],
+                )
+                .await
+                {
+                    tracing::warn!(node, error = %e, "recording the cause failed");
+                }
+            }
+            Ok(Ok(None)) => tracing::info!(node, "no scaling activity explains this termination"),
+            Ok(Err(e)) => {
+                tracing::warn!(node, error = %e, "scaling activity lookup failed; draining without the cause")
+            }
+            Err(_) => tracing::warn!(
+                node,
+                "scaling activity lookup timed out; draining without the cause"
+            ),
+        }
+    }
+
+    /// CompleteLifecycleAction(CONTINUE), retried while the error is retryable.
+    async fn complete(&self, action: &ActionRef) -> Result<String, String> {
+        let give_up = tokio::time::Instant::now() + self.config.complete_retry_for;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self
+                .lifecycle
+                .complete(action, LifecycleResult::Continue)
+                .await
+            {
+                Ok(()) => return Ok("lifecycle action completed with CONTINUE".into()),
+                Err(LifecycleError::NoActiveAction(m)) => {
+                    tracing::warn!(token = %action.token, message = %m, "lifecycle action was already over (completed, expired or instance gone)");
+                    return Ok(format!("lifecycle action already over: {m}"));
+                }
+                Err(LifecycleError::Retryable(m)) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(token = %action.token, error = %m, "completing the lifecycle action failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(format!("completing lifecycle action {}: {e}", action.token)),
+            }
+        }
+    }
+
+    async fn lifecycle_launch(
+        self: &Arc<Self>,
+        notice: &Notice,
+        node: Option<String>,
+    ) -> Disposition {
+        if !self.config.complete_launch {
+            return Disposition::Done(
+                "launch lifecycle actions are not handled (--complete-launch is off)".into(),
+            );
+        }
+        let (Some(hook), Some(instance)) = (notice.hook.clone(), notice.instance.clone()) else {
+            return Disposition::Keep("lifecycle notice without hook coordinates".into());
+        };
+        let action = ActionRef {
+            group: hook.group.clone(),
+            hook: hook.hook_name.clone(),
+            token: hook.token.clone(),
+            instance: instance.clone(),
+        };
+        let ready = node
+            .and_then(|_| self.nodes.node_for(&instance))
+            .is_some_and(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+        if !ready {
+            // Not Ready yet: the message comes back after its visibility timeout.
+            return Disposition::Keep(format!("node for {instance} is not Ready yet"));
+        }
+        match self.complete(&action).await {
+            Ok(m) => Disposition::Done(m),
+            Err(e) => Disposition::Keep(e),
+        }
+    }
+}
+
+/// Sends heartbeats until stopped, the action is gone, or the global timeout; returns the count.
+async fn heartbeat_loop(
+    lifecycle: Arc<dyn Lifecycle>,
+    action: ActionRef,
+    every: Duration,
+    until: Timestamp,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> u32 {
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return sent,
+        }
+        if Timestamp::now() >= until {
+            tracing::warn!(token = %action.token, "global timeout reached: no more heartbeats can extend the wait");
+            return sent;
+        }
+        match lifecycle.heartbeat(&action).await {
+            Ok(()) => {
+                sent += 1;
+                tracing::debug!(token = %action.token, sent, "heartbeat");
+            }
+            Err(LifecycleError::NoActiveAction(m)) => {
+                tracing::warn!(token = %action.token, message = %m, "heartbeat: the lifecycle action is over; stopping heartbeats");
+                return sent;
+            }
+            Err(e) => {
+                tracing::warn!(token = %action.token, error = %e, "heartbeat failed; will retry")
+            }
+        }
+    }
+}
+
+/// How a drain outcome reads in logs.
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Drained => "drained",
+        Outcome::TimedOut => "timed-out",
+        Outcome::Failed => "failed",
+        Outcome::Refused => "refused",
+    }
+}

@@ -1,0 +1,4 @@
+//! Reporting: Prometheus metrics and the health/metrics HTTP server.
+
+pub mod health;
+pub mod metrics;
