@@ -1,0 +1,1501 @@
+#!/usr/bin/env python3
+"""termguard's AWS test peer: moto's server with the Auto Scaling lifecycle-hook behaviour added.
+
+Usage:
+    python3 tests/aws/moto_server.py --port 0 [--host 127.0.0.1] [--time-scale 0.1] [--quiet]
+
+It binds (port 0 = a free port), prints exactly one line to stdout,
+``READY http://127.0.0.1:<port>``, once the socket accepts connections, then serves until
+SIGTERM/SIGINT (exit status 0). Any credentials and region work; the tests use us-east-1.
+
+Why: moto 5.2.1 (the project's AWS test peer) answers CompleteLifecycleAction and
+RecordLifecycleActionHeartbeat with an HTML 500, returns no scaling activities, hard-codes a
+lifecycle hook's NotificationTargetARN/RoleARN/GlobalTimeout, and terminates instances at once
+instead of holding them in Terminating:Wait (../shared/spec/asg-and-imds.md §1.7). termguard's
+queue mode lives exactly there, so this launcher adds it, following AWS's documented semantics
+(spec §1, §5). Everything else is moto's own behaviour.
+
+What it adds (details and the JSON format in tests/aws/README.md):
+* PutLifecycleHook keeps NotificationTargetARN, RoleARN and NotificationMetadata as sent;
+  GlobalTimeout = min(172800, 100 x HeartbeatTimeout); HeartbeatTimeout 30..7200 (default 3600),
+  DefaultResult CONTINUE|ABANDON (default ABANDON); an SQS target must exist (else AWS's
+  "Unable to publish test message to notification target ..." ValidationError).
+* With a termination hook (autoscaling:EC2_INSTANCE_TERMINATING) on the group, scale-in
+  (SetDesiredCapacity, UpdateAutoScalingGroup, ExecutePolicy), TerminateInstanceInAutoScalingGroup
+  and an AZ rebalance put the instance in Terminating:Wait (one lifecycle action per hook, each with
+  its own token) instead of terminating it; without a hook the instance is terminated at once as
+  before. The lifecycle message is sent to the SQS queue the hook's NotificationTargetARN names, in
+  the EventBridge shape by default (spec/events/eventbridge-asg-terminate-lifecycle-action.json),
+  and is also put on the account's default EventBridge bus (moto's events backend), so an
+  EventBridge rule with an SQS target created by a test routes it as AWS would.
+* CompleteLifecycleAction / RecordLifecycleActionHeartbeat (by token, or by instance id + group +
+  hook), with AWS's ValidationError (HTTP 400) "No active Lifecycle Action found with token <t>" /
+  "... with instance ID <i>" once the action is unknown or over.
+* Heartbeat timeout (restarted by each heartbeat) and global timeout run in real time in a
+  background thread and apply the hook's DefaultResult. CONTINUE or ABANDON on a terminating
+  instance both terminate it: Terminating:Proceed, then (after a short proceed delay) the instance is
+  removed from the group and terminated in EC2, and its scaling activity becomes Successful.
+  ABANDON also ends the instance's other hooks' actions (state "cancelled"), CONTINUE lets them run.
+* DescribeScalingActivities: one activity per launched/terminated instance with AWS's Description
+  and Cause texts (spec §5: two spaces between sentences, times YYYY-MM-DDTHH:MM:SSZ), StatusCode
+  MidLifecycleAction while waiting; in-progress first, then newest first; MaxRecords/NextToken.
+* Test-only: the Query action ``SimulateAZRebalance`` (AutoScalingGroupName, optional InstanceId)
+  and ``GET /_termguard/lifecycle-actions`` (JSON state of every lifecycle action).
+* Test-only knobs (environment, or the matching flags): TERMGUARD_MOTO_TIME_SCALE (multiplies every
+  timeout and delay this launcher runs, e.g. 0.1 makes a 30 s heartbeat timeout last 3 s; the
+  values the API reports stay AWS's), TERMGUARD_MOTO_GLOBAL_TIMEOUT (seconds: replaces
+  min(172800, 100 x HeartbeatTimeout) for every hook, reported as GlobalTimeout),
+  TERMGUARD_MOTO_PROCEED_SECONDS (time spent in Terminating:Proceed, default 1),
+  TERMGUARD_MOTO_NOTIFICATION_SHAPE = eventbridge (default) | direct (the flat
+  "Service": "AWS Auto Scaling" message AWS writes to a hook's own SQS target, plus the
+  autoscaling:TEST_NOTIFICATION when the hook is put).
+
+How (the cleanest approach moto's internals allow): moto builds one Flask app per service
+around ``AutoScalingResponse.dispatch`` and keeps its state in per-account/region backend objects,
+so this script monkey-patches moto's classes in-process before starting moto's own WSGI app
+(nothing in site-packages is edited):
+* AutoScalingResponse gets the new actions as methods, replacements for put_lifecycle_hook,
+  describe_scaling_activities and terminate_instance_in_auto_scaling_group, and thin wrappers that
+  record *why* a capacity change happens (the first sentence of the Cause).
+* FakeAutoScalingGroup.set_desired_capacity and replace_autoscaling_group_instances are replaced
+  (they are single monolithic methods): the capacity arithmetic is moto's, copied; scale-in now
+  picks InService, unprotected instances from the zone with the most of them (oldest first, as
+  AWS's default termination policy does up to its random tie-break) and routes them through the
+  lifecycle machinery; launches spread instances over the group's zones (moto put a whole batch in
+  one random zone, which made a multi-AZ group and an AZ rebalance meaningless).
+* AutoScalingBackend keeps the new state (lifecycle actions, terminations, activities) in an
+  attribute set up by its __init__, so moto's /moto-api/reset clears it too.
+* A small WSGI wrapper in front of moto's DomainDispatcherApplication serves /_termguard/* and
+  routes *unsigned* Query requests for Auto Scaling actions (Version=2011-01-01, e.g. curl or a
+  plain HTTP client sending SimulateAZRebalance) to the Auto Scaling backend, region us-east-1;
+  signed requests (any SDK) are routed by moto as usual.
+* One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
+  the timer thread, so the state machine never races.
+
+Written against moto 5.2.1 (a warning is printed on another version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl
+from xml.sax.saxutils import escape as xml_escape
+
+import moto
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.models import (
+    ASG_NAME_TAG,
+    AutoScalingBackend,
+    FakeAutoScalingGroup,
+    InstanceState,
+    LifecycleHook,
+)
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import ActionResult, EmptyResult
+from moto.core.utils import utcnow
+
+LOG = logging.getLogger("termguard.moto")
+
+MOTO_VERSION_WRITTEN_FOR = "5.2.1"
+ASG_XMLNS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+DEFAULT_REGION = "us-east-1"
+# Test-only Query actions (not in the Auto Scaling API model).
+CUSTOM_ACTIONS = {"SimulateAZRebalance"}
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+
+class Config:
+    time_scale: float = 1.0
+    global_timeout_override: float | None = None
+    proceed_seconds: float = 1.0
+    notification_shape: str = "eventbridge"
+
+    @classmethod
+    def from_env(cls) -> None:
+        env = os.environ
+        if env.get("TERMGUARD_MOTO_TIME_SCALE"):
+            cls.time_scale = float(env["TERMGUARD_MOTO_TIME_SCALE"])
+        if env.get("TERMGUARD_MOTO_GLOBAL_TIMEOUT"):
+            cls.global_timeout_override = float(env["TERMGUARD_MOTO_GLOBAL_TIMEOUT"])
+        if env.get("TERMGUARD_MOTO_PROCEED_SECONDS"):
+            cls.proceed_seconds = float(env["TERMGUARD_MOTO_PROCEED_SECONDS"])
+        if env.get("TERMGUARD_MOTO_NOTIFICATION_SHAPE"):
+            cls.notification_shape = env["TERMGUARD_MOTO_NOTIFICATION_SHAPE"]
+
+    @classmethod
+    def validate(cls) -> None:
+        if not cls.time_scale > 0:
+            raise SystemExit("time scale must be > 0")
+        if cls.global_timeout_override is not None and not cls.global_timeout_override > 0:
+            raise SystemExit("global timeout override must be > 0")
+        if cls.proceed_seconds < 0:
+            raise SystemExit("proceed seconds must be >= 0")
+        if cls.notification_shape not in ("eventbridge", "direct"):
+            raise SystemExit("notification shape must be 'eventbridge' or 'direct'")
+
+    @classmethod
+    def real_seconds(cls, aws_seconds: float) -> float:
+        """AWS-time seconds -> wall-clock seconds this server actually waits."""
+        return aws_seconds * cls.time_scale
+
+
+# --------------------------------------------------------------------------------------------
+# shared state
+# --------------------------------------------------------------------------------------------
+
+# Serialises Auto Scaling requests, EC2 termination notifications and the timer thread.
+LOCK = threading.RLock()
+_TL = threading.local()  # the current request's capacity-change trigger (for Cause texts)
+_SEQ = itertools.count(1)  # creation order of activities and actions (sort tie-break)
+_REGISTRY: list[AutoScalingBackend] = []  # backends that hold termguard state
+
+
+def aws_time(dt: datetime) -> str:
+    """The time format inside Cause texts: YYYY-MM-DDTHH:MM:SSZ."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_ms(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def utc_epoch(dt: datetime) -> float:
+    """moto keeps naive UTC datetimes."""
+    return dt.replace(tzinfo=timezone.utc).timestamp()
+
+
+def epoch_ms(epoch: float | None) -> int | None:
+    return None if epoch is None else int(round(epoch * 1000))
+
+
+class Activity:
+    """A scaling activity as DescribeScalingActivities reports it."""
+
+    def __init__(
+        self,
+        group: FakeAutoScalingGroup,
+        description: str,
+        cause: str,
+        instance_id: str,
+        details: dict[str, str],
+        status_code: str,
+        progress: int,
+        start: datetime,
+    ):
+        self.activity_id = str(uuid.uuid4())
+        self.group_name = group.name
+        self.group_arn = group.arn
+        self.description = description
+        self.cause = cause
+        self.instance_id = instance_id
+        self.details = json.dumps(details, separators=(",", ":"))
+        self.status_code = status_code
+        self.status_message: str | None = None
+        self.progress = progress
+        self.start_time = start
+        self.end_time: datetime | None = None
+        self.seq = next(_SEQ)
+        self.group_deleted = False
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status_code not in ("Successful", "Failed", "Cancelled")
+
+    def finish(self, status: str = "Successful", message: str | None = None) -> None:
+        self.status_code = status
+        self.progress = 100
+        self.end_time = utcnow()
+        if message:
+            self.status_message = message
+
+    def to_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ActivityId": self.activity_id,
+            "AutoScalingGroupName": self.group_name,
+            "Description": self.description,
+            "Cause": self.cause,
+            "StartTime": self.start_time,
+            "StatusCode": self.status_code,
+            "Progress": self.progress,
+            "Details": self.details,
+            "AutoScalingGroupARN": self.group_arn,
+        }
+        if self.end_time is not None:
+            out["EndTime"] = self.end_time
+        if self.status_message:
+            out["StatusMessage"] = self.status_message
+        return out
+
+
+class LifecycleAction:
+    """One hook's lifecycle action for one instance (one token)."""
+
+    def __init__(self, backend: AutoScalingBackend, hook: LifecycleHook, term: "Termination"):
+        self.token = str(uuid.uuid4())
+        self.account = backend.account_id
+        self.region = backend.region_name
+        self.group_name = hook.auto_scaling_group_name
+        self.hook_name = hook.name
+        self.transition = hook.lifecycle_transition
+        self.instance_id = term.instance_id
+        self.heartbeat_timeout = int(hook.heartbeat_timeout)
+        self.global_timeout = int(hook.global_timeout)
+        self.default_result = hook.default_result
+        self.term = term
+        self.seq = next(_SEQ)
+        self.state = "waiting"  # waiting | completed | expired | cancelled
+        self.result: str | None = None
+        self.ended_by: str | None = None
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.heartbeat_deadline = self.started_mono + Config.real_seconds(self.heartbeat_timeout)
+        self.global_deadline = self.started_mono + Config.real_seconds(self.global_timeout)
+        self.heartbeats: list[float] = []
+        self.ended_wall: float | None = None
+        self.notification: dict[str, Any] = {
+            "target": hook.notification_target_arn,
+            "shape": Config.notification_shape,
+            "sent": False,
+            "message_id": None,
+            "error": None,
+            "body": None,
+        }
+
+    @property
+    def waiting(self) -> bool:
+        return self.state == "waiting"
+
+    def deadline(self) -> float:
+        return min(self.heartbeat_deadline, self.global_deadline)
+
+    def _wall(self, mono: float) -> float:
+        return self.started_wall + (mono - self.started_mono)
+
+    def end(self, state: str, result: str | None, ended_by: str) -> None:
+        self.state = state
+        self.result = result
+        self.ended_by = ended_by
+        self.ended_wall = time.time()
+        LOG.info(
+            "lifecycle action %s (%s, hook %s) %s: result %s (%s)",
+            self.token, self.instance_id, self.hook_name, state, result, ended_by,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        last_hb = self.heartbeats[-1] if self.heartbeats else None
+        return {
+            "token": self.token,
+            "account": self.account,
+            "region": self.region,
+            "group": self.group_name,
+            "hook": self.hook_name,
+            "instance_id": self.instance_id,
+            "transition": self.transition,
+            "state": self.state,
+            "result": self.result,
+            "ended_by": self.ended_by,
+            "default_result": self.default_result,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "global_timeout": self.global_timeout,
+            "heartbeat_count": len(self.heartbeats),
+            "started_at": iso_ms(self.started_wall),
+            "started_at_ms": epoch_ms(self.started_wall),
+            "heartbeats": [iso_ms(t) for t in self.heartbeats],
+            "heartbeats_ms": [epoch_ms(t) for t in self.heartbeats],
+            "last_heartbeat_at": iso_ms(last_hb),
+            "last_heartbeat_at_ms": epoch_ms(last_hb),
+            "ended_at": iso_ms(self.ended_wall),
+            "ended_at_ms": epoch_ms(self.ended_wall),
+            "heartbeat_deadline": iso_ms(self._wall(self.heartbeat_deadline)),
+            "heartbeat_deadline_ms": epoch_ms(self._wall(self.heartbeat_deadline)),
+            "global_deadline": iso_ms(self._wall(self.global_deadline)),
+            "global_deadline_ms": epoch_ms(self._wall(self.global_deadline)),
+            "instance_lifecycle_state": self.term.instance_state.lifecycle_state,
+            "activity_id": self.term.activity.activity_id if self.term.activity else None,
+            "cause": self.term.activity.cause if self.term.activity else None,
+            "notification": dict(self.notification),
+        }
+
+
+class Termination:
+    """An instance on its way out of a group: Terminating:Wait -> :Proceed -> Terminated."""
+
+    def __init__(
+        self,
+        backend: AutoScalingBackend,
+        group: FakeAutoScalingGroup,
+        instance_state: InstanceState,
+        activity: Activity | None,
+    ):
+        self.backend = backend
+        self.group = group
+        self.instance_state = instance_state
+        self.instance_id = instance_state.instance.id
+        self.activity = activity
+        self.actions: list[LifecycleAction] = []
+        self.phase = "wait"  # wait | proceed | done
+        self.proceed_at: float | None = None
+
+
+class TGState:
+    def __init__(self) -> None:
+        self.actions: dict[str, LifecycleAction] = {}
+        self.terminations: dict[str, Termination] = {}
+        self.activities: list[Activity] = []
+
+
+def tg_state(backend: AutoScalingBackend) -> TGState:
+    st = backend.__dict__.get("_tg")
+    if st is None:
+        st = TGState()
+        backend.__dict__["_tg"] = st
+    if backend not in _REGISTRY:
+        _REGISTRY.append(backend)
+    return st
+
+
+# --------------------------------------------------------------------------------------------
+# the timer thread
+# --------------------------------------------------------------------------------------------
+
+
+class Scheduler(threading.Thread):
+    """Applies heartbeat/global timeouts and finishes Terminating:Proceed, in real time."""
+
+    def __init__(self) -> None:
+        super().__init__(name="termguard-lifecycle-timer", daemon=True)
+        self.cond = threading.Condition(LOCK)
+        self.stopping = False
+
+    def kick(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    def run(self) -> None:
+        with self.cond:
+            while not self.stopping:
+                try:
+                    next_due = self.tick(time.monotonic())
+                except Exception:  # never let the timer die
+                    LOG.exception("lifecycle timer tick failed")
+                    next_due = None
+                timeout = 5.0 if next_due is None else max(0.0, next_due - time.monotonic())
+                self.cond.wait(min(timeout, 5.0))
+
+    def tick(self, now: float) -> float | None:
+        next_due: float | None = None
+
+        def due(t: float) -> None:
+            nonlocal next_due
+            next_due = t if next_due is None else min(next_due, t)
+
+        for backend in list(_REGISTRY):
+            st = backend.__dict__.get("_tg")
+            if st is None:
+                continue
+            for term in list(st.terminations.values()):
+                if term.phase == "wait":
+                    for action in term.actions:
+                        if not action.waiting:
+                            continue
+                        if not expire_if_due(action, now):
+                            due(action.deadline())
+                if term.phase == "proceed" and term.proceed_at is not None:
+                    if now >= term.proceed_at:
+                        finalize_termination(term)
+                    else:
+                        due(term.proceed_at)
+        return next_due
+
+
+SCHEDULER = Scheduler()
+
+
+def expire_if_due(action: "LifecycleAction", now: float | None = None) -> bool:
+    """Apply the hook's DefaultResult once the heartbeat or global timeout has passed."""
+    now = time.monotonic() if now is None else now
+    if not action.waiting or now < action.deadline():
+        return False
+    by_global = action.global_deadline <= action.heartbeat_deadline
+    action.end("expired", action.default_result, "GlobalTimeout" if by_global else "HeartbeatTimeout")
+    after_action_ended(action.term, action)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# cause texts (spec §5)
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def trigger(kind: str, **info: Any):
+    """Record what asked for a capacity change while moto's code runs it."""
+    prev = getattr(_TL, "trigger", None)
+    _TL.trigger = dict(kind=kind, **info)
+    try:
+        yield
+    finally:
+        _TL.trigger = prev
+
+
+def current_trigger() -> dict[str, Any]:
+    return getattr(_TL, "trigger", None) or {"kind": None}
+
+
+def trigger_sentence(trig: dict[str, Any], group: FakeAutoScalingGroup, old: int, new: int, t: str) -> str:
+    """The Cause's first sentence: who changed the desired capacity (empty when unchanged)."""
+    kind = trig.get("kind")
+    if kind == "create":
+        return f"At {t} a user request created an AutoScalingGroup changing the desired capacity from {old} to {new}.  "
+    if old == new:
+        return ""
+    if kind == "set-desired":
+        return f"At {t} a user request explicitly set group desired capacity changing the desired capacity from {old} to {new}.  "
+    if kind == "update":
+        return (
+            f"At {t} a user request update of AutoScalingGroup constraints to min: {group.min_size}, "
+            f"max: {group.max_size}, desired: {group.desired_capacity} changing the desired capacity from {old} to {new}.  "
+        )
+    if kind == "policy":
+        return f"At {t} a user request executed policy {trig.get('policy')} changing the desired capacity from {old} to {new}.  "
+    return ""
+
+
+def launch_cause(prefix: str, t: str, before: int, after: int) -> str:
+    return (
+        f"{prefix}At {t} an instance was started in response to a difference between desired and actual "
+        f"capacity, increasing the capacity from {before} to {after}."
+    )
+
+
+def scale_in_cause(prefix: str, t: str, before: int, after: int, instance_id: str) -> str:
+    return (
+        f"{prefix}At {t} an instance was taken out of service in response to a difference between desired "
+        f"and actual capacity, shrinking the capacity from {before} to {after}.  "
+        f"At {t} instance {instance_id} was selected for termination."
+    )
+
+
+def user_terminate_cause(t: str, instance_id: str, before: int, after: int, decrement: bool) -> str:
+    cause = f"At {t} instance {instance_id} was taken out of service in response to a user request"
+    if decrement:
+        return cause + f", shrinking the capacity from {before} to {after}."
+    return cause + "."
+
+
+def rebalance_terminate_cause(t: str, zones: list[str], before: int, after: int, instance_id: str) -> str:
+    zone_text = " ".join(zones) if zones else "null"
+    return (
+        f"At {t} instances were launched to balance instances in zones {zone_text} with other zones "
+        f"resulting in more than desired number of instances in the group.  "
+        + scale_in_cause("", t, before, after, instance_id)
+    )
+
+
+def rebalance_launch_cause(t: str, zones: list[str], counts: list[int]) -> str:
+    return (
+        f"At {t} availability zones {' '.join(zones)} had {' '.join(str(c) for c in counts)} instances "
+        f"respectively. An instance was launched to aid in balancing the group's zones."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# group helpers
+# --------------------------------------------------------------------------------------------
+
+
+def zone_of(state: InstanceState) -> str:
+    return state.instance.availability_zone
+
+
+def subnet_of(state: InstanceState) -> str | None:
+    return getattr(state.instance, "subnet_id", None)
+
+
+def instance_details(state: InstanceState) -> dict[str, str]:
+    details = {}
+    if subnet_of(state):
+        details["Subnet ID"] = subnet_of(state)
+    details["Availability Zone"] = zone_of(state)
+    return details
+
+
+def zone_counts(group: FakeAutoScalingGroup, states: list[InstanceState]) -> dict[str, int]:
+    counts = {z: 0 for z in group.availability_zones}
+    for s in states:
+        counts[zone_of(s)] = counts.get(zone_of(s), 0) + 1
+    return counts
+
+
+def counted_instances(group: FakeAutoScalingGroup) -> list[InstanceState]:
+    """Instances that count toward capacity/zone balance (not on their way out, not standby)."""
+    return [s for s in group.instance_states if s.lifecycle_state in ("InService", "Pending", "Pending:Wait", "Pending:Proceed")]
+
+
+def target_instance_count(group: FakeAutoScalingGroup) -> int:
+    """moto 5.2.1's FakeAutoScalingGroup.set_desired_capacity arithmetic, unchanged."""
+    import math
+
+    target_capacity = group.desired_capacity or 0
+    is_mixed_instances = group.mixed_instances_policy and len(
+        group.mixed_instances_policy.get("LaunchTemplate", {}).get("Overrides", [])
+    )
+    if not is_mixed_instances:
+        return target_capacity
+    policy = group.mixed_instances_policy or {}
+    overrides = policy["LaunchTemplate"]["Overrides"]
+    distribution = policy.get("InstancesDistribution", {})
+    on_demand_base = int(distribution.get("OnDemandBaseCapacity", 0))
+    percent_above_base = int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100))
+    primary_weight_str = overrides[0].get("WeightedCapacity", "1")
+    primary_weight = int(primary_weight_str) if primary_weight_str.isdigit() else 1
+    if primary_weight == 0:
+        primary_weight = 1
+    if on_demand_base >= target_capacity:
+        total_on_demand_capacity = target_capacity
+        total_spot_capacity = 0
+    else:
+        above_base_capacity = target_capacity - on_demand_base
+        on_demand_above_base_capacity = int(above_base_capacity * percent_above_base) / 100.0
+        spot_above_base_capacity = int(above_base_capacity - on_demand_above_base_capacity)
+        total_on_demand_capacity = int(on_demand_base + on_demand_above_base_capacity)
+        total_spot_capacity = spot_above_base_capacity
+    return math.ceil(total_on_demand_capacity / primary_weight) + math.ceil(total_spot_capacity / primary_weight)
+
+
+def pick_launch_zone(group: FakeAutoScalingGroup, avoid: str | None = None) -> str:
+    counts = zone_counts(group, counted_instances(group))
+    order = {z: i for i, z in enumerate(group.availability_zones)}
+    return min(
+        group.availability_zones,
+        key=lambda z: (counts.get(z, 0), 1 if z == avoid else 0, order[z]),
+    )
+
+
+def subnet_for_zone(group: FakeAutoScalingGroup, zone: str) -> str | None:
+    if not group.vpc_zone_identifier:
+        return None
+    subnet_ids = group.vpc_zone_identifier.split(",")
+    subnets = group.autoscaling_backend.ec2_backend.describe_subnets(subnet_ids=subnet_ids)
+    for subnet in subnets:
+        if subnet.availability_zone == zone:
+            return subnet.id
+    return subnet_ids[0]
+
+
+def launch_instances(
+    group: FakeAutoScalingGroup,
+    count: int,
+    propagated_tags: dict[str, str],
+    cause_for: Any = None,
+    zone: str | None = None,
+) -> list[InstanceState]:
+    """moto's replace_autoscaling_group_instances, one instance at a time into the emptiest zone."""
+    propagated_tags = dict(propagated_tags)
+    propagated_tags[ASG_NAME_TAG] = group.name
+    propagated_tags.update(group.instance_tags)
+    associate_public_ip = group.launch_config.associate_public_ip_address if group.launch_config else None
+    launch_template = None
+    if group.ec2_launch_template:
+        if group.ec2_launch_template.id:
+            launch_template = {"LaunchTemplateId": group.ec2_launch_template.id}
+        elif group.ec2_launch_template.name:
+            launch_template = {"LaunchTemplateName": group.ec2_launch_template.name}
+    backend = group.autoscaling_backend
+    launched = []
+    before = len(group.active_instances())
+    t = aws_time(utcnow())
+    for i in range(count):
+        placement = zone or pick_launch_zone(group)
+        reservation = backend.ec2_backend.run_instances(
+            group.image_id,
+            1,
+            group.user_data,
+            group.security_groups,
+            instance_type=group.instance_type,
+            tags={"instance": dict(propagated_tags)},
+            placement=placement,
+            launch_config=group.launch_config,
+            launch_template=launch_template,
+            is_instance_type_default=False,
+            associate_public_ip=associate_public_ip,
+            subnet_id=subnet_for_zone(group, placement),
+        )
+        for instance in reservation.instances:
+            instance.autoscaling_group = group
+            state = InstanceState(instance, protected_from_scale_in=group.new_instances_protected_from_scale_in)
+            group.instance_states.append(state)
+            launched.append(state)
+    st = tg_state(backend)
+    for state in launched:
+        cause = cause_for(t) if cause_for else launch_cause("", t, before, before + count)
+        activity = Activity(
+            group,
+            f"Launching a new EC2 instance: {state.instance.id}",
+            cause,
+            state.instance.id,
+            instance_details(state),
+            "Successful",
+            100,
+            utcnow(),
+        )
+        activity.finish()
+        st.activities.append(activity)
+    return launched
+
+
+def select_for_scale_in(group: FakeAutoScalingGroup, count: int) -> list[InstanceState]:
+    """AWS's default termination policy, deterministic: zone with the most instances, oldest first."""
+    candidates = [s for s in group.active_instances() if not s.protected_from_scale_in]
+    remaining = list(group.active_instances())
+    newest = "NewestInstance" in (group.termination_policies or [])
+    order = {z: i for i, z in enumerate(group.availability_zones)}
+    chosen: list[InstanceState] = []
+    for _ in range(count):
+        if not candidates:
+            break
+        counts = zone_counts(group, remaining)
+        zones = {zone_of(s) for s in candidates}
+        zone = max(zones, key=lambda z: (counts.get(z, 0), -order.get(z, 99)))
+        in_zone = [s for s in candidates if zone_of(s) == zone]
+        victim = in_zone[-1] if newest else in_zone[0]
+        chosen.append(victim)
+        candidates.remove(victim)
+        remaining.remove(victim)
+    return chosen
+
+
+def termination_hooks(backend: AutoScalingBackend, group_name: str) -> list[LifecycleHook]:
+    return [
+        h
+        for h in backend.lifecycle_hooks.values()
+        if h.auto_scaling_group_name == group_name and h.lifecycle_transition == TERMINATING
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# the termination state machine
+# --------------------------------------------------------------------------------------------
+
+
+def begin_termination(
+    group: FakeAutoScalingGroup,
+    state: InstanceState,
+    cause: str | None,
+    force: bool = False,
+) -> Termination:
+    """Take an instance out of service: Terminating:Wait when the group has a termination hook."""
+    backend = group.autoscaling_backend
+    st = tg_state(backend)
+    activity = None
+    if cause is not None:
+        activity = Activity(
+            group,
+            f"Terminating EC2 instance: {state.instance.id}",
+            cause,
+            state.instance.id,
+            instance_details(state),
+            "InProgress",
+            0,
+            utcnow(),
+        )
+        st.activities.append(activity)
+    term = Termination(backend, group, state, activity)
+    st.terminations[term.instance_id] = term
+    hooks = [] if force else termination_hooks(backend, group.name)
+    if not hooks:
+        state.lifecycle_state = "Terminating"
+        finalize_termination(term)
+        return term
+    state.lifecycle_state = "Terminating:Wait"
+    if activity:
+        activity.status_code = "MidLifecycleAction"
+        activity.progress = 50
+    for hook in hooks:
+        action = LifecycleAction(backend, hook, term)
+        term.actions.append(action)
+        st.actions[action.token] = action
+        LOG.info(
+            "%s -> Terminating:Wait (group %s, hook %s, token %s)",
+            term.instance_id, group.name, hook.name, action.token,
+        )
+        send_lifecycle_notification(backend, group, hook, action)
+    SCHEDULER.kick()
+    return term
+
+
+def after_action_ended(term: Termination, action: LifecycleAction) -> None:
+    """ABANDON ends the instance's other actions; once none is waiting the instance proceeds."""
+    if term.phase != "wait":
+        return
+    if action.result == "ABANDON":
+        for other in term.actions:
+            if other.waiting:
+                other.end("cancelled", None, f"AbandonedByHook:{action.hook_name}")
+    if any(a.waiting for a in term.actions):
+        return
+    term.phase = "proceed"
+    term.instance_state.lifecycle_state = "Terminating:Proceed"
+    if term.activity:
+        term.activity.status_code = "InProgress"
+        term.activity.progress = 75
+    term.proceed_at = time.monotonic() + Config.real_seconds(Config.proceed_seconds)
+    LOG.info("%s -> Terminating:Proceed", term.instance_id)
+    SCHEDULER.kick()
+
+
+def finalize_termination(term: Termination, terminate_in_ec2: bool = True) -> None:
+    """Terminating(:Proceed) -> Terminated: out of the group, terminated in EC2, activity done."""
+    if term.phase == "done":
+        return
+    term.phase = "done"
+    group = term.group
+    backend = term.backend
+    st = tg_state(backend)
+    if st.terminations.get(term.instance_id) is term:
+        del st.terminations[term.instance_id]  # lifecycle actions keep their own reference
+    term.instance_state.lifecycle_state = "Terminated"
+    group.instance_states = [s for s in group.instance_states if s is not term.instance_state]
+    if terminate_in_ec2:
+        try:
+            backend.ec2_backend.terminate_instances([term.instance_id])
+        except Exception as err:  # already gone
+            LOG.info("EC2 termination of %s: %s", term.instance_id, err)
+    if term.activity and term.activity.in_progress:
+        term.activity.finish()
+    LOG.info("%s -> Terminated", term.instance_id)
+    if group.name in backend.autoscaling_groups and backend.autoscaling_groups[group.name] is group:
+        backend.update_attached_elbs(group.name)
+    if term.activity:
+        put_on_event_bus(
+            backend,
+            "EC2 Instance Terminate Successful",
+            [group.arn, f"arn:aws:ec2:{backend.region_name}:{backend.account_id}:instance/{term.instance_id}"],
+            {
+                "StatusCode": "InProgress",
+                "Description": term.activity.description,
+                "AutoScalingGroupName": group.name,
+                "ActivityId": term.activity.activity_id,
+                "Details": json.loads(term.activity.details),
+                "RequestId": term.activity.activity_id,
+                "StatusMessage": "",
+                "EndTime": iso_ms(time.time()),
+                "EC2InstanceId": term.instance_id,
+                "StartTime": iso_ms(utc_epoch(term.activity.start_time)),
+                "Cause": term.activity.cause,
+                "Origin": "AutoScalingGroup",
+                "Destination": "EC2",
+            },
+        )
+
+
+def cancel_termination_now(term: Termination, reason: str, terminate_in_ec2: bool = True) -> None:
+    for action in term.actions:
+        if action.waiting:
+            action.end("cancelled", None, reason)
+    finalize_termination(term, terminate_in_ec2=terminate_in_ec2)
+
+
+def find_action(
+    backend: AutoScalingBackend,
+    group_name: str | None,
+    hook_name: str | None,
+    token: str | None,
+    instance_id: str | None,
+) -> LifecycleAction:
+    st = tg_state(backend)
+    for candidate in list(st.actions.values()):  # a timeout that is due wins over a late call
+        expire_if_due(candidate)
+    if token:
+        action = st.actions.get(token)
+        if (
+            action is None
+            or not action.waiting
+            or (group_name and action.group_name != group_name)
+            or (hook_name and action.hook_name != hook_name)
+            or (instance_id and action.instance_id != instance_id)
+        ):
+            raise ValidationError(f"No active Lifecycle Action found with token {token}")
+        return action
+    if instance_id:
+        for action in st.actions.values():
+            if (
+                action.waiting
+                and action.instance_id == instance_id
+                and (not group_name or action.group_name == group_name)
+                and (not hook_name or action.hook_name == hook_name)
+            ):
+                return action
+        raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+    raise ValidationError("Either LifecycleActionToken or InstanceId must be specified")
+
+
+# --------------------------------------------------------------------------------------------
+# notifications
+# --------------------------------------------------------------------------------------------
+
+
+def parse_sqs_arn(arn: str | None) -> tuple[str, str, str] | None:
+    """arn:<partition>:sqs:<region>:<account>:<name> -> (account, region, name)."""
+    if not arn:
+        return None
+    parts = arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs":
+        return None
+    return parts[4], parts[3], parts[5]
+
+
+def sqs_queue_for(arn: str | None) -> tuple[Any, str] | None:
+    parsed = parse_sqs_arn(arn)
+    if parsed is None:
+        return None
+    from moto.sqs import sqs_backends
+
+    account, region, name = parsed
+    backend = sqs_backends[account][region]
+    backend.get_queue(name)  # raises QueueDoesNotExist
+    return backend, name
+
+
+def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
+    """spec/events/eventbridge-asg-terminate-lifecycle-action.json, field for field."""
+    detail: dict[str, Any] = {
+        "LifecycleActionToken": action.token,
+        "AutoScalingGroupName": group.name,
+        "LifecycleHookName": hook.name,
+        "EC2InstanceId": action.instance_id,
+        "LifecycleTransition": hook.lifecycle_transition,
+    }
+    if getattr(hook, "notification_metadata", None):
+        detail["NotificationMetadata"] = hook.notification_metadata
+    detail["Origin"] = "AutoScalingGroup"
+    detail["Destination"] = "EC2"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "EC2 Instance-terminate Lifecycle Action",
+        "source": "aws.autoscaling",
+        "account": backend.account_id,
+        "time": aws_time(datetime.fromtimestamp(action.started_wall, tz=timezone.utc)),
+        "region": backend.region_name,
+        "resources": [group.arn],
+        "detail": detail,
+    }
+
+
+def direct_notification(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
+    """spec/events/sqs-direct-asg-terminate-lifecycle.json, field for field."""
+    body: dict[str, Any] = {
+        "Origin": "AutoScalingGroup",
+        "LifecycleHookName": hook.name,
+        "Destination": "EC2",
+        "AccountId": backend.account_id,
+        "RequestId": str(uuid.uuid4()),
+        "LifecycleTransition": hook.lifecycle_transition,
+        "AutoScalingGroupName": group.name,
+        "Service": "AWS Auto Scaling",
+        "Time": iso_ms(action.started_wall),
+        "EC2InstanceId": action.instance_id,
+        "LifecycleActionToken": action.token,
+    }
+    if getattr(hook, "notification_metadata", None):
+        body["NotificationMetadata"] = hook.notification_metadata
+    return body
+
+
+def send_lifecycle_notification(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> None:
+    event = lifecycle_event(backend, group, hook, action)
+    target = hook.notification_target_arn
+    if target:
+        body = event if Config.notification_shape == "eventbridge" else direct_notification(backend, group, hook, action)
+        text = json.dumps(body)
+        action.notification["body"] = body
+        try:
+            found = sqs_queue_for(target)
+            if found is None:
+                raise ValueError(f"unsupported notification target {target} (only SQS queues)")
+            sqs, name = found
+            message = sqs.send_message(queue_name=name, message_body=text)
+            action.notification["sent"] = True
+            action.notification["message_id"] = message.id
+        except Exception as err:  # best effort, like AWS; recorded for the tests
+            action.notification["error"] = f"{type(err).__name__}: {err}"
+            LOG.warning("lifecycle notification for %s to %s failed: %s", action.instance_id, target, err)
+    put_on_event_bus(backend, event["detail-type"], event["resources"], event["detail"])
+
+
+def put_on_event_bus(backend: AutoScalingBackend, detail_type: str, resources: list[str], detail: dict[str, Any]) -> None:
+    """Emit an aws.autoscaling event on the default bus, so EventBridge rules created by a test fire."""
+    try:
+        from moto.events import events_backends
+
+        events = events_backends[backend.account_id][backend.region_name]
+        bus = events.event_buses.get("default")
+        if bus is None or not bus.rules:
+            return
+        events.put_events(
+            [
+                {
+                    "Source": "aws.autoscaling",
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "Resources": resources,
+                    "Time": time.time(),
+                }
+            ]
+        )
+    except Exception as err:
+        LOG.warning("EventBridge emission of %r failed: %s", detail_type, err)
+
+
+def send_test_notification(backend: AutoScalingBackend, group_name: str, target: str) -> None:
+    found = sqs_queue_for(target)
+    if found is None:
+        return
+    sqs, name = found
+    group = backend.autoscaling_groups.get(group_name)
+    body = {
+        "AccountId": backend.account_id,
+        "RequestId": str(uuid.uuid4()),
+        "AutoScalingGroupARN": group.arn if group else None,
+        "AutoScalingGroupName": group_name,
+        "Service": "AWS Auto Scaling",
+        "Event": "autoscaling:TEST_NOTIFICATION",
+        "Time": iso_ms(time.time()),
+    }
+    sqs.send_message(queue_name=name, message_body=json.dumps(body))
+
+
+# --------------------------------------------------------------------------------------------
+# patches: models
+# --------------------------------------------------------------------------------------------
+
+_orig_backend_init = AutoScalingBackend.__init__
+_orig_notify_terminate = AutoScalingBackend.notify_terminate_instances
+_orig_delete_group = AutoScalingBackend.delete_auto_scaling_group
+
+
+def _backend_init(self: AutoScalingBackend, region_name: str, account_id: str) -> None:
+    _orig_backend_init(self, region_name, account_id)
+    self.__dict__["_tg"] = TGState()
+
+
+def _group_set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -> None:
+    """Replaces moto's: scale-in goes through lifecycle hooks; launches are zone-balanced."""
+    with LOCK:
+        old = self.__dict__.get("desired_capacity") or 0
+        self.desired_capacity = self.min_size if new_capacity is None else new_capacity
+        trig = current_trigger()
+        deleting = trig.get("kind") == "delete"
+        now = aws_time(utcnow())
+        prefix = "" if deleting else trigger_sentence(trig, self, old, self.desired_capacity or 0, now)
+        target = target_instance_count(self)
+        active = self.active_instances()
+        delta = target - len(active)
+        if delta > 0:
+            before = len(active)
+            launch_instances(
+                self,
+                delta,
+                self.get_propagated_tags(),
+                cause_for=lambda t: launch_cause(prefix, t, before, before + delta),
+            )
+        elif delta < 0:
+            before = len(active)
+            for victim in select_for_scale_in(self, -delta):
+                cause = None if deleting else scale_in_cause(prefix, now, before, target, victim.instance.id)
+                begin_termination(self, victim, cause, force=deleting)
+        if self.name in self.autoscaling_backend.autoscaling_groups:
+            self.autoscaling_backend.update_attached_elbs(self.name)
+            self.autoscaling_backend.update_attached_target_groups(self.name)
+
+
+def _group_replace_instances(self: FakeAutoScalingGroup, count_needed: int, propagated_tags: dict[str, str]) -> None:
+    """Used by moto itself (EC2 TerminateInstances of a member): zone-balanced replacements."""
+    with LOCK:
+        launch_instances(self, count_needed, propagated_tags)
+
+
+def _backend_notify_terminate(self: AutoScalingBackend, instance_ids: list[str]) -> None:
+    """EC2 TerminateInstances on group members: end their lifecycle actions, then moto's logic."""
+    with LOCK:
+        st = tg_state(self)
+        for iid in instance_ids:
+            term = st.terminations.get(iid)
+            if term and term.phase != "done":
+                cancel_termination_now(term, "InstanceTerminatedInEC2", terminate_in_ec2=False)
+        _orig_notify_terminate(self, instance_ids)
+
+
+def _backend_delete_group(self: AutoScalingBackend, group_name: str) -> None:
+    """Deletion as with ForceDelete: no hooks run, waiting instances go at once, hooks are deleted."""
+    with LOCK, trigger("delete"):
+        st = tg_state(self)
+        if group_name in self.autoscaling_groups:
+            for term in list(st.terminations.values()):
+                if term.group is self.autoscaling_groups[group_name] and term.phase != "done":
+                    cancel_termination_now(term, "GroupDeleted")
+        _orig_delete_group(self, group_name)
+        for key, hook in list(self.lifecycle_hooks.items()):
+            if hook.auto_scaling_group_name == group_name:
+                del self.lifecycle_hooks[key]
+        for activity in st.activities:
+            if activity.group_name == group_name:
+                activity.group_deleted = True
+
+
+# --------------------------------------------------------------------------------------------
+# patches: responses (Query actions)
+# --------------------------------------------------------------------------------------------
+
+_orig_call_action = AutoScalingResponse.call_action
+_orig_parse_parameters = AutoScalingResponse.parse_parameters
+
+
+def _call_action(self: AutoScalingResponse):
+    with LOCK:
+        return _orig_call_action(self)
+
+
+def _parse_parameters(self: AutoScalingResponse, request: Any) -> None:
+    if self._get_action() in CUSTOM_ACTIONS:  # not in botocore's model: plain Query params
+        self.params = {k: v[0] if isinstance(v, list) else v for k, v in self.querystring.items()}
+        return
+    _orig_parse_parameters(self, request)
+
+
+def _wrap_with_trigger(name: str, kind: str, **fixed: Any) -> None:
+    original = getattr(AutoScalingResponse, name)
+
+    def wrapped(self: AutoScalingResponse):
+        info = dict(fixed)
+        if kind == "policy":
+            info["policy"] = self._get_param("PolicyName")
+        with trigger(kind, **info):
+            return original(self)
+
+    wrapped.__name__ = name
+    setattr(AutoScalingResponse, name, wrapped)
+
+
+def _put_lifecycle_hook(self: AutoScalingResponse):
+    backend = self.autoscaling_backend
+    name = self._get_param("LifecycleHookName")
+    group_name = self._get_param("AutoScalingGroupName")
+    key = f"{group_name}_{name}"
+    existing = backend.lifecycle_hooks.get(key)
+    transition = self._get_param("LifecycleTransition") or (existing.lifecycle_transition if existing else None)
+    if transition not in (TERMINATING, LAUNCHING):
+        raise ValidationError(
+            "LifecycleTransition must be autoscaling:EC2_INSTANCE_LAUNCHING or autoscaling:EC2_INSTANCE_TERMINATING"
+        )
+    heartbeat = self._get_int_param("HeartbeatTimeout")
+    if heartbeat is None:
+        heartbeat = existing.heartbeat_timeout if existing else 3600
+    if not 30 <= int(heartbeat) <= 7200:
+        raise ValidationError(f"HeartbeatTimeout must be between 30 and 7200 seconds (got {heartbeat})")
+    result = self._get_param("DefaultResult") or (existing.default_result if existing else "ABANDON")
+    if result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"DefaultResult must be CONTINUE or ABANDON (got {result})")
+    target = self._get_param("NotificationTargetARN")
+    role = self._get_param("RoleARN")
+    metadata = self._get_param("NotificationMetadata")
+    if existing is not None:
+        target = target if target is not None else existing.notification_target_arn
+        role = role if role is not None else existing.role_arn
+        metadata = metadata if metadata is not None else getattr(existing, "notification_metadata", None)
+    if target and parse_sqs_arn(target):
+        account, region, queue = parse_sqs_arn(target)
+        ok = True
+        try:
+            sqs_queue_for(target)
+        except Exception:
+            ok = False
+        if not ok or queue.endswith(".fifo"):
+            raise ValidationError(
+                f"Unable to publish test message to notification target {target} using IAM role {role}. "
+                "Please check your target and role configuration and try to put lifecycle hook again."
+            )
+    hook = LifecycleHook(name, group_name, transition, int(heartbeat), result)
+    hook.notification_target_arn = target or None
+    hook.role_arn = role or None
+    hook.notification_metadata = metadata or None
+    aws_global = min(172800, 100 * int(heartbeat))
+    hook.global_timeout = int(Config.global_timeout_override) if Config.global_timeout_override else aws_global
+    backend.lifecycle_hooks[key] = hook
+    if target and Config.notification_shape == "direct" and existing is None:
+        send_test_notification(backend, group_name, target)
+    return EmptyResult()
+
+
+def _record_lifecycle_action_heartbeat(self: AutoScalingResponse):
+    action = find_action(
+        self.autoscaling_backend,
+        self._get_param("AutoScalingGroupName"),
+        self._get_param("LifecycleHookName"),
+        self._get_param("LifecycleActionToken"),
+        self._get_param("InstanceId"),
+    )
+    now = time.monotonic()
+    action.heartbeats.append(time.time())
+    action.heartbeat_deadline = now + Config.real_seconds(action.heartbeat_timeout)
+    LOG.info("heartbeat %d for %s (%s)", len(action.heartbeats), action.token, action.instance_id)
+    SCHEDULER.kick()
+    return EmptyResult()
+
+
+def _complete_lifecycle_action(self: AutoScalingResponse):
+    result = self._get_param("LifecycleActionResult")
+    action = find_action(
+        self.autoscaling_backend,
+        self._get_param("AutoScalingGroupName"),
+        self._get_param("LifecycleHookName"),
+        self._get_param("LifecycleActionToken"),
+        self._get_param("InstanceId"),
+    )
+    if result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"LifecycleActionResult must be CONTINUE or ABANDON (got {result})")
+    action.end("completed", result, "CompleteLifecycleAction")
+    after_action_ended(action.term, action)
+    return EmptyResult()
+
+
+def _describe_scaling_activities(self: AutoScalingResponse):
+    backend = self.autoscaling_backend
+    st = tg_state(backend)
+    group_name = self._get_param("AutoScalingGroupName")
+    activity_ids = self._get_param("ActivityIds", []) or []
+    include_deleted = bool(self._get_param("IncludeDeletedGroups", False))
+    max_records = self._get_int_param("MaxRecords") or 100
+    if not 1 <= max_records <= 100:
+        raise ValidationError(f"MaxRecords must be between 1 and 100 (got {max_records})")
+    token = self._get_param("NextToken")
+    items = [
+        a
+        for a in st.activities
+        if (not group_name or a.group_name == group_name)
+        and (not activity_ids or a.activity_id in activity_ids)
+        and (include_deleted or not a.group_deleted)
+    ]
+    # AWS: "Activities are sorted by start time. Activities still in progress are described first."
+    items.sort(key=lambda a: (0 if a.in_progress else 1, -utc_epoch(a.start_time), -a.seq))
+    start = 0
+    if token:
+        m = re.fullmatch(r"tg-(\d+)", token)
+        if not m:
+            raise ValidationError(f"The NextToken '{token}' is invalid.")
+        start = int(m.group(1))
+    page = items[start : start + max_records]
+    result: dict[str, Any] = {"Activities": [a.to_api() for a in page]}
+    if start + max_records < len(items):
+        result["NextToken"] = f"tg-{start + max_records}"
+    return ActionResult(result)
+
+
+def _find_member(backend: AutoScalingBackend, instance_id: str) -> tuple[FakeAutoScalingGroup, InstanceState]:
+    for group in backend.autoscaling_groups.values():
+        for state in group.instance_states:
+            if state.instance.id == instance_id:
+                return group, state
+    raise ValidationError(f"Instance Id not found - No managed instance found for instance ID {instance_id}")
+
+
+def _terminate_instance_in_auto_scaling_group(self: AutoScalingResponse):
+    backend = self.autoscaling_backend
+    instance_id = self._get_param("InstanceId")
+    decrement = bool(self._get_bool_param("ShouldDecrementDesiredCapacity", False))
+    group, state = _find_member(backend, instance_id)
+    st = tg_state(backend)
+    existing = st.terminations.get(instance_id)
+    if existing is not None and existing.phase != "done" and existing.activity is not None:
+        return ActionResult({"Activity": existing.activity.to_api()})  # already on its way out
+    if state.lifecycle_state != "InService":
+        raise ValidationError(f"Instance {instance_id} is in state {state.lifecycle_state} and cannot be terminated")
+    desired = group.desired_capacity or 0
+    if decrement and desired <= (group.min_size or 0):
+        raise ValidationError(
+            f"Currently, desiredSize equals minSize ({group.min_size}). Terminating instance without replacement "
+            "will violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or "
+            "lower group's min size."
+        )
+    t = aws_time(utcnow())
+    if decrement:
+        group.desired_capacity = desired - 1
+    cause = user_terminate_cause(t, instance_id, desired, desired - 1, decrement)
+    term = begin_termination(group, state, cause)
+    if not decrement:
+        group.set_desired_capacity(group.desired_capacity)  # the replacement
+    else:
+        backend.update_attached_elbs(group.name)
+    return ActionResult({"Activity": term.activity.to_api()})
+
+
+def _simulate_az_rebalance(self: AutoScalingResponse):
+    """Test-only: an AZRebalance as AWS runs it: launch in the emptiest zone, then terminate."""
+    backend = self.autoscaling_backend
+    group_name = self._get_param("AutoScalingGroupName")
+    instance_id = self._get_param("InstanceId")
+    group = backend.autoscaling_groups.get(group_name)
+    if group is None:
+        raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{group_name}' not found")
+    if "AZRebalance" in group._suspended_processes:
+        raise ValidationError(f"AZRebalance is suspended for AutoScalingGroup '{group_name}'")
+    active = group.active_instances()
+    if instance_id:
+        victim = next((s for s in group.instance_states if s.instance.id == instance_id), None)
+        if victim is None:
+            raise ValidationError(f"Instance Id not found - No managed instance found for instance ID {instance_id}")
+        if victim.lifecycle_state != "InService":
+            raise ValidationError(f"Instance {instance_id} is in state {victim.lifecycle_state}")
+    else:
+        if not active:
+            raise ValidationError(f"AutoScalingGroup '{group_name}' has no InService instance to rebalance")
+        counts = zone_counts(group, active)
+        order = {z: i for i, z in enumerate(group.availability_zones)}
+        unprotected = [s for s in active if not s.protected_from_scale_in] or active
+        zone = max({zone_of(s) for s in unprotected}, key=lambda z: (counts.get(z, 0), -order.get(z, 99)))
+        victim = [s for s in unprotected if zone_of(s) == zone][0]
+    zones = list(group.availability_zones)
+    counts_before = zone_counts(group, counted_instances(group))
+    launch_zone = pick_launch_zone(group, avoid=zone_of(victim))
+    launched = launch_instances(
+        group,
+        1,
+        group.get_propagated_tags(),
+        cause_for=lambda t: rebalance_launch_cause(t, zones, [counts_before.get(z, 0) for z in zones]),
+        zone=launch_zone,
+    )
+    before = len(group.active_instances())
+    t = aws_time(utcnow())
+    cause = rebalance_terminate_cause(t, [launch_zone], before, before - 1, victim.instance.id)
+    term = begin_termination(group, victim, cause)
+    backend.update_attached_elbs(group.name)
+    st = tg_state(backend)
+    launch_activity = next(a for a in reversed(st.activities) if a.instance_id == launched[0].instance.id)
+    members = "".join(
+        "<member>" + activity_xml(a) + "</member>" for a in (term.activity, launch_activity) if a is not None
+    )
+    return (
+        f'<SimulateAZRebalanceResponse xmlns="{ASG_XMLNS}"><SimulateAZRebalanceResult>'
+        f"<TerminatingInstanceId>{xml_escape(victim.instance.id)}</TerminatingInstanceId>"
+        f"<LaunchedInstanceId>{xml_escape(launched[0].instance.id)}</LaunchedInstanceId>"
+        f"<Activities>{members}</Activities>"
+        f"</SimulateAZRebalanceResult><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+        f"</ResponseMetadata></SimulateAZRebalanceResponse>"
+    )
+
+
+def activity_xml(a: Activity) -> str:
+    fields = a.to_api()
+    out = []
+    for key, value in fields.items():
+        if isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        out.append(f"<{key}>{xml_escape(str(value))}</{key}>")
+    return "".join(out)
+
+
+def install_patches() -> None:
+    if moto.__version__ != MOTO_VERSION_WRITTEN_FOR:
+        LOG.warning(
+            "moto %s installed; this launcher patches moto %s internals", moto.__version__, MOTO_VERSION_WRITTEN_FOR
+        )
+    AutoScalingBackend.__init__ = _backend_init
+    AutoScalingBackend.notify_terminate_instances = _backend_notify_terminate
+    AutoScalingBackend.delete_auto_scaling_group = _backend_delete_group
+    FakeAutoScalingGroup.set_desired_capacity = _group_set_desired_capacity
+    FakeAutoScalingGroup.replace_autoscaling_group_instances = _group_replace_instances
+
+    AutoScalingResponse.call_action = _call_action
+    AutoScalingResponse.parse_parameters = _parse_parameters
+    _wrap_with_trigger("create_auto_scaling_group", "create")
+    _wrap_with_trigger("set_desired_capacity", "set-desired")
+    _wrap_with_trigger("update_auto_scaling_group", "update")
+    _wrap_with_trigger("execute_policy", "policy")
+    AutoScalingResponse.put_lifecycle_hook = _put_lifecycle_hook
+    AutoScalingResponse.record_lifecycle_action_heartbeat = _record_lifecycle_action_heartbeat
+    AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action
+    AutoScalingResponse.describe_scaling_activities = _describe_scaling_activities
+    AutoScalingResponse.terminate_instance_in_auto_scaling_group = _terminate_instance_in_auto_scaling_group
+    AutoScalingResponse.simulate_az_rebalance = _simulate_az_rebalance
+
+
+# --------------------------------------------------------------------------------------------
+# WSGI front: /_termguard/* and unsigned Auto Scaling Query requests
+# --------------------------------------------------------------------------------------------
+
+
+def _asg_operation_names() -> set[str]:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("autoscaling")
+    return set(model.operation_names) | CUSTOM_ACTIONS
+
+
+class TermguardApp:
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.asg_actions = _asg_operation_names()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_termguard/"):
+            return self.termguard_endpoint(environ, start_response, path)
+        if not environ.get("HTTP_AUTHORIZATION") and environ.get("REQUEST_METHOD") == "POST":
+            params = self._peek_form(environ)
+            action = (params.get("Action") or [""])[0]
+            if (params.get("Version") or [""])[0] == "2011-01-01" and action in self.asg_actions:
+                # Route like a SigV4 request for autoscaling in us-east-1 (moto checks no signatures).
+                environ["HTTP_AUTHORIZATION"] = (
+                    f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/{DEFAULT_REGION}/autoscaling/"
+                    "aws4_request, SignedHeaders=host, Signature=0"
+                )
+        return self.inner(environ, start_response)
+
+    @staticmethod
+    def _peek_form(environ: dict[str, Any]) -> dict[str, list[str]]:
+        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            return {}
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return {}
+        if length <= 0 or length > 1_000_000:
+            return {}
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return parse_qs(body.decode("utf-8", "replace"))
+
+    def termguard_endpoint(self, environ: dict[str, Any], start_response: Any, path: str) -> Any:
+        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        if path.rstrip("/") == "/_termguard/lifecycle-actions" and environ.get("REQUEST_METHOD") == "GET":
+            with LOCK:
+                actions = []
+                for backend in _REGISTRY:
+                    st = backend.__dict__.get("_tg")
+                    if st:
+                        actions.extend(st.actions.values())
+                actions.sort(key=lambda a: a.seq)
+                rows = [a.to_json() for a in actions]
+            for key, field in (("group", "group"), ("hook", "hook"), ("instance_id", "instance_id"), ("token", "token"), ("state", "state")):
+                if key in query:
+                    rows = [r for r in rows if r[field] == query[key]]
+            body = {
+                "time_scale": Config.time_scale,
+                "global_timeout_override": Config.global_timeout_override,
+                "proceed_seconds": Config.proceed_seconds,
+                "notification_shape": Config.notification_shape,
+                "lifecycle_actions": rows,
+            }
+            return self._json(start_response, "200 OK", body)
+        if path.rstrip("/") == "/_termguard/health":
+            return self._json(start_response, "200 OK", {"status": "ok", "moto": moto.__version__})
+        return self._json(start_response, "404 Not Found", {"error": f"no such endpoint: {path}"})
+
+    @staticmethod
+    def _json(start_response: Any, status: str, body: Any) -> list[bytes]:
+        data = json.dumps(body, indent=1).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 (default) picks a free one")
+    parser.add_argument("--time-scale", type=float, help="factor on every timeout (env TERMGUARD_MOTO_TIME_SCALE)")
+    parser.add_argument("--global-timeout", type=float, help="GlobalTimeout override, seconds (env TERMGUARD_MOTO_GLOBAL_TIMEOUT)")
+    parser.add_argument("--proceed-seconds", type=float, help="time in Terminating:Proceed (env TERMGUARD_MOTO_PROCEED_SECONDS)")
+    parser.add_argument("--notification-shape", choices=["eventbridge", "direct"], help="env TERMGUARD_MOTO_NOTIFICATION_SHAPE")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--access-log", action="store_true", help="log every HTTP request (werkzeug)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s moto_server %(levelname)s %(message)s",
+    )
+    logging.getLogger("werkzeug").setLevel(logging.INFO if args.access_log else logging.WARNING)
+
+    Config.from_env()
+    if args.time_scale is not None:
+        Config.time_scale = args.time_scale
+    if args.global_timeout is not None:
+        Config.global_timeout_override = args.global_timeout
+    if args.proceed_seconds is not None:
+        Config.proceed_seconds = args.proceed_seconds
+    if args.notification_shape is not None:
+        Config.notification_shape = args.notification_shape
+    Config.validate()
+
+    install_patches()
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = TermguardApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True)  # bound and listening
+    port = server.server_port
+    os.environ["MOTO_PORT"] = str(port)  # moto services that call themselves use it
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    SCHEDULER.start()
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+    LOG.info(
+        "serving on %s:%d (moto %s, time scale %s, notification shape %s)",
+        host, port, moto.__version__, Config.time_scale, Config.notification_shape,
+    )
+    sys.stdout.write(f"READY http://{host}:{port}\n")
+    sys.stdout.flush()
+    sys.stdout = sys.stderr  # stdout carries the READY line only (moto prints to stdout at times)
+    try:
+        server.serve_forever()
+    except SystemExit:
+        pass
+    finally:
+        SCHEDULER.stop()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,662 @@
+#!/usr/bin/env python3
+"""Self-check of tests/aws/moto_server.py, the project's AWS test peer.
+
+Run: python3 tests/aws/test_moto_server.py   (plain unittest; needs moto[server] and boto3)
+
+Starts the launcher as a subprocess on a free port (timeouts scaled by
+TERMGUARD_MOTO_TIME_SCALE=0.1, so a 30 s heartbeat timeout lasts 3 s) and drives it with boto3
+the way termguard and its tests will: Auto Scaling group over three zones, termination hook on an
+SQS queue, scale-in / TerminateInstanceInAutoScalingGroup / SimulateAZRebalance, the lifecycle
+message on the queue, heartbeats, CompleteLifecycleAction, timeouts, scaling-activity causes.
+A second launcher checks the global timeout and the direct (non-EventBridge) message shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAUNCHER = os.path.join(HERE, "moto_server.py")
+TIME_SCALE = 0.1  # AWS seconds -> real seconds in these tests
+T = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"  # the time format inside Cause texts
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+class Peer:
+    """One launcher process and boto3 clients pointed at it."""
+
+    def __init__(self, **env: str):
+        self.log = tempfile.NamedTemporaryFile(prefix="moto_server-", suffix=".log", delete=False)
+        full_env = dict(os.environ, TERMGUARD_MOTO_TIME_SCALE=str(TIME_SCALE), **env)
+        self.proc = subprocess.Popen(
+            [sys.executable, LAUNCHER, "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=full_env,
+            text=True,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else ""
+        m = re.fullmatch(r"READY (http://127\.0\.0\.1:(\d+))\n", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError(f"launcher did not print READY (got {line!r}); log:\n{self.log_text()}")
+        self.url = m.group(1)
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        cfg = BotoConfig(retries={"max_attempts": 1})
+        self.asg = session.client("autoscaling", endpoint_url=self.url, config=cfg)
+        self.ec2 = session.client("ec2", endpoint_url=self.url, config=cfg)
+        self.sqs = session.client("sqs", endpoint_url=self.url, config=cfg)
+        self.events = session.client("events", endpoint_url=self.url, config=cfg)
+
+    def log_text(self) -> str:
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.stdout.close()
+
+    # test-only endpoints ---------------------------------------------------------------------
+
+    def actions(self, **filters: str) -> list[dict]:
+        q = urllib.parse.urlencode(filters)
+        with urllib.request.urlopen(f"{self.url}/_termguard/lifecycle-actions?{q}", timeout=10) as r:
+            return json.load(r)["lifecycle_actions"]
+
+    def action(self, token: str) -> dict:
+        (row,) = self.actions(token=token)
+        return row
+
+    def query(self, params: dict[str, str]) -> tuple[int, str]:
+        """An unsigned Auto Scaling Query request (as curl or a plain HTTP client would send it)."""
+        data = urllib.parse.urlencode(dict(params, Version="2011-01-01")).encode()
+        req = urllib.request.Request(
+            self.url + "/", data=data, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    # fixtures ------------------------------------------------------------------------------------
+
+    def launch_template(self) -> str:
+        name = "termguard-workers"
+        try:
+            self.ec2.create_launch_template(
+                LaunchTemplateName=name,
+                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"},
+            )
+        except ClientError as e:
+            if "AlreadyExists" not in e.response["Error"]["Code"]:
+                raise
+        return name
+
+    def queue(self, name: str) -> tuple[str, str]:
+        url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return url, arn
+
+    def group(self, name: str, size: int, zones: list[str] = ZONES) -> None:
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": self.launch_template(), "Version": "$Latest"},
+            MinSize=0,
+            MaxSize=20,
+            DesiredCapacity=size,
+            AvailabilityZones=zones,
+        )
+
+    def hook(self, group: str, queue_arn: str | None, hook: str = "termguard-terminate", **kw) -> None:
+        args = dict(
+            AutoScalingGroupName=group,
+            LifecycleHookName=hook,
+            LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING",
+            HeartbeatTimeout=30,
+        )
+        if queue_arn:
+            args.update(NotificationTargetARN=queue_arn, RoleARN="arn:aws:iam::123456789012:role/asg-to-sqs")
+        args.update(kw)
+        self.asg.put_lifecycle_hook(**args)
+
+    # observations --------------------------------------------------------------------------------
+
+    def members(self, group: str) -> dict[str, dict]:
+        (g,) = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
+        return {i["InstanceId"]: i for i in g["Instances"]}
+
+    def lifecycle_state(self, instance_id: str) -> str | None:
+        found = self.asg.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
+        return found[0]["LifecycleState"] if found else None
+
+    def ec2_state(self, instance_id: str) -> str:
+        res = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return res[0]["Instances"][0]["State"]["Name"]
+
+    def activity_for(self, group: str, instance_id: str, verb: str = "Terminating") -> dict:
+        acts = self.asg.describe_scaling_activities(AutoScalingGroupName=group)["Activities"]
+        (act,) = [a for a in acts if a["Description"] == f"{verb} EC2 instance: {instance_id}"] or [None]
+        assert act is not None, f"no {verb} activity for {instance_id} in {acts}"
+        return act
+
+    def receive(self, queue_url: str, timeout: float = 10) -> dict:
+        """The next message body on the queue (deleted once read)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=1)
+            for m in out.get("Messages", []):
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+                return json.loads(m["Body"])
+        raise AssertionError(f"no message on {queue_url} within {timeout}s")
+
+    def assert_queue_empty(self, queue_url: str) -> None:
+        out = self.sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0, MaxNumberOfMessages=10)
+        assert not out.get("Messages"), out.get("Messages")
+
+
+def wait_until(pred, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def waiting_instances(peer: Peer, group: str) -> list[str]:
+    return [i for i, m in peer.members(group).items() if m["LifecycleState"] == "Terminating:Wait"]
+
+
+class MotoServerTest(unittest.TestCase):
+    peer: Peer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # 10 s in Terminating:Proceed = 1 s real: long enough to observe, short enough to wait for.
+        cls.peer = Peer(TERMGUARD_MOTO_PROCEED_SECONDS="10")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        rc = cls.peer.stop()
+        if rc != 0:
+            print(cls.peer.log_text(), file=sys.stderr)
+        assert rc == 0, f"launcher exited {rc} on SIGTERM"
+
+    def assertValidationError(self, err: ClientError, message: str) -> None:
+        self.assertEqual(err.response["Error"]["Code"], "ValidationError")
+        self.assertEqual(err.response["Error"]["Message"], message)
+        self.assertEqual(err.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+
+    # -------------------------------------------------------------------------------------------
+
+    def test_group_spreads_over_zones_and_records_launches(self):
+        p = self.peer
+        p.group("balanced", 6)
+        members = p.members("balanced")
+        self.assertEqual(len(members), 6)
+        per_zone = {z: sum(1 for m in members.values() if m["AvailabilityZone"] == z) for z in ZONES}
+        self.assertEqual(per_zone, {z: 2 for z in ZONES})
+        for iid in members:
+            act = p.activity_for("balanced", iid, verb="Launching a new")
+            self.assertEqual(act["StatusCode"], "Successful")
+            self.assertRegex(
+                act["Cause"],
+                rf"^At {T} a user request created an AutoScalingGroup changing the desired capacity from 0 to 6\.  "
+                rf"At {T} an instance was started in response to a difference between desired and actual capacity, "
+                r"increasing the capacity from 0 to 6\.$",
+            )
+            self.assertRegex(act["Details"], r'^\{"Subnet ID":"subnet-[0-9a-f]+","Availability Zone":"us-east-1[abc]"\}$')
+
+    def test_put_lifecycle_hook_keeps_what_was_sent(self):
+        p = self.peer
+        p.group("hooked", 1)
+        _, arn = p.queue("hooked-q")
+        p.hook("hooked", arn, NotificationMetadata='{"cluster":"test"}', DefaultResult="CONTINUE")
+        (h,) = p.asg.describe_lifecycle_hooks(AutoScalingGroupName="hooked")["LifecycleHooks"]
+        self.assertEqual(h["NotificationTargetARN"], arn)
+        self.assertEqual(h["RoleARN"], "arn:aws:iam::123456789012:role/asg-to-sqs")
+        self.assertEqual(h["HeartbeatTimeout"], 30)
+        self.assertEqual(h["GlobalTimeout"], 3000)  # min(172800, 100 x 30)
+        self.assertEqual(h["DefaultResult"], "CONTINUE")
+        self.assertEqual(h["NotificationMetadata"], '{"cluster":"test"}')
+        p.hook("hooked", None, hook="long", HeartbeatTimeout=7200)
+        (long,) = p.asg.describe_lifecycle_hooks(AutoScalingGroupName="hooked", LifecycleHookNames=["long"])[
+            "LifecycleHooks"
+        ]
+        self.assertEqual(long["GlobalTimeout"], 172800)
+        self.assertEqual(long["DefaultResult"], "ABANDON")
+        self.assertNotIn("NotificationTargetARN", long)
+        missing = "arn:aws:sqs:us-east-1:123456789012:no-such-queue"
+        with self.assertRaises(ClientError) as cm:
+            p.hook("hooked", missing, hook="broken")
+        self.assertValidationError(
+            cm.exception,
+            f"Unable to publish test message to notification target {missing} using IAM role "
+            "arn:aws:iam::123456789012:role/asg-to-sqs. Please check your target and role configuration and "
+            "try to put lifecycle hook again.",
+        )
+        with self.assertRaises(ClientError) as cm:
+            p.hook("hooked", None, hook="too-short", HeartbeatTimeout=10)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ValidationError")
+
+    def test_scale_in_waits_for_the_hook_then_continue_terminates(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("scale-in-q")
+        p.group("scale-in", 6)
+        p.hook("scale-in", queue_arn, NotificationMetadata='{"cluster":"prod-eu"}')
+        before = set(p.members("scale-in"))
+
+        p.asg.set_desired_capacity(AutoScalingGroupName="scale-in", DesiredCapacity=5)
+        (iid,) = waiting_instances(p, "scale-in")
+        self.assertEqual(p.lifecycle_state(iid), "Terminating:Wait")
+        self.assertEqual(p.ec2_state(iid), "running")
+        self.assertEqual(set(p.members("scale-in")), before)  # still listed, not replaced
+
+        msg = p.receive(queue_url)
+        self.assertEqual(msg["detail-type"], "EC2 Instance-terminate Lifecycle Action")
+        self.assertEqual(msg["source"], "aws.autoscaling")
+        self.assertEqual(msg["version"], "0")
+        self.assertEqual(msg["account"], "123456789012")
+        self.assertEqual(msg["region"], "us-east-1")
+        self.assertRegex(msg["time"], rf"^{T}$")
+        self.assertRegex(msg["resources"][0], r"^arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:.*:autoScalingGroupName/scale-in$")
+        detail = msg["detail"]
+        token = detail["LifecycleActionToken"]
+        self.assertRegex(token, rf"^{UUID_RE}$")
+        self.assertEqual(
+            detail,
+            {
+                "LifecycleActionToken": token,
+                "AutoScalingGroupName": "scale-in",
+                "LifecycleHookName": "termguard-terminate",
+                "EC2InstanceId": iid,
+                "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+                "NotificationMetadata": '{"cluster":"prod-eu"}',
+                "Origin": "AutoScalingGroup",
+                "Destination": "EC2",
+            },
+        )
+
+        act = p.activity_for("scale-in", iid)
+        self.assertEqual(act["StatusCode"], "MidLifecycleAction")
+        self.assertNotIn("EndTime", act)
+        self.assertRegex(
+            act["Cause"],
+            rf"^At {T} a user request explicitly set group desired capacity changing the desired capacity from 6 to 5\.  "
+            rf"At {T} an instance was taken out of service in response to a difference between desired and actual "
+            rf"capacity, shrinking the capacity from 6 to 5\.  At {T} instance {iid} was selected for termination\.$",
+        )
+        # newest first, in-progress first
+        first = p.asg.describe_scaling_activities(AutoScalingGroupName="scale-in", MaxRecords=1)["Activities"][0]
+        self.assertEqual(first["ActivityId"], act["ActivityId"])
+
+        p.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName="scale-in", LifecycleHookName="termguard-terminate", LifecycleActionToken=token
+        )
+        p.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName="scale-in", LifecycleHookName="termguard-terminate", InstanceId=iid
+        )
+        row = p.action(token)
+        self.assertEqual((row["state"], row["heartbeat_count"], row["instance_id"]), ("waiting", 2, iid))
+        self.assertTrue(row["notification"]["sent"])
+
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="scale-in",
+            LifecycleHookName="termguard-terminate",
+            LifecycleActionToken=token,
+            InstanceId=iid,
+            LifecycleActionResult="CONTINUE",
+        )
+        row = p.action(token)
+        self.assertEqual((row["state"], row["result"], row["ended_by"]), ("completed", "CONTINUE", "CompleteLifecycleAction"))
+        self.assertGreaterEqual(row["ended_at_ms"], row["last_heartbeat_at_ms"])
+        self.assertEqual(p.lifecycle_state(iid), "Terminating:Proceed")
+
+        wait_until(lambda: p.lifecycle_state(iid) is None, 5, "the instance to leave the group")
+        self.assertEqual(p.ec2_state(iid), "terminated")
+        self.assertEqual(len(p.members("scale-in")), 5)
+        act = p.activity_for("scale-in", iid)
+        self.assertEqual((act["StatusCode"], act["Progress"]), ("Successful", 100))
+        self.assertIn("EndTime", act)
+
+        # the action is over: AWS's ValidationError, by token and by instance id
+        with self.assertRaises(ClientError) as cm:
+            p.asg.complete_lifecycle_action(
+                AutoScalingGroupName="scale-in",
+                LifecycleHookName="termguard-terminate",
+                LifecycleActionToken=token,
+                LifecycleActionResult="CONTINUE",
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with token {token}")
+        with self.assertRaises(ClientError) as cm:
+            p.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName="scale-in", LifecycleHookName="termguard-terminate", InstanceId=iid
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with instance ID {iid}")
+        status, body = p.query(
+            {
+                "Action": "CompleteLifecycleAction",
+                "AutoScalingGroupName": "scale-in",
+                "LifecycleHookName": "termguard-terminate",
+                "LifecycleActionToken": token,
+                "LifecycleActionResult": "CONTINUE",
+            }
+        )
+        self.assertEqual(status, 400)
+        self.assertRegex(
+            body,
+            r'^<ErrorResponse xmlns="http://autoscaling\.amazonaws\.com/doc/2011-01-01/"><Error><Type>Sender</Type>'
+            rf"<Code>ValidationError</Code><Message>No active Lifecycle Action found with token {token}</Message>"
+            r"</Error><RequestId>[^<]+</RequestId></ErrorResponse>$",
+        )
+        p.assert_queue_empty(queue_url)
+
+    def test_unknown_token_and_success_body(self):
+        p = self.peer
+        token = str(uuid.uuid4())
+        with self.assertRaises(ClientError) as cm:
+            p.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName="nope", LifecycleHookName="h", LifecycleActionToken=token
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with token {token}")
+        # a successful call's body, AWS's shape (empty result element)
+        queue_url, queue_arn = p.queue("body-q")
+        p.group("body", 2)
+        p.hook("body", queue_arn)
+        p.asg.set_desired_capacity(AutoScalingGroupName="body", DesiredCapacity=1)
+        token = p.receive(queue_url)["detail"]["LifecycleActionToken"]
+        params = {"AutoScalingGroupName": "body", "LifecycleHookName": "termguard-terminate", "LifecycleActionToken": token}
+        status, body = p.query(dict(params, Action="RecordLifecycleActionHeartbeat"))
+        self.assertEqual(status, 200, body)
+        self.assertRegex(
+            body,
+            r'^<RecordLifecycleActionHeartbeatResponse xmlns="http://autoscaling\.amazonaws\.com/doc/2011-01-01/">'
+            r"<RecordLifecycleActionHeartbeatResult/><ResponseMetadata><RequestId>[^<]+</RequestId></ResponseMetadata>"
+            r"</RecordLifecycleActionHeartbeatResponse>$",
+        )
+        status, body = p.query(dict(params, Action="CompleteLifecycleAction", LifecycleActionResult="CONTINUE"))
+        self.assertEqual(status, 200, body)
+        self.assertIn("<CompleteLifecycleActionResult/>", body)
+
+    def test_terminate_instance_in_group_user_request(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("user-q")
+        p.group("user", 6)
+        p.hook("user", queue_arn)
+        victim = sorted(p.members("user"))[0]
+
+        out = p.asg.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=True)
+        act = out["Activity"]
+        self.assertEqual(act["Description"], f"Terminating EC2 instance: {victim}")
+        self.assertEqual(act["StatusCode"], "MidLifecycleAction")
+        self.assertRegex(
+            act["Cause"],
+            rf"^At {T} instance {victim} was taken out of service in response to a user request, "
+            r"shrinking the capacity from 6 to 5\.$",
+        )
+        self.assertEqual(p.lifecycle_state(victim), "Terminating:Wait")
+        msg = p.receive(queue_url)
+        self.assertEqual(msg["detail"]["EC2InstanceId"], victim)
+        (g,) = p.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["user"])["AutoScalingGroups"]
+        self.assertEqual(g["DesiredCapacity"], 5)
+
+        # complete by instance id alone, with ABANDON: a terminating instance is terminated either way
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="user", LifecycleHookName="termguard-terminate", InstanceId=victim,
+            LifecycleActionResult="ABANDON",
+        )
+        row = p.action(msg["detail"]["LifecycleActionToken"])
+        self.assertEqual((row["state"], row["result"]), ("completed", "ABANDON"))
+        wait_until(lambda: p.ec2_state(victim) == "terminated", 5, "EC2 termination")
+        self.assertIsNone(p.lifecycle_state(victim))
+
+        # without decrementing: a replacement is launched at once; the cause has no capacity clause
+        second = sorted(i for i, m in p.members("user").items() if m["LifecycleState"] == "InService")[0]
+        act = p.asg.terminate_instance_in_auto_scaling_group(InstanceId=second, ShouldDecrementDesiredCapacity=False)[
+            "Activity"
+        ]
+        self.assertRegex(act["Cause"], rf"^At {T} instance {second} was taken out of service in response to a user request\.$")
+        in_service = [i for i, m in p.members("user").items() if m["LifecycleState"] == "InService"]
+        self.assertEqual(len(in_service), 5)
+        self.assertEqual(p.receive(queue_url)["detail"]["EC2InstanceId"], second)
+
+        with self.assertRaises(ClientError) as cm:
+            p.asg.terminate_instance_in_auto_scaling_group(InstanceId="i-00000000000000000", ShouldDecrementDesiredCapacity=True)
+        self.assertValidationError(
+            cm.exception, "Instance Id not found - No managed instance found for instance ID i-00000000000000000"
+        )
+
+    def test_az_rebalance(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("rebalance-q")
+        p.group("rebalance", 5)  # 2 / 2 / 1
+        p.hook("rebalance", queue_arn)
+        counts = {z: sum(1 for m in p.members("rebalance").values() if m["AvailabilityZone"] == z) for z in ZONES}
+        self.assertEqual(counts, {"us-east-1a": 2, "us-east-1b": 2, "us-east-1c": 1})
+
+        status, body = p.query({"Action": "SimulateAZRebalance", "AutoScalingGroupName": "rebalance"})
+        self.assertEqual(status, 200, body)
+        victim = re.search(r"<TerminatingInstanceId>(i-[0-9a-f]+)</TerminatingInstanceId>", body).group(1)
+        launched = re.search(r"<LaunchedInstanceId>(i-[0-9a-f]+)</LaunchedInstanceId>", body).group(1)
+        members = p.members("rebalance")
+        self.assertEqual(members[victim]["AvailabilityZone"], "us-east-1a")  # a zone with the most
+        self.assertEqual(members[launched]["AvailabilityZone"], "us-east-1c")  # the zone with the fewest
+        self.assertEqual(members[victim]["LifecycleState"], "Terminating:Wait")
+
+        act = p.activity_for("rebalance", victim)
+        self.assertEqual(act["StatusCode"], "MidLifecycleAction")
+        self.assertRegex(
+            act["Cause"],
+            rf"^At {T} instances were launched to balance instances in zones us-east-1c with other zones resulting "
+            rf"in more than desired number of instances in the group\.  At {T} an instance was taken out of service "
+            rf"in response to a difference between desired and actual capacity, shrinking the capacity from 6 to 5\.  "
+            rf"At {T} instance {victim} was selected for termination\.$",
+        )
+        launch = p.activity_for("rebalance", launched, verb="Launching a new")
+        self.assertRegex(
+            launch["Cause"],
+            rf"^At {T} availability zones us-east-1a us-east-1b us-east-1c had 2 2 1 instances respectively\. "
+            r"An instance was launched to aid in balancing the group's zones\.$",
+        )
+        msg = p.receive(queue_url)
+        self.assertEqual(msg["detail"]["EC2InstanceId"], victim)
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="rebalance", LifecycleHookName="termguard-terminate",
+            LifecycleActionToken=msg["detail"]["LifecycleActionToken"], LifecycleActionResult="CONTINUE",
+        )
+        wait_until(lambda: p.lifecycle_state(victim) is None, 5, "rebalanced instance to go")
+        counts = {z: sum(1 for m in p.members("rebalance").values() if m["AvailabilityZone"] == z) for z in ZONES}
+        self.assertEqual(counts, {"us-east-1a": 1, "us-east-1b": 2, "us-east-1c": 2})
+
+        # a named instance; and nothing happens while AZRebalance is suspended
+        named = next(i for i, m in p.members("rebalance").items() if m["AvailabilityZone"] == "us-east-1b")
+        status, body = p.query({"Action": "SimulateAZRebalance", "AutoScalingGroupName": "rebalance", "InstanceId": named})
+        self.assertEqual(status, 200, body)
+        self.assertIn(f"<TerminatingInstanceId>{named}</TerminatingInstanceId>", body)
+        self.assertEqual(p.receive(queue_url)["detail"]["EC2InstanceId"], named)
+        p.asg.suspend_processes(AutoScalingGroupName="rebalance", ScalingProcesses=["AZRebalance"])
+        status, body = p.query({"Action": "SimulateAZRebalance", "AutoScalingGroupName": "rebalance"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("<Code>ValidationError</Code>", body)
+
+    def test_heartbeat_timeout_applies_default_result(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("timeout-q")
+        p.group("timeout", 3)
+        p.hook("timeout", queue_arn, DefaultResult="CONTINUE")  # 30 s = 3 s real
+        p.asg.set_desired_capacity(AutoScalingGroupName="timeout", DesiredCapacity=2)
+        msg = p.receive(queue_url)
+        token, iid = msg["detail"]["LifecycleActionToken"], msg["detail"]["EC2InstanceId"]
+        started = p.action(token)["started_at_ms"] / 1000
+
+        time.sleep(max(0.0, started + 1.5 - time.time()))
+        p.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName="timeout", LifecycleHookName="termguard-terminate", LifecycleActionToken=token
+        )
+        time.sleep(max(0.0, started + 3.6 - time.time()))  # past the first 30 s, inside the extended one
+        self.assertEqual(p.action(token)["state"], "waiting")
+        self.assertEqual(p.lifecycle_state(iid), "Terminating:Wait")
+
+        row = wait_until(lambda: (r := p.action(token))["state"] != "waiting" and r, 5, "the heartbeat timeout")
+        self.assertEqual((row["state"], row["result"], row["ended_by"]), ("expired", "CONTINUE", "HeartbeatTimeout"))
+        waited = (row["ended_at_ms"] - row["last_heartbeat_at_ms"]) / 1000
+        self.assertAlmostEqual(waited, 30 * TIME_SCALE, delta=0.5)
+        wait_until(lambda: p.lifecycle_state(iid) is None, 5, "the expired instance to go")
+        self.assertEqual(p.ec2_state(iid), "terminated")
+        with self.assertRaises(ClientError) as cm:
+            p.asg.complete_lifecycle_action(
+                AutoScalingGroupName="timeout", LifecycleHookName="termguard-terminate",
+                LifecycleActionToken=token, LifecycleActionResult="CONTINUE",
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with token {token}")
+
+    def test_default_abandon_without_heartbeat(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("abandon-q")
+        p.group("abandon", 2)
+        p.hook("abandon", queue_arn)  # DefaultResult defaults to ABANDON
+        p.asg.set_desired_capacity(AutoScalingGroupName="abandon", DesiredCapacity=1)
+        token = p.receive(queue_url)["detail"]["LifecycleActionToken"]
+        row = wait_until(lambda: (r := p.action(token))["state"] != "waiting" and r, 6, "the heartbeat timeout")
+        self.assertEqual((row["state"], row["result"], row["heartbeat_count"]), ("expired", "ABANDON", 0))
+        self.assertAlmostEqual((row["ended_at_ms"] - row["started_at_ms"]) / 1000, 3.0, delta=0.5)
+        wait_until(lambda: p.ec2_state(row["instance_id"]) == "terminated", 5, "termination after ABANDON")
+
+    def test_abandon_ends_the_other_hooks(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("two-hooks-q")
+        p.group("two-hooks", 2)
+        p.hook("two-hooks", queue_arn, hook="first")
+        p.hook("two-hooks", queue_arn, hook="second")
+        p.asg.set_desired_capacity(AutoScalingGroupName="two-hooks", DesiredCapacity=1)
+        msgs = [p.receive(queue_url), p.receive(queue_url)]
+        self.assertEqual(sorted(m["detail"]["LifecycleHookName"] for m in msgs), ["first", "second"])
+        tokens = {m["detail"]["LifecycleHookName"]: m["detail"]["LifecycleActionToken"] for m in msgs}
+        self.assertNotEqual(tokens["first"], tokens["second"])
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="two-hooks", LifecycleHookName="first",
+            LifecycleActionToken=tokens["first"], LifecycleActionResult="ABANDON",
+        )
+        self.assertEqual(p.action(tokens["second"])["state"], "cancelled")
+        iid = msgs[0]["detail"]["EC2InstanceId"]
+        wait_until(lambda: p.lifecycle_state(iid) is None, 5, "termination after ABANDON")
+
+    def test_scaling_activity_paging(self):
+        p = self.peer
+        p.group("paging", 5)
+        p.asg.set_desired_capacity(AutoScalingGroupName="paging", DesiredCapacity=2)  # no hook: at once
+        seen, token = [], None
+        while True:
+            kw = {"NextToken": token} if token else {}
+            page = p.asg.describe_scaling_activities(AutoScalingGroupName="paging", MaxRecords=2, **kw)
+            self.assertLessEqual(len(page["Activities"]), 2)
+            seen.extend(page["Activities"])
+            token = page.get("NextToken")
+            if not token:
+                break
+        self.assertEqual(len(seen), 8)
+        self.assertEqual(len({a["ActivityId"] for a in seen}), 8)
+        self.assertTrue(all(a["StatusCode"] == "Successful" for a in seen))
+        self.assertTrue(all(a["Description"].startswith("Terminating") for a in seen[:3]))  # newest first
+        starts = [a["StartTime"] for a in seen]
+        self.assertEqual(starts, sorted(starts, reverse=True))
+        self.assertRegex(seen[0]["Cause"], r"shrinking the capacity from 5 to 2\.  At .* was selected for termination\.$")
+        other = p.asg.describe_scaling_activities(AutoScalingGroupName="no-such-group")["Activities"]
+        self.assertEqual(other, [])
+
+    def test_eventbridge_rule_routes_the_event(self):
+        p = self.peer
+        rule_queue_url, rule_queue_arn = p.queue("rule-q")
+        p.events.put_rule(
+            Name="asg-terminate",
+            EventPattern=json.dumps(
+                {"source": ["aws.autoscaling"], "detail-type": ["EC2 Instance-terminate Lifecycle Action"]}
+            ),
+        )
+        p.events.put_targets(Rule="asg-terminate", Targets=[{"Id": "q", "Arn": rule_queue_arn}])
+        p.group("via-rule", 2)
+        p.hook("via-rule", None)  # EventBridge only, as the console creates it
+        p.asg.set_desired_capacity(AutoScalingGroupName="via-rule", DesiredCapacity=1)
+        msg = p.receive(rule_queue_url)
+        self.assertEqual(msg["detail-type"], "EC2 Instance-terminate Lifecycle Action")
+        token = msg["detail"]["LifecycleActionToken"]
+        row = p.action(token)
+        self.assertIsNone(row["notification"]["target"])
+        p.events.remove_targets(Rule="asg-terminate", Ids=["q"])
+        p.events.delete_rule(Name="asg-terminate")
+
+
+class GlobalTimeoutAndDirectShapeTest(unittest.TestCase):
+    """A second launcher: GlobalTimeout overridden to 60 s (6 s real), direct message shape."""
+
+    def test_global_timeout_and_direct_shape(self):
+        p = Peer(TERMGUARD_MOTO_GLOBAL_TIMEOUT="60", TERMGUARD_MOTO_NOTIFICATION_SHAPE="direct")
+        try:
+            queue_url, queue_arn = p.queue("direct-q")
+            p.group("direct", 2)
+            p.hook("direct", queue_arn, DefaultResult="CONTINUE")
+            (h,) = p.asg.describe_lifecycle_hooks(AutoScalingGroupName="direct")["LifecycleHooks"]
+            self.assertEqual(h["GlobalTimeout"], 60)
+            test_note = p.receive(queue_url)
+            self.assertEqual(test_note["Event"], "autoscaling:TEST_NOTIFICATION")
+            self.assertEqual(test_note["Service"], "AWS Auto Scaling")
+
+            p.asg.set_desired_capacity(AutoScalingGroupName="direct", DesiredCapacity=1)
+            msg = p.receive(queue_url)
+            self.assertEqual(msg["Service"], "AWS Auto Scaling")
+            self.assertEqual(msg["LifecycleTransition"], "autoscaling:EC2_INSTANCE_TERMINATING")
+            self.assertRegex(msg["Time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            token, iid = msg["LifecycleActionToken"], msg["EC2InstanceId"]
+            self.assertNotIn("detail-type", msg)
+
+            # heartbeats every 1 s (heartbeat timeout 3 s) cannot keep it past the global 6 s
+            while p.action(token)["state"] == "waiting":
+                try:
+                    p.asg.record_lifecycle_action_heartbeat(
+                        AutoScalingGroupName="direct", LifecycleHookName="termguard-terminate", InstanceId=iid
+                    )
+                except ClientError as e:
+                    self.assertEqual(e.response["Error"]["Code"], "ValidationError")
+                    break
+                time.sleep(1.0)
+            row = p.action(token)
+            self.assertEqual((row["state"], row["result"], row["ended_by"]), ("expired", "CONTINUE", "GlobalTimeout"))
+            self.assertGreaterEqual(row["heartbeat_count"], 4)
+            self.assertAlmostEqual((row["ended_at_ms"] - row["started_at_ms"]) / 1000, 6.0, delta=0.5)
+            wait_until(lambda: p.lifecycle_state(iid) is None, 5, "termination after the global timeout")
+        finally:
+            rc = p.stop()
+            self.assertEqual(rc, 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
