@@ -14,11 +14,16 @@ if ! command -v kubectl >/dev/null 2>&1; then
   exit 1
 fi
 
-# moto in server mode is the AWS of the queue-mode tests.
-if ! python3 -c 'import moto, flask' >/dev/null 2>&1; then
-  echo "installing moto[server] from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+# moto in server mode is the AWS of the queue-mode tests; tests/aws/moto_server.py extends
+# exactly this version (it replaces two of its methods).
+MOTO_VERSION=5.2.1
+if [ "$(python3 -c 'import moto, flask; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ]; then
+  echo "installing moto[server]==$MOTO_VERSION from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
+
+# The AWS test peer checks itself first: a moto change shows up here, not as odd Rust failures.
+python3 tests/aws/test_moto_server.py </dev/null
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
