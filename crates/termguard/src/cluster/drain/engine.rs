@@ -72,6 +72,15 @@ pub enum DrainError {
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// A spawned task that ends with its handle.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Drains nodes through the Kubernetes API.
 #[derive(Clone)]
 pub struct Drainer {
@@ -217,7 +226,9 @@ impl Drainer {
                 }
             }
         };
-        let renewer = {
+        // Aborted on drop too: a drain that is itself dropped (shutdown, a crashed caller) must
+        // stop renewing its lease, so another process can take the drain over.
+        let renewer = AbortOnDrop({
             let api = self.nodes.clone();
             let node = req.node.clone();
             tokio::spawn(async move {
@@ -231,9 +242,9 @@ impl Drainer {
                     }
                 }
             })
-        };
+        });
         let result = self.run(req, role, hard, started).await;
-        renewer.abort();
+        drop(renewer);
         let report = result?;
         let mut stored = report.clone();
         stored.pods.clear();
