@@ -25,6 +25,9 @@ pub enum Disposition {
     Done(String),
     /// Not ours: make it visible again at once for whoever owns it.
     Release(String),
+    /// Not ours and older than its own deadline: delete it (and count it) so it never loops
+    /// for the queue's whole retention period.
+    Dropped(String),
     /// The work failed for now: leave it for a retry (and eventually the redrive policy).
     Keep(String),
 }
@@ -189,7 +192,7 @@ impl Handler {
                 && Timestamp::now().duration_since(notice.event_time)
                     > SignedDuration::from_hours(1);
         if expired {
-            Disposition::Done("not a node of this cluster and past its deadline: dropped".into())
+            Disposition::Dropped("not a node of this cluster and past its deadline".into())
         } else {
             Disposition::Release("not a node of this cluster: left for its owner".into())
         }
@@ -240,7 +243,10 @@ impl Handler {
                 req.margin = self.config.margin;
                 let node_name = node.to_string();
                 let f: BoxFuture<'static, Result<DrainReport, String>> = async move {
-                    let r = this.drain_with_retries(&req).await;
+                    let r = match this.finished_drain(&req).await {
+                        Some(report) => Ok(report),
+                        None => this.drain_with_retries(&req).await,
+                    };
                     lock(&this.inflight).remove(&node_name);
                     r
                 }
@@ -251,6 +257,20 @@ impl Handler {
             }
         };
         fut.await
+    }
+
+    /// The recorded result when this notice's drain of the node already finished: a duplicate
+    /// delivery (SQS is at-least-once, spec asg-and-imds.md §7) must not drain the node again.
+    async fn finished_drain(&self, req: &DrainRequest) -> Option<DrainReport> {
+        let node = self.node_api.get(&req.node).await.ok()?;
+        let state = nodes::DrainState::of(&node);
+        if !state.is_finished() || state.notice.as_deref() != Some(req.notice.as_str()) {
+            return None;
+        }
+        let mut report: DrainReport = serde_json::from_str(state.result.as_deref()?).ok()?;
+        report.role = crate::cluster::drain::Role::Followed;
+        tracing::info!(node = %req.node, notice = %req.notice, "this notice's drain already finished; not draining again");
+        Some(report)
     }
 
     /// API blips must not lose a drain: retry until the deadline.
@@ -336,11 +356,16 @@ impl Handler {
         let timeouts = self.timeouts(&action.group, &action.hook).await;
         let global_deadline = add(notice.event_time, timeouts.global);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // A notice that is not fresh (a redelivery, a backlog, a restart mid-drain) may find the
+        // hook's clock nearly run out: heartbeat at once rather than after a full interval.
+        let stale =
+            Timestamp::now().duration_since(notice.event_time) > SignedDuration::from_secs(5);
         let heartbeats = tokio::spawn(heartbeat_loop(
             self.lifecycle.clone(),
             action.clone(),
             timeouts.heartbeat_interval(),
             global_deadline,
+            stale,
             stop_rx,
         ));
         // The why-lookup runs beside the drain and never delays it.
@@ -482,14 +507,17 @@ async fn heartbeat_loop(
     action: ActionRef,
     every: Duration,
     until: Timestamp,
+    at_once: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> u32 {
     let mut sent = 0;
+    let mut wait = if at_once { Duration::ZERO } else { every };
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return sent,
         }
+        wait = every;
         if Timestamp::now() >= until {
             tracing::warn!(token = %action.token, "global timeout reached: no more heartbeats can extend the wait");
             return sent;
