@@ -22,12 +22,70 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replay the AZ-rebalance incident on this machine: unprotected, with per-zone groups, and
+    /// protected by termguard, side by side.
+    ///
+    /// Everything runs in-process: a simulated Kubernetes cluster (over HTTP, through kube-rs),
+    /// a simulated Auto Scaling group over three zones, termguard's real handler and drain
+    /// engine, and a model of async workers whose threads reach PostgreSQL through pgbouncer.
+    Lab(LabArgs),
     /// Drain a node: cordon, taint, evict its pods in waves, wait until they are gone.
+    ///
+    /// Options shared with `kubectl drain` keep kubectl's names, defaults and messages. Where
+    /// termguard deliberately differs:
+    ///   * pods are evicted in waves: ordinary workloads first, then pods marked
+    ///     `termguard.io/drain-order: last` or with priority class system-cluster-critical /
+    ///     system-node-critical (connection poolers, DNS, log shippers), once the first wave is gone;
+    ///   * evictions carry the pod's UID as a precondition, and PDB-blocked evictions are retried
+    ///     with capped exponential backoff and jitter (kubectl: a fixed 5 s);
+    ///   * a pod covered by several PDBs is retried, not failed;
+    ///   * --timeout (or --deadline) is a deadline, not just a limit: a pod whose grace period would
+    ///     outlast the time left is deleted with its grace period clipped to the time left (never 0),
+    ///     bypassing its PDB, so it still gets SIGTERM before the instance disappears;
+    ///   * deletion is awaited by watching the node's pods, not by polling each pod every second;
+    ///   * DaemonSet and mirror pods are never evicted or deleted;
+    ///   * progress is recorded on the Node, so a second run resumes or waits for the first.
+    // The long help lives here, not on `DrainArgs`: clap lets the variant's doc comment
+    // replace the struct's, so text on the struct never reached `termguard drain --help`.
+    #[command(verbatim_doc_comment)]
     Drain(DrainArgs),
     /// Undo a drain: uncordon, remove termguard's taint, label and progress annotations.
     Uncordon(UncordonArgs),
     /// The Kubernetes API simulator (the test bed and the lab's cluster).
     Sim(SimArgs),
+}
+
+/// Lab modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabMode {
+    /// One group over three zones, no hook, no termguard.
+    Unprotected,
+    /// One group per zone (cluster-autoscaler's documented workaround).
+    PerZoneGroups,
+    /// One group over three zones with a termination hook and termguard.
+    Protected,
+}
+
+/// `termguard lab`
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Seed for job arrivals and choices; the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the results as JSON (an object with `runs`) instead of a timeline and a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Model an application-level query timeout (what a statement or client timeout would have
+    /// done), e.g. 2s. Default: none, as in the incident.
+    #[arg(long, value_parser = parse_go_duration)]
+    pub client_timeout: Option<std::time::Duration>,
+    /// Which runs to do (repeatable); default: all three.
+    #[arg(long = "mode", value_enum)]
+    pub modes: Vec<LabMode>,
+    /// A scenario file instead of the embedded incident (needs pgbouncer and async-worker
+    /// Deployments and one node group over several zones).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
 }
 
 /// Where the cluster is.
@@ -50,24 +108,8 @@ pub enum OutputFormat {
     Json,
 }
 
-/// `termguard drain NODE`
-///
-/// Options shared with `kubectl drain` keep kubectl's names, defaults and messages. Where
-/// termguard deliberately differs:
-///   * pods are evicted in waves: ordinary workloads first, then pods marked
-///     `termguard.io/drain-order: last` or with priority class system-cluster-critical /
-///     system-node-critical (connection poolers, DNS, log shippers), once the first wave is gone;
-///   * evictions carry the pod's UID as a precondition, and PDB-blocked evictions are retried
-///     with capped exponential backoff and jitter (kubectl: a fixed 5 s);
-///   * a pod covered by several PDBs is retried, not failed;
-///   * --timeout (or --deadline) is a deadline, not just a limit: a pod whose grace period would
-///     outlast the time left is deleted with its grace period clipped to the time left (never 0),
-///     bypassing its PDB, so it still gets SIGTERM before the instance disappears;
-///   * deletion is awaited by watching the node's pods, not by polling each pod every second;
-///   * DaemonSet and mirror pods are never evicted or deleted;
-///   * progress is recorded on the Node, so a second run resumes or waits for the first.
+/// `termguard drain NODE`; its help text is on [`Command::Drain`].
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct DrainArgs {
     /// The node to drain.
     pub node: String,

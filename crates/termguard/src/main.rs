@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         builder.init();
     }
     let code = match &cli.command {
+        Command::Lab(args) => commands::lab::lab(args).await?,
         Command::Drain(args) => commands::drain::drain(args).await?,
         Command::Uncordon(args) => commands::drain::uncordon(args).await?,
         Command::Sim(sim) => match &sim.command {

@@ -6,6 +6,11 @@
 //! * [`Activities`] — why an instance is going: the scaling activity's cause (§5).
 //! * [`Groups`] — whether a group is one this cluster manages (the tag check).
 
+pub mod activity;
+pub mod groups;
+pub mod lifecycle;
+pub mod sdk;
+
 use crate::notice::{Cause, GroupName, HookName, InstanceId, LifecycleToken};
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -29,7 +34,8 @@ impl HookTimeouts {
 
     /// How often to heartbeat: half the heartbeat timeout, so one lost call is survivable.
     pub fn heartbeat_interval(&self) -> Duration {
-        (self.heartbeat / 2).max(Duration::from_secs(5))
+        // AWS allows no heartbeat timeout under 30 s; the floor only matters for simulations.
+        (self.heartbeat / 2).max(Duration::from_millis(500))
     }
 }
 

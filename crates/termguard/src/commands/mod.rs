@@ -1,6 +1,7 @@
 //! Glue from the command line to the library: one function per verb.
 
 pub mod drain;
+pub mod lab;
 pub mod sim;
 
 use crate::cli::KubeArgs;
