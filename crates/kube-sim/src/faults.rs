@@ -110,10 +110,7 @@ impl Faults {
 
     /// Requests served per `"<verb> <path>"` since start (or the last reset).
     pub fn path_counts(&self) -> BTreeMap<String, u64> {
-        self.paths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.paths.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Watch streams are cut after this many events, if set.
