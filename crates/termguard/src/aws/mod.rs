@@ -6,6 +6,11 @@
 //! * [`Activities`] — why an instance is going: the scaling activity's cause (§5).
 //! * [`Groups`] — whether a group is one this cluster manages (the tag check).
 
+pub mod activity;
+pub mod groups;
+pub mod lifecycle;
+pub mod sdk;
+
 use crate::notice::{Cause, GroupName, HookName, InstanceId, LifecycleToken};
 use futures::future::BoxFuture;
 use std::time::Duration;

@@ -1,0 +1,143 @@
+//! [`Activities`] over the Auto Scaling API: why an instance is going, from the scaling activity
+//! that terminates it (`DescribeScalingActivities`, spec asg-and-imds.md §5).
+
+use super::sdk::classify_sdk;
+use super::{Activities, ActivityCause};
+use crate::notice::{Cause, GroupName, InstanceId};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+/// Pages of 100 activities read before giving up on finding the instance's (bounded: the
+/// activity of a waiting instance is in progress, and AWS lists those first).
+const MAX_PAGES: usize = 3;
+
+/// Scaling-activity lookups through the AWS SDK.
+#[derive(Clone)]
+pub struct SdkActivities {
+    client: aws_sdk_autoscaling::Client,
+}
+
+impl SdkActivities {
+    /// Calls go through `client`.
+    pub fn new(client: aws_sdk_autoscaling::Client) -> Self {
+        SdkActivities { client }
+    }
+}
+
+/// Whether an activity's `Description` (`Terminating EC2 instance: i-…`) names the instance.
+pub fn names_instance(description: &str, instance: &InstanceId) -> bool {
+    description
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        .any(|word| word == instance.as_str())
+}
+
+/// The newest of `activities` (start time, description, cause) that names the instance and
+/// carries a cause.
+pub fn newest_cause<'a>(
+    activities: impl IntoIterator<Item = (i64, &'a str, Option<&'a str>)>,
+    instance: &InstanceId,
+) -> Option<ActivityCause> {
+    activities
+        .into_iter()
+        .filter(|(_, description, cause)| {
+            names_instance(description, instance) && cause.is_some_and(|c| !c.is_empty())
+        })
+        .max_by_key(|(start, ..)| *start)
+        .and_then(|(_, _, cause)| cause)
+        .map(|text| ActivityCause {
+            cause: Cause::from_activity_cause(text),
+            text: text.to_string(),
+        })
+}
+
+impl Activities for SdkActivities {
+    fn termination_cause<'a>(
+        &'a self,
+        group: &'a GroupName,
+        instance: &'a InstanceId,
+    ) -> BoxFuture<'a, Result<Option<ActivityCause>, String>> {
+        async move {
+            let mut next: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .client
+                    .describe_scaling_activities()
+                    .auto_scaling_group_name(group.as_str())
+                    .max_records(100)
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "DescribeScalingActivities for {group}: {}",
+                            classify_sdk(&e)
+                        )
+                    })?;
+                let rows = out.activities().iter().map(|a| {
+                    (
+                        a.start_time().map_or(i64::MIN, |t| t.secs()),
+                        a.description().unwrap_or_default(),
+                        a.cause(),
+                    )
+                });
+                if let Some(found) = newest_cause(rows, instance) {
+                    return Ok(Some(found));
+                }
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                    _ => return Ok(None),
+                }
+            }
+            Ok(None)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> InstanceId {
+        s.parse().expect("instance id")
+    }
+
+    #[test]
+    fn descriptions_name_the_instance_exactly() {
+        let i = id("i-0123456789abcdef0");
+        assert!(names_instance(
+            "Terminating EC2 instance: i-0123456789abcdef0",
+            &i
+        ));
+        assert!(!names_instance(
+            "Terminating EC2 instance: i-0123456789abcdef01",
+            &i
+        ));
+        assert!(!names_instance("Launching a new EC2 instance: i-0aaa", &i));
+    }
+
+    #[test]
+    fn the_newest_activity_naming_the_instance_explains_it() {
+        let i = id("i-0123456789abcdef0");
+        let launch = "At 2024-05-14T08:00:00Z an instance was started in response to a difference between desired and actual capacity, increasing the capacity from 0 to 6.";
+        let rebalance = "At 2024-05-14T09:05:00Z instances were launched to balance instances in zones us-east-1c with other zones resulting in more than desired number of instances in the group.";
+        let other = "At 2024-05-14T09:06:00Z instance i-0fff was taken out of service in response to a user request.";
+        let rows = vec![
+            (300, "Terminating EC2 instance: i-0fff", Some(other)),
+            (
+                200,
+                "Terminating EC2 instance: i-0123456789abcdef0",
+                Some(rebalance),
+            ),
+            (
+                100,
+                "Launching a new EC2 instance: i-0123456789abcdef0",
+                Some(launch),
+            ),
+        ];
+        let found = newest_cause(rows.clone(), &i).expect("found");
+        assert_eq!(found.cause, Cause::AzRebalance);
+        assert_eq!(found.text, rebalance);
+        assert_eq!(newest_cause(rows, &id("i-0abc")), None);
+    }
+}
