@@ -231,9 +231,9 @@ async fn handle(
         "watch" => return watch(app, target, &q, wants_table, include).await,
         "list" => list(&app, &target, &q, wants_table, include),
         "get" => get(&app, &target, wants_table, include),
-        "evict" => evict(&app, &target, &body),
+        "evict" => evict(&app, &target, &q, &body),
         "create" => create(&app, &target, &q, &body),
-        "update" => update(&app, &target, &body),
+        "update" => update(&app, &target, &q, &body),
         "patch" => patch_object(&app, &target, &q, &ct, &body),
         "delete" => delete(&app, &target, &q, &ct, &body),
         _ => delete_collection(&app, &target, &q),
@@ -554,8 +554,16 @@ fn check_immutable(
     Ok(())
 }
 
-fn update(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), ApiError> {
+fn update(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
     let name = target.name.clone().unwrap_or_default();
+    // `?dryRun=All` (kube-rs `PostParams::dry_run`): validate and answer, persist nothing (§1).
+    let dry = q.get("dryRun").is_some_and(|d| d == "All");
+    let mut dry_result = None;
     let mut wanted = parse_body(body)?;
     if std::ptr::eq(target.res, &CORE_EVENTS) {
         wanted = events::from_core(&wanted);
@@ -574,10 +582,17 @@ fn update(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), 
             let mut next = wanted.clone();
             restrict_to_endpoint(res, sub.as_deref(), cur, &mut next);
             check_immutable(res, &name, cur, &next)?;
+            if dry {
+                dry_result = Some(next);
+                return Ok(());
+            }
             *cur = next;
             Ok(())
         })?;
-    Ok((200, present(res, &updated)))
+    Ok((
+        200,
+        present(res, &dry_result.unwrap_or_else(|| (*updated).clone())),
+    ))
 }
 
 fn patch_object(
@@ -712,7 +727,12 @@ fn delete_collection(
 
 /// An Eviction body: policy/v1 (`deleteOptions`), policy/v1beta1 (same), or kube-rs's
 /// snake_case `delete_options`, which a real server drops as an unknown field (§5, §12.9).
-fn evict(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), ApiError> {
+fn evict(
+    app: &AppState,
+    target: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
     if !std::ptr::eq(target.res, &PODS) {
         return Err(ApiError::no_route());
     }
@@ -725,12 +745,17 @@ fn evict(app: &AppState, target: &Target, body: &[u8]) -> Result<(u16, Value), A
             ));
         }
     }
-    let opts: DeleteOptions = match eviction.get("deleteOptions") {
+    let mut opts: DeleteOptions = match eviction.get("deleteOptions") {
         Some(o) if !o.is_null() => serde_json::from_value(o.clone()).map_err(|e| {
             ApiError::bad_request(format!("couldn't decode Eviction deleteOptions: {e}"))
         })?,
         _ => DeleteOptions::default(),
     };
+    // `?dryRun=All` (kube-rs `EvictParams::post_options.dry_run`): run the checks, change
+    // nothing (§5).
+    if q.get("dryRun").is_some_and(|d| d == "All") {
+        opts.dry_run = Some(vec!["All".into()]);
+    }
     let status = ops::evict(&app.store, target.ns.as_deref().unwrap_or(""), &name, &opts)?;
     Ok((201, status))
 }
@@ -985,6 +1010,51 @@ mod tests {
         .is_none());
         assert!(parse_target(&["api", "v1", "nodes", "n1", "proxy", "stats"]).is_none());
         assert!(parse_target(&["api", "v1", "nodes", "n1", "status"]).is_some());
+    }
+
+    #[test]
+    fn dry_run_eviction_and_replace_persist_nothing() {
+        let app = AppState {
+            store: Arc::new(Store::default()),
+            faults: Arc::new(Faults::default()),
+            admin: None,
+        };
+        let pod = json!({"metadata": {"name": "web-0"}, "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        let created = app.store.create(&PODS, "default", pod).ok();
+        let rv = created.as_deref().map(store::rv_of);
+        let dry = parse_query(Some("dryRun=All"));
+        let target = |sub: Option<&str>| Target {
+            res: &PODS,
+            ns: Some("default".into()),
+            name: Some("web-0".into()),
+            sub: sub.map(str::to_string),
+        };
+        let evicted = evict(
+            &app,
+            &target(Some("eviction")),
+            &dry,
+            br#"{"delete_options":null,"metadata":{"name":"web-0"}}"#,
+        );
+        assert_eq!(evicted.map(|(code, _)| code).ok(), Some(201));
+        let mut changed = app
+            .store
+            .get(&PODS, "default", "web-0")
+            .map(|p| (*p).clone());
+        assert!(changed
+            .as_ref()
+            .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null()));
+        if let Some(p) = changed.as_mut() {
+            p["metadata"]["labels"] = json!({"dry": "run"});
+        }
+        let body = serde_json::to_vec(&changed).unwrap_or_default();
+        let replied = update(&app, &target(None), &dry, &body);
+        assert!(replied.is_ok_and(|(_, v)| v["metadata"]["labels"]["dry"] == "run"));
+        let stored = app.store.get(&PODS, "default", "web-0");
+        assert!(stored
+            .as_ref()
+            .is_some_and(|p| p["metadata"]["labels"].is_null()));
+        assert_eq!(stored.as_deref().map(store::rv_of), rv);
     }
 
     #[test]
