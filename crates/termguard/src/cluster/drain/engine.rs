@@ -72,6 +72,11 @@ pub enum DrainError {
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Time left until `t`; zero once it has passed (a passed deadline is not a future one).
+fn time_until(t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+}
+
 /// A spawned task that ends with its handle.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -345,7 +350,7 @@ impl Drainer {
     ) -> Result<DrainReport, DrainError> {
         // Clip against the deadline minus a safety margin, never more than a quarter of the time left.
         let clip_deadline = hard.map(|h| {
-            let left = h.duration_since(Timestamp::now()).unsigned_abs();
+            let left = time_until(h);
             let margin = req.margin.min(left / 4);
             h.checked_sub(SignedDuration::try_from(margin).unwrap_or_default())
                 .unwrap_or(h)
@@ -571,7 +576,7 @@ impl Drainer {
                             let threshold = d
                                 .checked_sub(SignedDuration::from_secs(own_grace))
                                 .unwrap_or(d);
-                            threshold.duration_since(Timestamp::now()).unsigned_abs()
+                            time_until(threshold)
                         });
                         let delay = self
                             .backoff
@@ -655,9 +660,7 @@ impl Drainer {
         tracker: &PodTracker,
         hard: Option<Timestamp>,
     ) -> bool {
-        let hard_at = hard.map(|h| {
-            tokio::time::Instant::now() + h.duration_since(Timestamp::now()).unsigned_abs()
-        });
+        let hard_at = hard.map(|h| tokio::time::Instant::now() + time_until(h));
         loop {
             let tick = async {
                 match hard_at {
@@ -672,12 +675,16 @@ impl Drainer {
                 }
             };
             tokio::select! {
+                // A pod already gone counts as gone even when the deadline has passed too.
+                biased;
                 _ = tracker.gone(uid) => return true,
                 _ = tick => return false,
                 _ = skip_check => {
                     if let (Some(limit), Some(pod)) = (req.options.skip_wait_for_delete_timeout, tracker.get(uid)) {
                         if let Some(ts) = pod.metadata.deletion_timestamp {
-                            if Timestamp::now().duration_since(ts.0).unsigned_abs() > limit {
+                            // kubectl: int(now - deletionTimestamp) > N, so a deletionTimestamp
+                            // still in the future (within the grace period) never skips.
+                            if Timestamp::now().duration_since(ts.0).as_secs() > limit.as_secs() as i64 {
                                 self.emit(Progress::Warning(format!(
                                     "pod \"{}\" has DeletionTimestamp older than {} seconds, skipping", p.pod.name, limit.as_secs())));
                                 return true;
