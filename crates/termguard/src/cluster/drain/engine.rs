@@ -195,7 +195,7 @@ impl Drainer {
             .options
             .timeout
             .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
-        let hard = match (req.deadline, timeout_deadline) {
+        let mut hard = match (req.deadline, timeout_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -210,8 +210,11 @@ impl Drainer {
                 ClaimOutcome::Owned {
                     resumed,
                     was_cordoned,
-                    ..
+                    deadline,
                 } => {
+                    // A resumed drain keeps the earliest of its own and the recorded deadline
+                    // (spec §5.5 rule 13): the instance goes when the first notice said.
+                    hard = deadline;
                     self.emit(Progress::Cordoned {
                         already: was_cordoned,
                     });
