@@ -7,7 +7,7 @@ use crate::notice::{Cause, ScaleInTrigger};
 /// Substrings that must all occur in the text, and the cause they mean, in the order tried.
 /// Order matters: an AZRebalance termination is followed by the usual "difference between
 /// desired and actual capacity" sentences, so it is tested first (asg-and-imds.md §5).
-const RULES: [(&[&str], Cause); 8] = [
+const RULES: [(&[&str], Cause); 10] = [
     (&["balance instances in zones"], Cause::AzRebalance),
     (&["balancing the group's zones"], Cause::AzRebalance),
     (
@@ -23,6 +23,16 @@ const RULES: [(&[&str], Cause); 8] = [
     (
         &["a user request update of AutoScalingGroup constraints"],
         Cause::ScaleIn(ScaleInTrigger::CapacityChange),
+    ),
+    // `SetDesiredCapacity` (console, CLI, cluster-autoscaler's scale-down of a whole group).
+    (
+        &["a user request explicitly set group desired capacity"],
+        Cause::ScaleIn(ScaleInTrigger::CapacityChange),
+    ),
+    // `ExecutePolicy` run by hand.
+    (
+        &["a user request executed policy"],
+        Cause::ScaleIn(ScaleInTrigger::Policy),
     ),
     (
         &["scheduled action"],
@@ -60,6 +70,8 @@ mod tests {
         let cases = [
             ("At 2024-05-14T09:11:58Z a monitor alarm Low in state ALARM triggered policy cpu changing the desired capacity from 3 to 2.  At 2024-05-14T09:12:02Z an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from 3 to 2.", Cause::ScaleIn(ScaleInTrigger::Policy)),
             ("At 2024-05-14T09:11:58Z a user request update of AutoScalingGroup constraints to min: 0, max: 4, desired: 0 changing the desired capacity from 1 to 0.", Cause::ScaleIn(ScaleInTrigger::CapacityChange)),
+            ("At 2024-05-14T09:11:58Z a user request explicitly set group desired capacity changing the desired capacity from 6 to 5.  At 2024-05-14T09:11:59Z an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from 6 to 5.  At 2024-05-14T09:11:59Z instance i-0123456789abcdef0 was selected for termination.", Cause::ScaleIn(ScaleInTrigger::CapacityChange)),
+            ("At 2024-05-14T09:11:58Z a user request executed policy scale-in changing the desired capacity from 6 to 5.", Cause::ScaleIn(ScaleInTrigger::Policy)),
             ("At 2024-05-14T09:11:58Z a scheduled action update of AutoScalingGroup constraints to min: 0, max: 4, desired: 0 changing the desired capacity from 1 to 0.", Cause::ScaleIn(ScaleInTrigger::ScheduledAction)),
             ("At 2024-05-14T09:11:58Z instance i-0123456789abcdef0 was taken out of service in response to a user request, shrinking the capacity from 2 to 1.", Cause::TerminateRequest),
             ("At 2024-05-14T09:11:58Z an instance was taken out of service in response to an instance refresh.  At 2024-05-14T09:11:58Z instance i-0123456789abcdef0 was selected for termination.", Cause::InstanceRefresh),
