@@ -371,9 +371,13 @@ impl Handler {
         // The why-lookup runs beside the drain and never delays it.
         let lookup = {
             let this = self.clone();
-            let (group, instance, node) =
-                (action.group.clone(), action.instance.clone(), node.clone());
-            tokio::spawn(async move { this.explain_cause(&group, &instance, &node).await })
+            let (group, instance, node, token) = (
+                action.group.clone(),
+                action.instance.clone(),
+                node.clone(),
+                action.token.to_string(),
+            );
+            tokio::spawn(async move { this.explain_cause(&group, &instance, &node, &token).await })
         };
         let cause = notice
             .cause
@@ -385,7 +389,9 @@ impl Handler {
             .await;
         let _ = stop_tx.send(true);
         let beats = heartbeats.await.unwrap_or(0);
-        lookup.abort();
+        // The lookup is bounded (lookup timeout + claim wait); let it record the cause even
+        // when the drain was quicker.
+        drop(lookup);
         let report = match drained {
             Ok(r) => r,
             Err(e) => {
@@ -408,6 +414,7 @@ impl Handler {
         group: &GroupName,
         instance: &crate::notice::InstanceId,
         node: &str,
+        notice_id: &str,
     ) {
         match tokio::time::timeout(
             self.config.lookup_timeout,
@@ -417,6 +424,8 @@ impl Handler {
         {
             Ok(Ok(Some(c))) => {
                 tracing::info!(node, cause = c.cause.label(), text = %c.text, "termination cause");
+                // The drain's claim writes its own cause annotation: record ours after it.
+                self.wait_for_claim(node, notice_id).await;
                 if let Err(e) = nodes::annotate(
                     &self.node_api,
                     node,
@@ -435,6 +444,18 @@ impl Handler {
                 node,
                 "scaling activity lookup timed out; draining without the cause"
             ),
+        }
+    }
+
+    /// Waits (bounded) until the Node records a drain for this notice.
+    async fn wait_for_claim(&self, node: &str, notice_id: &str) {
+        for _ in 0..50 {
+            if let Ok(n) = self.node_api.get(node).await {
+                if nodes::DrainState::of(&n).notice.as_deref() == Some(notice_id) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
