@@ -7,7 +7,8 @@ pub mod sim;
 use crate::cli::KubeArgs;
 use anyhow::Context;
 
-/// A kube-rs client from the kubeconfig the way kubectl finds it.
+/// A kube-rs client from the kubeconfig the way kubectl finds it, without kube's own 429
+/// retries (see [`crate::cluster::drain::client`]).
 pub async fn kube_client(args: &KubeArgs) -> anyhow::Result<kube::Client> {
     let options = kube::config::KubeConfigOptions {
         context: args.context.clone(),
@@ -24,7 +25,7 @@ pub async fn kube_client(args: &KubeArgs) -> anyhow::Result<kube::Client> {
             Err(_) => kube::Config::infer().await?,
         },
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(crate::cluster::drain::client(config)?)
 }
 
 /// This process's identity as a drain owner: host name and process id.

@@ -97,8 +97,20 @@ pub struct Drainer {
     backoff: Backoff,
 }
 
+/// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
+/// backing off to minutes), which hides a PodDisruptionBudget's answer from the engine — no
+/// EvictionBlocked event, no retry line, and no grace clipping while it sleeps past the
+/// deadline. The engine retries blocked evictions itself (spec §5.4 rule 11), so build the
+/// client without that layer.
+pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
+}
+
 impl Drainer {
     /// A drainer identified as `identity` (recorded as the drain's owner).
+    ///
+    /// Build `client` with [`client`]: one that retries 429s itself hides blocked evictions.
     pub fn new(client: Client, identity: &str) -> Self {
         Drainer {
             nodes: Api::all(client.clone()),
