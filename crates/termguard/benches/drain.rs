@@ -74,7 +74,7 @@ async fn start(yaml: &str, spare: usize) -> anyhow::Result<(Sim, Vec<String>)> {
 
 async fn run_termguard(yaml: &str, spare: usize) -> anyhow::Result<Figures> {
     let (sim, targets) = start(yaml, spare).await?;
-    let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+    let client = termguard::cluster::drain::engine::client(kube::Config::new(sim.url().parse()?))?;
     let before = sim.faults.total();
     let t0 = Instant::now();
     let mut tasks = Vec::new();

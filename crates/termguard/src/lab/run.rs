@@ -233,7 +233,7 @@ pub async fn run_mode(mode: Mode, opts: &LabOptions) -> anyhow::Result<RunReport
     if !sim.wait_settled(Duration::from_secs(30)).await {
         anyhow::bail!("the simulated cluster did not settle");
     }
-    let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
+    let client = crate::cluster::drain::engine::client(kube::Config::new(sim.url().parse()?))?;
     let instances = instances_of(&sim);
     let zones: BTreeMap<String, usize> = instances.iter().fold(BTreeMap::new(), |mut m, i| {
         *m.entry(i.zone.clone()).or_default() += 1;
