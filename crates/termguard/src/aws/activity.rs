@@ -31,23 +31,29 @@ pub fn names_instance(description: &str, instance: &InstanceId) -> bool {
         .any(|word| word == instance.as_str())
 }
 
-/// The newest of `activities` (start time, description, cause) that names the instance and
-/// carries a cause.
+/// The newest of `activities` (start time, description, cause) that terminates the instance
+/// (`Terminating EC2 instance: i-…`) and carries a cause. On equal start times the one listed
+/// first wins: AWS lists in-progress activities first.
 pub fn newest_cause<'a>(
     activities: impl IntoIterator<Item = (i64, &'a str, Option<&'a str>)>,
     instance: &InstanceId,
 ) -> Option<ActivityCause> {
-    activities
-        .into_iter()
-        .filter(|(_, description, cause)| {
-            names_instance(description, instance) && cause.is_some_and(|c| !c.is_empty())
-        })
-        .max_by_key(|(start, ..)| *start)
-        .and_then(|(_, _, cause)| cause)
-        .map(|text| ActivityCause {
-            cause: Cause::from_activity_cause(text),
-            text: text.to_string(),
-        })
+    let mut best: Option<(i64, &str)> = None;
+    for (start, description, cause) in activities {
+        let Some(cause) = cause.filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        if !description.starts_with("Terminating") || !names_instance(description, instance) {
+            continue;
+        }
+        if best.is_none_or(|(t, _)| start > t) {
+            best = Some((start, cause));
+        }
+    }
+    best.map(|(_, text)| ActivityCause {
+        cause: Cause::from_activity_cause(text),
+        text: text.to_string(),
+    })
 }
 
 impl Activities for SdkActivities {
@@ -124,6 +130,11 @@ mod tests {
         let other = "At 2024-05-14T09:06:00Z instance i-0fff was taken out of service in response to a user request.";
         let rows = vec![
             (300, "Terminating EC2 instance: i-0fff", Some(other)),
+            (
+                200,
+                "Launching a new EC2 instance: i-0123456789abcdef0",
+                Some(launch),
+            ),
             (
                 200,
                 "Terminating EC2 instance: i-0123456789abcdef0",
