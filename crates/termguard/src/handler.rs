@@ -10,7 +10,7 @@ use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Ou
 use crate::cluster::index::NodeIndex;
 use crate::cluster::nodes;
 use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -73,6 +73,7 @@ impl Default for HandlerConfig {
 }
 
 type SharedDrain = Shared<BoxFuture<'static, Result<DrainReport, String>>>;
+type WeakDrain = WeakShared<BoxFuture<'static, Result<DrainReport, String>>>;
 
 /// Handles notices.
 pub struct Handler {
@@ -84,7 +85,10 @@ pub struct Handler {
     groups: Arc<dyn Groups>,
     config: HandlerConfig,
     hook_cache: Mutex<HashMap<(GroupName, HookName), HookTimeouts>>,
-    inflight: Mutex<HashMap<String, SharedDrain>>,
+    /// Running drains, held weakly: a drain lives only while a notice awaits it. (A strong
+    /// entry would keep an abandoned drain — and its lease renewal — alive for ever, since the
+    /// drain future itself holds the handler.)
+    inflight: Mutex<HashMap<String, WeakDrain>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -232,8 +236,8 @@ impl Handler {
     ) -> Result<DrainReport, String> {
         let fut = {
             let mut inflight = lock(&self.inflight);
-            if let Some(f) = inflight.get(node) {
-                f.clone()
+            if let Some(f) = inflight.get(node).and_then(WeakShared::upgrade) {
+                f
             } else {
                 let this = self.clone();
                 let mut req = DrainRequest::manual(node, self.config.drain.clone());
@@ -251,8 +255,10 @@ impl Handler {
                     r
                 }
                 .boxed();
-                let shared = f.shared();
-                inflight.insert(node.to_string(), shared.clone());
+                let shared: SharedDrain = f.shared();
+                if let Some(weak) = shared.downgrade() {
+                    inflight.insert(node.to_string(), weak);
+                }
                 shared
             }
         };
