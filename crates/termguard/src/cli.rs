@@ -53,6 +53,17 @@ pub enum Command {
     Uncordon(UncordonArgs),
     /// The Kubernetes API simulator (the test bed and the lab's cluster).
     Sim(SimArgs),
+    /// Queue mode: consume the SQS queue EventBridge (or a lifecycle hook) feeds, drain the
+    /// nodes AWS is about to terminate, and complete their lifecycle actions.
+    ///
+    /// AWS access follows the standard SDK configuration: AWS_REGION, credentials from the
+    /// environment, profile, web identity or instance role, and AWS_ENDPOINT_URL to point
+    /// at another endpoint. Serves /healthz, /readyz and /metrics on --health-listen; on
+    /// SIGTERM it stops receiving and hands in-flight messages back undeleted.
+    Run(RunArgs),
+    /// Print what a queue message means and what termguard would do with it, without
+    /// touching anything.
+    Explain(ExplainArgs),
 }
 
 /// Lab modes.
@@ -164,6 +175,59 @@ pub struct DrainArgs {
     /// Where the cluster is.
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// `termguard run --queue-url URL`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The SQS queue to consume.
+    #[arg(long, env = "TERMGUARD_QUEUE_URL")]
+    pub queue_url: String,
+    /// Drain (not only cordon) a node on an EC2 rebalance recommendation.
+    #[arg(long)]
+    pub drain_on_rebalance: bool,
+    /// Complete launch lifecycle actions once the new instance's node is Ready.
+    #[arg(long)]
+    pub complete_launch: bool,
+    /// The tag (KEY or KEY=VALUE) that marks an Auto Scaling group as managed by this cluster:
+    /// a lifecycle action of a managed group's instance that is not a node here is completed
+    /// at once; other groups' messages are left for their owner.
+    #[arg(long, default_value = crate::aws::groups::DEFAULT_MANAGED_TAG)]
+    pub managed_asg_tag: String,
+    /// Safety margin kept before a deadline when clipping grace periods.
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub deadline_margin: std::time::Duration,
+    /// Messages worked on at once.
+    #[arg(long, default_value_t = 50)]
+    pub max_in_flight: usize,
+    /// Visibility timeout set on each received message, and renewed while its work runs.
+    #[arg(long, default_value = "90s", value_parser = parse_go_duration)]
+    pub visibility_timeout: std::time::Duration,
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    /// Do not publish Kubernetes Events.
+    #[arg(long)]
+    pub no_events: bool,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `termguard explain FILE`
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A file holding one message body (as SQS delivers it), or `-` for standard input.
+    pub file: PathBuf,
+    /// Explain as `termguard run --drain-on-rebalance` would act.
+    #[arg(long)]
+    pub drain_on_rebalance: bool,
+    /// Explain as `termguard run --complete-launch` would act.
+    #[arg(long)]
+    pub complete_launch: bool,
+    /// The time to judge deadlines against (RFC 3339); now by default.
+    #[arg(long)]
+    pub now: Option<jiff::Timestamp>,
 }
 
 /// `termguard uncordon NODE`

@@ -21,6 +21,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Lab(args) => commands::lab::lab(args).await?,
         Command::Drain(args) => commands::drain::drain(args).await?,
         Command::Uncordon(args) => commands::drain::uncordon(args).await?,
+        Command::Run(args) => commands::run::run(args).await?,
+        Command::Explain(args) => commands::explain::explain(args)?,
         Command::Sim(sim) => match &sim.command {
             SimCommand::Serve(args) => commands::sim::serve(args).await.map(|()| 0)?,
         },

@@ -1,7 +1,9 @@
 //! Glue from the command line to the library: one function per verb.
 
 pub mod drain;
+pub mod explain;
 pub mod lab;
+pub mod run;
 pub mod sim;
 
 use crate::cli::KubeArgs;

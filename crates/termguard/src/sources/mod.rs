@@ -1,3 +1,4 @@
 //! Where notices come from.
 
 pub mod parse;
+pub mod sqs;

@@ -1,0 +1,197 @@
+//! `termguard run`: queue mode wired together — the node cache, the drain engine (with
+//! Events), the Auto Scaling clients, the handler, the SQS source, and the health/metrics
+//! server — until SIGTERM/SIGINT.
+
+use super::{identity, kube_client, sim::shutdown_signal};
+use crate::aws::activity::SdkActivities;
+use crate::aws::groups::{ManagedTag, SdkGroups};
+use crate::aws::lifecycle::SdkLifecycle;
+use crate::cli::RunArgs;
+use crate::cluster::drain::{Backoff, Drainer, Progress};
+use crate::cluster::events::Events;
+use crate::cluster::index::NodeIndex;
+use crate::handler::{Handler, HandlerConfig};
+use crate::report::health::{self, Readiness};
+use crate::report::metrics::Metrics;
+use crate::sources::sqs::{QueueConfig, QueueHealth, QueueSource};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long startup waits for the first full list of Nodes before giving up.
+const NODE_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What queue mode is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The handler's knobs.
+    pub handler: HandlerConfig,
+    /// How the queue is consumed.
+    pub queue: QueueConfig,
+    /// The tag that marks a managed group.
+    pub managed_tag: ManagedTag,
+    /// This replica's identity (the drain owner recorded on Nodes).
+    pub identity: String,
+    /// Publish Kubernetes Events.
+    pub events: bool,
+    /// Backoff of PDB-blocked evictions; the engine's default when `None`.
+    pub eviction_backoff: Option<Backoff>,
+}
+
+impl Settings {
+    /// Defaults for a queue.
+    pub fn new(queue_url: impl Into<String>, identity: impl Into<String>) -> Self {
+        Settings {
+            handler: HandlerConfig::default(),
+            queue: QueueConfig::new(queue_url),
+            managed_tag: ManagedTag::default(),
+            identity: identity.into(),
+            events: true,
+            eviction_backoff: None,
+        }
+    }
+}
+
+/// Queue mode, assembled: used by `termguard run` and by the tests, which run it in-process.
+pub struct QueueMode {
+    /// The handler.
+    pub handler: Arc<Handler>,
+    /// The node cache.
+    pub nodes: NodeIndex,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    source: QueueSource,
+}
+
+impl QueueMode {
+    /// Builds everything over a Kubernetes client and an AWS SDK configuration.
+    pub fn new(client: kube::Client, aws: &aws_config::SdkConfig, settings: Settings) -> Self {
+        let nodes = NodeIndex::start(client.clone());
+        let mut drainer =
+            Drainer::new(client.clone(), &settings.identity).with_progress(log_progress);
+        if settings.events {
+            drainer = drainer.with_events(Events::new(client.clone(), &settings.identity));
+        }
+        if let Some(b) = settings.eviction_backoff {
+            drainer = drainer.with_backoff(b);
+        }
+        let asg = aws_sdk_autoscaling::Client::new(aws);
+        let handler = Handler::new(
+            drainer,
+            nodes.clone(),
+            client,
+            Arc::new(SdkLifecycle::new(asg.clone())),
+            Arc::new(SdkActivities::new(asg.clone())),
+            Arc::new(SdkGroups::new(asg, settings.managed_tag)),
+            settings.handler,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let source = QueueSource::new(
+            aws_sdk_sqs::Client::new(aws),
+            handler.clone(),
+            metrics.clone(),
+            settings.queue,
+        );
+        QueueMode {
+            handler,
+            nodes,
+            metrics,
+            source,
+        }
+    }
+
+    /// What `/readyz` reports: the node cache is synced and the queue answers.
+    pub fn readiness(&self) -> Arc<dyn Readiness> {
+        Arc::new(QueueReadiness {
+            nodes: self.nodes.clone(),
+            queue: self.source.health(),
+        })
+    }
+
+    /// Waits for the node cache, then consumes the queue until `shutdown` turns true. No
+    /// message is received before the cache is synced: every instance would look foreign.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        tokio::select! {
+            r = tokio::time::timeout(NODE_SYNC_TIMEOUT, self.nodes.ready()) => {
+                r.context("the node cache did not sync (is the cluster reachable, may we list/watch nodes?)")?;
+            }
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+        tracing::info!("node cache synced");
+        self.source.run(shutdown).await;
+        Ok(())
+    }
+}
+
+/// The time a successful receive stays good for readiness: two long polls and a timeout.
+const RECEIVE_FRESH: Duration = Duration::from_secs(2 * 20 + 30);
+
+struct QueueReadiness {
+    nodes: NodeIndex,
+    queue: Arc<QueueHealth>,
+}
+
+impl Readiness for QueueReadiness {
+    fn ready(&self) -> Result<(), String> {
+        if !self.nodes.is_ready() {
+            return Err("the node cache has not synced yet".into());
+        }
+        self.queue
+            .check(RECEIVE_FRESH)
+            .map_err(|e| format!("queue: {e}"))
+    }
+}
+
+fn log_progress(p: &Progress) {
+    match p {
+        Progress::Evicting(pod) => tracing::debug!(%pod, "evicting"),
+        Progress::Gone { pod, action } => tracing::debug!(%pod, ?action, "pod gone"),
+        Progress::Blocked { message, .. } => tracing::info!("{message}"),
+        Progress::PodFailed { pod, error } => tracing::warn!(%pod, %error, "eviction failed"),
+        Progress::Warning(w) => tracing::warn!("{w}"),
+        Progress::Resuming => tracing::info!("resuming an unfinished drain"),
+        Progress::Following { owner } => {
+            tracing::info!(%owner, "another replica is draining this node; following it")
+        }
+        Progress::Cordoned { .. } | Progress::WaveStarted { .. } => {}
+    }
+}
+
+/// Runs `termguard run`; returns the exit code.
+pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let managed_tag = ManagedTag::parse(&args.managed_asg_tag).map_err(anyhow::Error::msg)?;
+    let client = kube_client(&args.kube).await?;
+    let aws = crate::aws::sdk::config_loader().load().await;
+    let mut settings = Settings::new(&args.queue_url, identity());
+    settings.handler.drain_on_rebalance = args.drain_on_rebalance;
+    settings.handler.complete_launch = args.complete_launch;
+    settings.handler.margin = args.deadline_margin;
+    settings.queue.max_in_flight = args.max_in_flight.max(1);
+    settings.queue.visibility = args.visibility_timeout.max(Duration::from_secs(10));
+    settings.queue.extend_every = settings.queue.visibility / 3;
+    settings.managed_tag = managed_tag;
+    settings.events = !args.no_events;
+    let mode = QueueMode::new(client, &aws, settings);
+
+    let listener = tokio::net::TcpListener::bind(args.health_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.health_listen))?;
+    tracing::info!(addr = %args.health_listen, "serving /healthz, /readyz and /metrics");
+    let server = tokio::spawn(health::serve(
+        listener,
+        mode.metrics.clone(),
+        mode.readiness(),
+    ));
+
+    let (stop, shutdown) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop.send(true);
+    });
+    let result = mode.run(shutdown).await;
+    signal.abort();
+    server.abort();
+    result.map(|()| 0)
+}

@@ -1,0 +1,822 @@
+//! Queue mode end to end, over real sockets: the AWS test peer (tests/aws/moto_server.py, a
+//! child process) with an Auto Scaling group over three zones, its termination hook and the SQS
+//! queue; the Kubernetes simulator with one Node per instance; termguard's queue mode
+//! (`commands::run::QueueMode`, the SDK clients, handler, drain engine and SQS source) running
+//! in-process against both.
+
+#[path = "common/moto.rs"]
+mod moto;
+
+use kube_sim::resources::{NODES, PODS};
+use kube_sim::scenario::Scenario;
+use kube_sim::Sim;
+use moto::{Fleet, Moto};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use termguard::cluster::drain::Backoff;
+use termguard::commands::run::{QueueMode, Settings};
+use termguard::report::metrics::Metrics;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+type Result<T = ()> = anyhow::Result<T>;
+
+/// A moto group, its queue, and a simulated cluster whose Nodes are the group's instances.
+struct Bed {
+    moto: Moto,
+    fleet: Fleet,
+    sim: Sim,
+    /// instance id → node name, for instances that are Nodes.
+    nodes: BTreeMap<String, String>,
+}
+
+/// How a bed is made.
+struct BedSpec<'a> {
+    name: &'a str,
+    size: i32,
+    heartbeat_timeout: i32,
+    managed: bool,
+    /// Indexes of instances that get no Node.
+    without_node: &'a [usize],
+    /// Workloads YAML (list items, indented by two spaces).
+    workloads: &'a str,
+}
+
+const WEB: &str = "
+  - {kind: Deployment, name: web, replicas: 12, shutdownMs: 800}
+  - {kind: DaemonSet, name: agent, namespace: kube-system, tolerations: [{operator: Exists}]}
+";
+
+impl<'a> BedSpec<'a> {
+    fn new(name: &'a str) -> Self {
+        BedSpec {
+            name,
+            size: 6,
+            heartbeat_timeout: 30,
+            managed: false,
+            without_node: &[],
+            workloads: WEB,
+        }
+    }
+}
+
+async fn bed(spec: BedSpec<'_>) -> Result<Bed> {
+    let moto = Moto::start().await;
+    let fleet = moto
+        .fleet(spec.name, spec.size, spec.heartbeat_timeout, spec.managed)
+        .await;
+    let mut nodes = BTreeMap::new();
+    let mut yaml =
+        String::from("name: queue-mode\ndefaults: {startupMs: 50, shutdownMs: 200}\nnodes:\n");
+    for (i, inst) in fleet.instances.iter().enumerate() {
+        if spec.without_node.contains(&i) {
+            continue;
+        }
+        let zone_no = inst
+            .zone
+            .bytes()
+            .last()
+            .map_or(1, |b| b.saturating_sub(b'a') + 1);
+        let name = format!("ip-10-0-{zone_no}-{}.ec2.internal", 10 + i);
+        yaml.push_str(&format!(
+            "  - {{name: {name}, zone: {}, instanceId: {}, group: {}}}\n",
+            inst.zone, inst.id, spec.name
+        ));
+        nodes.insert(inst.id.clone(), name);
+    }
+    yaml.push_str("workloads:");
+    yaml.push_str(spec.workloads);
+    let scenario = Scenario::from_yaml(&yaml)?;
+    let sim = Sim::start(&scenario, "127.0.0.1:0".parse()?).await?;
+    anyhow::ensure!(
+        sim.wait_settled(Duration::from_secs(60)).await,
+        "the scenario did not settle"
+    );
+    Ok(Bed {
+        moto,
+        fleet,
+        sim,
+        nodes,
+    })
+}
+
+fn kube_client(sim: &Sim) -> Result<kube::Client> {
+    Ok(kube::Client::try_from(kube::Config::new(
+        sim.url().parse()?,
+    ))?)
+}
+
+/// termguard's queue mode running in-process.
+struct Termguard {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Termguard {
+    /// Starts queue mode with test timings (short visibility, quick backoff) and waits until
+    /// it is ready (node cache synced, a receive succeeded).
+    async fn start(bed: &Bed, identity: &str) -> Result<Self> {
+        Self::start_with(bed, identity, |_| {}).await
+    }
+
+    async fn start_with(
+        bed: &Bed,
+        identity: &str,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Result<Self> {
+        let mut settings = Settings::new(&bed.fleet.queue_url, identity);
+        settings.queue.wait_time = Duration::from_secs(2);
+        settings.queue.visibility = Duration::from_secs(6);
+        settings.queue.extend_every = Duration::from_secs(2);
+        settings.queue.shutdown_grace = Duration::from_secs(5);
+        settings.eviction_backoff = Some(Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+            jitter: 0.2,
+        });
+        tweak(&mut settings);
+        let mode = QueueMode::new(kube_client(&bed.sim)?, &bed.moto.aws, settings);
+        let metrics = mode.metrics.clone();
+        let readiness = mode.readiness();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move { mode.run(shutdown).await });
+        let ready = eventually(Duration::from_secs(60), || readiness.ready().is_ok()).await;
+        anyhow::ensure!(ready, "queue mode not ready: {:?}", readiness.ready());
+        Ok(Termguard {
+            stop,
+            task,
+            metrics,
+        })
+    }
+
+    /// Graceful shutdown.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(20), self.task).await???;
+        Ok(())
+    }
+
+    /// A crash: the task is aborted wherever it is; nothing is handed back.
+    async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    fn metric(&self, line_prefix: &str) -> f64 {
+        metric(&self.metrics, line_prefix)
+    }
+}
+
+/// The value of the first exposition line starting with `line_prefix` (0 when absent).
+fn metric(metrics: &Metrics, line_prefix: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn node_json(sim: &Sim, name: &str) -> Arc<Value> {
+    sim.store.get(&NODES, "", name).expect("node exists")
+}
+
+fn cordoned(sim: &Sim, name: &str) -> bool {
+    node_json(sim, name)["spec"]["unschedulable"] == true
+}
+
+fn annotation(sim: &Sim, node: &str, key: &str) -> Option<String> {
+    node_json(sim, node)["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Pods on the node that a drain moves (not DaemonSet pods).
+fn workload_pods_on(sim: &Sim, node: &str) -> Vec<Arc<Value>> {
+    let (pods, _) = sim.store.list(&PODS, None);
+    pods.into_iter()
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .filter(|p| {
+            !p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["kind"] == "DaemonSet"))
+        })
+        .collect()
+}
+
+/// Eviction requests the simulator served for the pod.
+fn evictions_of(sim: &Sim, pod: &Value) -> u64 {
+    requests_for(sim, pod, "evict", "/eviction")
+}
+
+/// Eviction and DELETE requests for the pod: how many times it was asked to go (a drain
+/// against a close deadline deletes with a clipped grace period instead of evicting).
+fn removals_of(sim: &Sim, pod: &Value) -> u64 {
+    evictions_of(sim, pod) + requests_for(sim, pod, "delete", "")
+}
+
+fn requests_for(sim: &Sim, pod: &Value, verb: &str, suffix: &str) -> u64 {
+    let path = format!(
+        "{verb} /api/v1/namespaces/{}/pods/{}{suffix}",
+        pod["metadata"]["namespace"].as_str().unwrap_or(""),
+        pod["metadata"]["name"].as_str().unwrap_or("")
+    );
+    sim.faults.path_counts().get(&path).copied().unwrap_or(0)
+}
+
+/// Events with `reason` regarding the node, counting a series as its count.
+async fn events_about(sim: &Sim, node: &str, reason: &str) -> Result<i64> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(kube_client(sim)?);
+    let list = api.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node))
+        .map(|e| e.series.as_ref().map_or(1, |s| i64::from(s.count)))
+        .sum())
+}
+
+/// Scales the group in by one and returns the waiting lifecycle action moto created.
+async fn scale_in(bed: &Bed) -> Result<Value> {
+    let before = bed.moto.lifecycle_actions("").await.len();
+    let desired = bed.moto.instances(&bed.fleet.group).await.len() as i32 - 1;
+    bed.moto
+        .asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(&bed.fleet.group)
+        .desired_capacity(desired)
+        .honor_cooldown(false)
+        .send()
+        .await?;
+    let mut actions = Vec::new();
+    let found = async {
+        loop {
+            actions = bed.moto.lifecycle_actions("").await;
+            if actions.len() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), found).await?;
+    Ok(actions[before].clone())
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Watches that the queue still holds a message while the action is waiting: sampling the
+/// queue first and the action second, an empty queue followed by a waiting action means the
+/// message was deleted before the action was completed.
+async fn assert_deleted_only_after_completion(bed: &Bed, token: &str) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        let action = bed
+            .moto
+            .lifecycle_actions(&format!("token={token}"))
+            .await
+            .into_iter()
+            .next()
+            .expect("action");
+        if action["state"] != "waiting" {
+            return Ok(action);
+        }
+        anyhow::ensure!(
+            visible + inflight > 0,
+            "the message was deleted while the lifecycle action was still waiting"
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "action still waiting: {action}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_queue_empty(bed: &Bed, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if bed.moto.queue_depth(&bed.fleet.queue_url).await == (0, 0) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_completed_with_continue(action: &Value) {
+    assert_eq!(action["state"], "completed", "{action}");
+    assert_eq!(action["result"], "CONTINUE", "{action}");
+    assert_eq!(action["ended_by"], "CompleteLifecycleAction", "{action}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_drains_the_node_completes_the_action_and_only_then_deletes_the_message() -> Result
+{
+    let bed = bed(BedSpec::new("scale-in")).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let action = scale_in(&bed).await?;
+    let instance = s(&action["instance_id"]);
+    let node = bed.nodes[&instance].clone();
+    let pods = workload_pods_on(&bed.sim, &node);
+    assert!(!pods.is_empty(), "the chosen node runs workload pods");
+
+    let ended = assert_deleted_only_after_completion(&bed, &s(&action["token"])).await?;
+    assert_completed_with_continue(&ended);
+    // Completed only once every evicted pod was gone.
+    assert!(cordoned(&bed.sim, &node));
+    assert!(workload_pods_on(&bed.sim, &node).is_empty());
+    assert_eq!(
+        annotation(&bed.sim, &node, "termguard.io/drain-phase").as_deref(),
+        Some("drained")
+    );
+    for p in &pods {
+        assert_eq!(evictions_of(&bed.sim, p), 1, "{}", p["metadata"]["name"]);
+    }
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(10)).await,
+        "message deleted"
+    );
+    // Why: SetDesiredCapacity's scaling activity.
+    let recorded = eventually(Duration::from_secs(10), || {
+        annotation(&bed.sim, &node, "termguard.io/drain-cause").as_deref()
+            == Some("scale-in-capacity-change")
+    })
+    .await;
+    assert!(
+        recorded,
+        "{:?} for {}",
+        annotation(&bed.sim, &node, "termguard.io/drain-cause"),
+        ended["cause"]
+    );
+    assert_eq!(
+        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+        1.0
+    );
+    assert_eq!(
+        tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\"}"),
+        1.0
+    );
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_sent_while_a_slow_drain_runs() -> Result {
+    // HeartbeatTimeout 30 s (AWS's minimum): termguard heartbeats every 15 s; the pods take 20 s
+    // to shut down, so the action would expire without heartbeats.
+    let mut spec = BedSpec::new("slow-drain");
+    spec.workloads = "
+  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 20000, terminationGracePeriodSeconds: 60}
+";
+    let bed = bed(spec).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let action = scale_in(&bed).await?;
+    let token = s(&action["token"]);
+    let ended = bed
+        .moto
+        .wait_action_ended(&token, Duration::from_secs(60))
+        .await;
+    assert_completed_with_continue(&ended);
+    assert!(ended["heartbeat_count"].as_u64() >= Some(1), "{ended}");
+    // Every heartbeat came before the completion.
+    let ended_ms = ended["ended_at_ms"].as_u64().unwrap_or(0);
+    let beats = ended["heartbeats_ms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(beats.iter().all(|b| b.as_u64() < Some(ended_ms)), "{ended}");
+    let node = &bed.nodes[&s(&action["instance_id"])];
+    assert!(workload_pods_on(&bed.sim, node).is_empty());
+    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+    tg.stop().await
+}
+
+/// A fixture with its instance id and times replaced.
+fn event_fixture(name: &str, instance: &str) -> Result<String> {
+    let path = format!("{}/tests/data/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let now = jiff::Timestamp::now();
+    v["time"] = Value::String(now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    v["id"] = Value::String(format!("test-{name}-{instance}"));
+    let text = serde_json::to_string(&v)?;
+    Ok(text.replace("i-0123456789abcdef0", instance))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ec2_message_kind_is_handled_by_its_rule() -> Result {
+    let bed = bed(BedSpec::new("kinds")).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let ids: Vec<String> = bed.nodes.keys().cloned().collect();
+    let node = |i: usize| bed.nodes[&ids[i]].clone();
+    let pods: Vec<Vec<Arc<Value>>> = (0..4)
+        .map(|i| workload_pods_on(&bed.sim, &node(i)))
+        .collect();
+
+    // Spot interruption: drained within the two-minute warning.
+    bed.moto
+        .send(
+            &bed.fleet.queue_url,
+            &event_fixture("eventbridge-spot-interruption-warning.json", &ids[0])?,
+        )
+        .await;
+    // Rebalance recommendation: cordoned only.
+    bed.moto
+        .send(
+            &bed.fleet.queue_url,
+            &event_fixture("eventbridge-rebalance-recommendation.json", &ids[1])?,
+        )
+        .await;
+    // State change to shutting-down: drained at once, best effort.
+    bed.moto
+        .send(
+            &bed.fleet.queue_url,
+            &event_fixture("eventbridge-state-change-shutting-down.json", &ids[2])?,
+        )
+        .await;
+    // AWS Health scheduled change: drained before the window starts.
+    let mut health: Value = serde_json::from_str(&event_fixture(
+        "eventbridge-health-scheduled-change-ec2.json",
+        &ids[3],
+    )?)?;
+    let start = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+    let rfc1123 = |t: jiff::Timestamp| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    health["detail"]["startTime"] = Value::String(rfc1123(start));
+    health["detail"]["endTime"] =
+        Value::String(rfc1123(start + jiff::SignedDuration::from_hours(2)));
+    bed.moto
+        .send(&bed.fleet.queue_url, &serde_json::to_string(&health)?)
+        .await;
+
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(30)).await,
+        "every message deleted"
+    );
+    for i in [0, 2, 3] {
+        let n = node(i);
+        assert!(cordoned(&bed.sim, &n), "{n}");
+        assert!(workload_pods_on(&bed.sim, &n).is_empty(), "{n} drained");
+        assert_eq!(
+            annotation(&bed.sim, &n, "termguard.io/drain-phase").as_deref(),
+            Some("drained"),
+            "{n}"
+        );
+        for p in &pods[i] {
+            assert_eq!(
+                removals_of(&bed.sim, p),
+                1,
+                "{n}: {}",
+                p["metadata"]["name"]
+            );
+        }
+    }
+    let rebalanced = node(1);
+    assert!(cordoned(&bed.sim, &rebalanced));
+    assert_eq!(
+        workload_pods_on(&bed.sim, &rebalanced).len(),
+        pods[1].len(),
+        "cordon only"
+    );
+    assert_eq!(
+        annotation(&bed.sim, &rebalanced, "termguard.io/drain-phase"),
+        None
+    );
+    for kind in [
+        "spot-interruption",
+        "rebalance-recommendation",
+        "state-change",
+        "scheduled-maintenance",
+    ] {
+        assert_eq!(
+            tg.metric(&format!("termguard_notices_total{{kind=\"{kind}\"}}")),
+            1.0,
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+        4.0
+    );
+    // Nothing about these went to Auto Scaling.
+    assert!(bed.moto.lifecycle_actions("").await.is_empty());
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_an_instance_outside_the_cluster_is_released_until_its_deadline_then_dropped(
+) -> Result {
+    let bed = bed(BedSpec::new("foreign")).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    // A Spot interruption for another cluster's instance whose two-minute deadline is 8 s away.
+    let mut v: Value = serde_json::from_str(&event_fixture(
+        "eventbridge-spot-interruption-warning.json",
+        "i-0f0f0f0f0f0f0f0f0",
+    )?)?;
+    let time = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(112);
+    v["time"] = Value::String(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    bed.moto
+        .send(&bed.fleet.queue_url, &serde_json::to_string(&v)?)
+        .await;
+
+    let released = eventually(Duration::from_secs(10), || {
+        tg.metric("termguard_messages_disposed_total{reason=\"released\"}") >= 2.0
+    })
+    .await;
+    assert!(
+        released,
+        "released (and received again) before its deadline"
+    );
+    let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+    assert_eq!(
+        visible + inflight,
+        1,
+        "still on the queue before its deadline"
+    );
+    assert_eq!(tg.metric("termguard_foreign_expired_total"), 0.0);
+
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(45)).await,
+        "dropped after its deadline"
+    );
+    assert_eq!(tg.metric("termguard_foreign_expired_total"), 1.0);
+    // No node of this cluster was touched.
+    for node in bed.nodes.values() {
+        assert!(!cordoned(&bed.sim, node), "{node}");
+    }
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_group_instance_that_is_not_a_node_is_completed_at_once() -> Result {
+    let mut spec = BedSpec::new("managed");
+    spec.managed = true;
+    spec.without_node = &[5];
+    let bed = bed(spec).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let outsider = bed.fleet.instances[5].id.clone();
+    bed.moto
+        .asg
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&outsider)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await?;
+    let action = bed.moto.action_of(&outsider).await;
+    let ended = bed
+        .moto
+        .wait_action_ended(&s(&action["token"]), Duration::from_secs(20))
+        .await;
+    assert_completed_with_continue(&ended);
+    assert_eq!(ended["heartbeat_count"], 0, "completed at once: {ended}");
+    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+    for node in bed.nodes.values() {
+        assert!(!cordoned(&bed.sim, node), "{node}");
+    }
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_delivered_twice_drains_the_node_once() -> Result {
+    let mut spec = BedSpec::new("twice");
+    spec.workloads = "
+  - {kind: Deployment, name: web, replicas: 12, shutdownMs: 2000}
+";
+    let bed = bed(spec).await?;
+    // The lifecycle message is on the queue before termguard starts; a copy joins it.
+    let action = scale_in(&bed).await?;
+    let body = serde_json::to_string(&action["notification"]["body"])?;
+    assert!(
+        body.contains("EC2 Instance-terminate Lifecycle Action"),
+        "{body}"
+    );
+    bed.moto.send(&bed.fleet.queue_url, &body).await;
+    let instance = s(&action["instance_id"]);
+    let node = bed.nodes[&instance].clone();
+    let pods = workload_pods_on(&bed.sim, &node);
+
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let ended = bed
+        .moto
+        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+        .await;
+    assert_completed_with_continue(&ended);
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(10)).await,
+        "both copies deleted"
+    );
+    // A third copy after the drain finished: acknowledged without draining again.
+    bed.moto.send(&bed.fleet.queue_url, &body).await;
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(15)).await,
+        "late copy deleted"
+    );
+
+    assert_eq!(events_about(&bed.sim, &node, "DrainStarted").await?, 1);
+    for p in &pods {
+        assert_eq!(evictions_of(&bed.sim, p), 1, "{}", p["metadata"]["name"]);
+    }
+    assert_eq!(
+        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+        3.0
+    );
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_drain_resumes_heartbeats_and_completes_once() -> Result {
+    let mut spec = BedSpec::new("restart");
+    spec.workloads = "
+  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 12000, terminationGracePeriodSeconds: 60}
+";
+    let bed = bed(spec).await?;
+    let first = Termguard::start(&bed, "replica-a").await?;
+    let action = scale_in(&bed).await?;
+    let token = s(&action["token"]);
+    let node = bed.nodes[&s(&action["instance_id"])].clone();
+    let pods = workload_pods_on(&bed.sim, &node);
+    let evicting = eventually(Duration::from_secs(20), || {
+        pods.iter().any(|p| evictions_of(&bed.sim, p) > 0)
+    })
+    .await;
+    assert!(evicting, "the drain started");
+    first.crash().await;
+    let crashed_at = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(
+        annotation(&bed.sim, &node, "termguard.io/drain-owner").as_deref(),
+        Some("replica-a")
+    );
+
+    // The message reappears after its visibility timeout; another replica takes over the drain
+    // once the first owner's lease lapses, heartbeating from the start.
+    let second = Termguard::start(&bed, "replica-b").await?;
+    let ended = bed
+        .moto
+        .wait_action_ended(&token, Duration::from_secs(90))
+        .await;
+    assert_completed_with_continue(&ended);
+    let beats: Vec<u64> = ended["heartbeats_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        beats.iter().any(|b| *b as i64 > crashed_at),
+        "heartbeats after the restart: {ended}"
+    );
+    assert_eq!(
+        annotation(&bed.sim, &node, "termguard.io/drain-owner").as_deref(),
+        Some("replica-b")
+    );
+    assert_eq!(
+        annotation(&bed.sim, &node, "termguard.io/drain-phase").as_deref(),
+        Some("drained")
+    );
+    assert!(workload_pods_on(&bed.sim, &node).is_empty());
+    for p in &pods {
+        assert!(
+            evictions_of(&bed.sim, p) <= 1,
+            "{} evicted once",
+            p["metadata"]["name"]
+        );
+    }
+    assert!(wait_queue_empty(&bed, Duration::from_secs(15)).await);
+    // Completed exactly once: a second completion would have been refused, and moto keeps one action.
+    assert_eq!(
+        bed.moto
+            .lifecycle_actions(&format!("token={token}"))
+            .await
+            .len(),
+        1
+    );
+    second.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_is_left_on_the_queue_and_counted() -> Result {
+    let bed = bed(BedSpec::new("poison")).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    bed.moto
+        .send(&bed.fleet.queue_url, "this is not JSON")
+        .await;
+    let counted = eventually(Duration::from_secs(30), || {
+        tg.metric("termguard_messages_invalid_total{reason=\"not-json\"}") >= 2.0
+    })
+    .await;
+    assert!(
+        counted,
+        "received again after its visibility timeout, and counted each time"
+    );
+    tg.stop().await?;
+    // Still there, with a growing receive count for the redrive policy to act on.
+    let out = bed
+        .moto
+        .sqs
+        .receive_message()
+        .queue_url(&bed.fleet.queue_url)
+        .wait_time_seconds(10)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await?;
+    let msg = out
+        .messages()
+        .first()
+        .expect("the poison message is still on the queue");
+    assert_eq!(msg.body(), Some("this is not JSON"));
+    let count: u32 = msg
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 3, "receive count {count}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn az_rebalance_is_recorded_as_the_drain_cause() -> Result {
+    let bed = bed(BedSpec::new("rebalance")).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let victim = bed.fleet.instances[0].id.clone();
+    let terminating = bed
+        .moto
+        .simulate_az_rebalance(&bed.fleet.group, Some(&victim))
+        .await;
+    assert_eq!(terminating, victim);
+    let action = bed.moto.action_of(&victim).await;
+    assert!(
+        s(&action["cause"]).contains("balance instances in zones"),
+        "{action}"
+    );
+    let ended = bed
+        .moto
+        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+        .await;
+    assert_completed_with_continue(&ended);
+    let node = bed.nodes[&victim].clone();
+    let recorded = eventually(Duration::from_secs(15), || {
+        annotation(&bed.sim, &node, "termguard.io/drain-cause").as_deref() == Some("az-rebalance")
+    })
+    .await;
+    assert!(
+        recorded,
+        "{:?}",
+        annotation(&bed.sim, &node, "termguard.io/drain-cause")
+    );
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_in_flight_messages_back_undeleted() -> Result {
+    let mut spec = BedSpec::new("shutdown");
+    spec.workloads = "
+  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 15000, terminationGracePeriodSeconds: 60}
+";
+    let bed = bed(spec).await?;
+    let tg = Termguard::start_with(&bed, "replica-a", |s| {
+        s.queue.visibility = Duration::from_secs(60)
+    })
+    .await?;
+    let action = scale_in(&bed).await?;
+    let node = bed.nodes[&s(&action["instance_id"])].clone();
+    let draining = eventually(Duration::from_secs(20), || {
+        annotation(&bed.sim, &node, "termguard.io/drain-phase").is_some()
+    })
+    .await;
+    assert!(draining);
+    tg.stop().await?;
+    // Visible again at once (not after the 60 s visibility timeout), and not deleted.
+    let (visible, _) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+    assert_eq!(visible, 1);
+    let a = bed
+        .moto
+        .lifecycle_actions(&format!("token={}", s(&action["token"])))
+        .await;
+    assert_eq!(
+        a[0]["state"], "waiting",
+        "not completed by a half-handled message"
+    );
+    Ok(())
+}
