@@ -29,6 +29,8 @@ mod cause;
 mod eventbridge;
 mod health;
 mod lifecycle;
+#[cfg(test)]
+mod mangled;
 mod rebalance;
 mod sns;
 mod spot;
