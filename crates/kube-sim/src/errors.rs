@@ -268,9 +268,8 @@ impl ApiError {
         }
     }
 
-    /// The Status body, field for field as the real server writes it.
-    pub fn to_status(&self) -> serde_json::Value {
-        let body = StatusBody {
+    fn body(&self) -> StatusBody<'_> {
+        StatusBody {
             kind: "Status",
             api_version: "v1",
             metadata: serde_json::Map::new(),
@@ -279,23 +278,17 @@ impl ApiError {
             reason: self.reason,
             details: self.details.as_deref(),
             code: self.code,
-        };
-        serde_json::to_value(&body).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    /// The Status body, field for field as the real server writes it.
+    pub fn to_status(&self) -> serde_json::Value {
+        serde_json::to_value(self.body()).unwrap_or(serde_json::Value::Null)
     }
 
     /// The Status body as compact JSON text.
     pub fn to_json(&self) -> String {
-        let body = StatusBody {
-            kind: "Status",
-            api_version: "v1",
-            metadata: serde_json::Map::new(),
-            status: "Failure",
-            message: &self.message,
-            reason: self.reason,
-            details: self.details.as_deref(),
-            code: self.code,
-        };
-        serde_json::to_string(&body).unwrap_or_default()
+        serde_json::to_string(&self.body()).unwrap_or_default()
     }
 }
 

@@ -161,6 +161,35 @@ impl Store {
         change
     }
 
+    /// Stores `new` in place of `old` under a fresh resourceVersion and announces MODIFIED.
+    fn replace(
+        &self,
+        st: &mut State,
+        res: &'static ResourceDef,
+        key: Key,
+        old: Arc<Value>,
+        mut new: Value,
+    ) -> Arc<Value> {
+        st.rv += 1;
+        let rv = st.rv;
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let new = Arc::new(new);
+        if let Some(t) = st.tables.get_mut(res.storage) {
+            t.insert(key, new.clone());
+        }
+        self.commit(
+            st,
+            Change {
+                ty: EventType::Modified,
+                storage: res.storage,
+                rv,
+                object: new.clone(),
+                old: Some(old),
+            },
+        );
+        new
+    }
+
     /// Gets one object.
     pub fn get(&self, res: &ResourceDef, ns: &str, name: &str) -> Option<Arc<Value>> {
         let st = self.lock();
@@ -382,24 +411,7 @@ impl Store {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(generation);
         }
-        st.rv += 1;
-        let rv = st.rv;
-        new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let new = Arc::new(new);
-        if let Some(t) = st.tables.get_mut(res.storage) {
-            t.insert(key, new.clone());
-        }
-        self.commit(
-            &mut st,
-            Change {
-                ty: EventType::Modified,
-                storage: res.storage,
-                rv,
-                object: new.clone(),
-                old: Some(old),
-            },
-        );
-        Ok(new)
+        Ok(self.replace(&mut st, res, key, old, new))
     }
 
     /// Like [`Store::update`] but bypasses the server-owned field protection for
@@ -425,24 +437,7 @@ impl Store {
         let mut new = (*old).clone();
         new["metadata"]["deletionTimestamp"] = json!(deletion_timestamp);
         new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        st.rv += 1;
-        let rv = st.rv;
-        new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let new = Arc::new(new);
-        if let Some(t) = st.tables.get_mut(res.storage) {
-            t.insert(key, new.clone());
-        }
-        self.commit(
-            &mut st,
-            Change {
-                ty: EventType::Modified,
-                storage: res.storage,
-                rv,
-                object: new.clone(),
-                old: Some(old),
-            },
-        );
-        Ok(new)
+        Ok(self.replace(&mut st, res, key, old, new))
     }
 
     /// Removes an object; `expect_uid` guards against removing a same-named successor.
