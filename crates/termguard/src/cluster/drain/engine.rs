@@ -141,6 +141,25 @@ impl Drainer {
     }
 
     fn emit(&self, p: Progress) {
+        match &p {
+            Progress::Gone { pod, action } => {
+                tracing::info!(pod = %pod, action = ?action, "pod left the node")
+            }
+            Progress::Blocked { pod, message } => {
+                tracing::info!(pod = %pod, %message, "eviction refused; will retry")
+            }
+            Progress::PodFailed { pod, error } => {
+                tracing::warn!(pod = %pod, %error, "pod could not be evicted")
+            }
+            Progress::WaveStarted { number, kind, pods } => {
+                tracing::info!(wave = number, kind = ?kind, pods, "wave started")
+            }
+            Progress::Following { owner } => {
+                tracing::info!(%owner, "another process is draining this node; following it")
+            }
+            Progress::Resuming => tracing::info!("resuming an unfinished drain"),
+            _ => {}
+        }
         (self.progress)(&p);
     }
 
@@ -201,6 +220,23 @@ impl Drainer {
 
     /// Drains the node: cordon, taint, label, evict in waves, wait, record the result.
     pub async fn drain(&self, req: &DrainRequest) -> Result<DrainReport, DrainError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("drain", node = %req.node, notice = %req.notice, cause = %req.cause, owner = %self.identity);
+        async {
+            tracing::info!(deadline = ?req.deadline, timeout = ?req.options.timeout, "drain requested");
+            let result = self.drain_inner(req).await;
+            match &result {
+                Ok(r) => tracing::info!(outcome = ?r.outcome, role = ?r.role, evicted = r.evicted, waves = r.waves,
+                    duration_ms = r.duration_ms, not_graceful = r.not_graceful.len(), errors = r.errors.len(), "drain finished"),
+                Err(e) => tracing::error!(error = %e, "drain could not run"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn drain_inner(&self, req: &DrainRequest) -> Result<DrainReport, DrainError> {
         let started = tokio::time::Instant::now();
         let now = Timestamp::now();
         let timeout_deadline = req
