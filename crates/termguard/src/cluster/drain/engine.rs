@@ -461,6 +461,7 @@ impl Drainer {
         )
         .await;
         tracker.ready().await;
+        let permits = Arc::new(tokio::sync::Semaphore::new(req.concurrency.max(1)));
         for wave in &plan.waves {
             nodes::annotate(
                 &self.nodes,
@@ -473,19 +474,26 @@ impl Drainer {
                 kind: wave.kind,
                 pods: wave.pods.len(),
             });
-            let results: Vec<PodResult> = futures::stream::iter(wave.pods.iter().cloned())
-                .map(|p| {
+            // Every pod of the wave is driven at once; only the API requests in flight are
+            // bounded, so a slow pod's shutdown never holds another pod's eviction back.
+            let results: Vec<PodResult> =
+                futures::future::join_all(wave.pods.iter().cloned().map(|p| {
                     let tracker = tracker.clone();
+                    let permits = permits.clone();
                     let req = req.clone();
                     let this = self.clone();
                     let wave_no = wave.number;
                     async move {
-                        this.drive_pod(&req, p, wave_no, &tracker, clip_deadline, hard, started)
-                            .await
+                        let at = PodContext {
+                            tracker: &tracker,
+                            permits: &permits,
+                            clip_deadline,
+                            hard,
+                            started,
+                        };
+                        this.drive_pod(&req, p, wave_no, &at).await
                     }
-                })
-                .buffer_unordered(req.concurrency.max(1))
-                .collect()
+                }))
                 .await;
             report.pods.extend(results);
         }
@@ -518,17 +526,20 @@ impl Drainer {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn drive_pod(
         &self,
         req: &DrainRequest,
         p: PlannedPod,
         wave: usize,
-        tracker: &PodTracker,
-        clip_deadline: Option<Timestamp>,
-        hard: Option<Timestamp>,
-        started: tokio::time::Instant,
+        at: &PodContext<'_>,
     ) -> PodResult {
+        let PodContext {
+            tracker,
+            permits,
+            clip_deadline,
+            hard,
+            started,
+        } = *at;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
         let uid = p.uid.clone().unwrap_or_default();
         let mut result = PodResult {
@@ -553,7 +564,10 @@ impl Drainer {
                 .map(|t| t.0);
             if let (Some(d), Some(ts)) = (clip_deadline, deletion) {
                 if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
-                    let _ = evict::delete(&api, &p, &uid, Some(grace)).await;
+                    let _ = {
+                        let _permit = permits.acquire().await;
+                        evict::delete(&api, &p, &uid, Some(grace)).await
+                    };
                     result.grace_period_seconds = Some(grace);
                     result.not_graceful = Some(format!(
                         "grace period shortened to {grace}s: the instance goes at the deadline"
@@ -572,7 +586,11 @@ impl Drainer {
                     {
                         self.emit(Progress::Evicting(p.pod.clone()));
                         result.attempts += 1;
-                        match evict::delete(&api, &p, &uid, Some(grace_period_seconds)).await {
+                        let deleted = {
+                            let _permit = permits.acquire().await;
+                            evict::delete(&api, &p, &uid, Some(grace_period_seconds)).await
+                        };
+                        match deleted {
                             Ok(()) => {
                                 result.action = PodAction::DeletedClipped;
                                 result.grace_period_seconds = Some(grace_period_seconds);
@@ -590,10 +608,12 @@ impl Drainer {
                 self.emit(Progress::Evicting(p.pod.clone()));
                 result.attempts += 1;
                 let attempt = if req.options.disable_eviction || p.finished {
+                    let _permit = permits.acquire().await;
                     evict::delete(&api, &p, &uid, req.options.grace_period)
                         .await
                         .map_err(Attempt::Fatal)
                 } else {
+                    let _permit = permits.acquire().await;
                     evict::evict(&api, &p, &uid, req.options.grace_period).await
                 };
                 match attempt {
@@ -746,4 +766,14 @@ impl Drainer {
             }
         }
     }
+}
+
+/// What every pod of a drain shares.
+#[derive(Clone, Copy)]
+struct PodContext<'a> {
+    tracker: &'a PodTracker,
+    permits: &'a tokio::sync::Semaphore,
+    clip_deadline: Option<Timestamp>,
+    hard: Option<Timestamp>,
+    started: tokio::time::Instant,
 }
