@@ -8,9 +8,11 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "termguard", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `termguard=debug`.
-    #[arg(long, global = true, env = "TERMGUARD_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `termguard=debug`. Default: `info`
+    /// for the long-running verbs (run, sim serve), `warn` for the interactive ones, whose own
+    /// output already says what happens.
+    #[arg(long, global = true, env = "TERMGUARD_LOG")]
+    pub log: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     pub log_json: bool,
