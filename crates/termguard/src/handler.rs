@@ -145,7 +145,12 @@ impl Handler {
             .and_then(|n| n.metadata.name.clone());
         let span = tracing::info_span!("notice", instance = %instance, kind = notice.kind.label(),
             node = node.as_deref().unwrap_or("-"), cause = notice.cause.as_ref().map_or("-", Cause::label));
-        let _enter = span.enter();
+        // Instrumented, not entered: an entered span held across awaits would tag other tasks'
+        // logs on this worker thread.
+        tracing::Instrument::instrument(self.dispatch(notice, node), span).await
+    }
+
+    async fn dispatch(self: &Arc<Self>, notice: &Notice, node: Option<String>) -> Disposition {
         match &notice.kind {
             NoticeKind::LifecycleTerminate => self.lifecycle_terminate(notice, node).await,
             NoticeKind::LifecycleLaunch => self.lifecycle_launch(notice, node).await,
