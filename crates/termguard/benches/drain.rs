@@ -230,8 +230,9 @@ async fn main() -> anyhow::Result<()> {
         if kubectl_ok {
             let (ko, kr) = print("kubectl", &mut kc);
             println!(
-                "  ratio termguard/kubectl: overhead {:.2}x, requests per pod {:.2}x",
+                "  ratio termguard/kubectl: overhead {:.3} (kubectl's is {:.0}x termguard's), requests per pod {:.2}",
                 to / ko,
+                ko / to.max(1e-3),
                 tr / kr
             );
         }
