@@ -44,11 +44,22 @@ pub async fn lab(args: &LabArgs) -> anyhow::Result<i32> {
         println!("\n== results ==");
         print!("{}", report.table());
         println!();
-        println!("unprotected: the node running pgbouncer vanished without SIGTERM; worker threads that held");
-        println!("a connection through it block forever (no keepalive, no statement timeout) and the queue backs up.");
-        println!("per-zone groups: no rebalance kill, but more groups to run and zones left uneven after scale-in.");
-        println!("protected: the hook paused the termination, termguard drained workers first and pgbouncer last,");
-        println!("clients reconnected to the other replica, then termguard completed the lifecycle action.");
+        for run in &report.runs {
+            match run.mode.as_str() {
+                "unprotected" if args.client_timeout.is_some() => println!(
+                    "unprotected: the node running pgbouncer vanished without SIGTERM; with a client timeout the threads\n  holding connections through it gave up after the timeout: those jobs failed instead of hanging."
+                ),
+                "unprotected" => println!(
+                    "unprotected: the node running pgbouncer vanished without SIGTERM; worker threads holding a connection\n  through it block forever (no keepalive, no statement timeout) and the queue backs up."
+                ),
+                "per-zone-groups" => println!(
+                    "per-zone groups: no rebalance kill, but more groups to run and zones left uneven after scale-in."
+                ),
+                _ => println!(
+                    "protected: the hook paused the termination, termguard drained the workers first and pgbouncer last,\n  clients reconnected to the other replica, then termguard completed the lifecycle action."
+                ),
+            }
+        }
     }
     Ok(0)
 }
