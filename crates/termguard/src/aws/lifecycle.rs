@@ -6,23 +6,57 @@ use super::{ActionRef, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult}
 use crate::notice::{GroupName, HookName};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// `HeartbeatTimeout` when the hook reports none (§1.3: default 3600 s).
 const DEFAULT_HEARTBEAT_SECS: u64 = 3600;
 /// The ceiling of a hook's global timeout (§1.3: 48 h).
 const MAX_GLOBAL_SECS: u64 = 172_800;
 
+/// How long a hook's timeouts are reused before they are read again.
+const HOOK_TTL: Duration = Duration::from_secs(300);
+
+type HookSlot = Arc<tokio::sync::Mutex<Option<(Instant, HookTimeouts)>>>;
+
 /// Lifecycle-action calls through the AWS SDK.
-#[derive(Clone)]
 pub struct SdkLifecycle {
     client: aws_sdk_autoscaling::Client,
+    /// `DescribeLifecycleHooks` answers, single-flight per hook: a burst of notices for one
+    /// hook makes one call, not one each.
+    hooks: Mutex<HashMap<(GroupName, HookName), HookSlot>>,
 }
 
 impl SdkLifecycle {
     /// Calls go through `client`.
     pub fn new(client: aws_sdk_autoscaling::Client) -> Self {
-        SdkLifecycle { client }
+        SdkLifecycle {
+            client,
+            hooks: Mutex::default(),
+        }
+    }
+
+    async fn describe_hook(
+        &self,
+        group: &GroupName,
+        hook: &HookName,
+    ) -> Result<HookTimeouts, LifecycleError> {
+        let out = self
+            .client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group.as_str())
+            .lifecycle_hook_names(hook.as_str())
+            .send()
+            .await
+            .map_err(|e| classify_sdk(&e))?;
+        out.lifecycle_hooks()
+            .iter()
+            .find(|h| h.lifecycle_hook_name() == Some(hook.as_str()))
+            .map(|h| timeouts_of(h.heartbeat_timeout(), h.global_timeout()))
+            .ok_or_else(|| {
+                LifecycleError::Fatal(format!("no lifecycle hook {hook} on group {group}"))
+            })
     }
 }
 
@@ -82,21 +116,22 @@ impl Lifecycle for SdkLifecycle {
         hook: &'a HookName,
     ) -> BoxFuture<'a, Result<HookTimeouts, LifecycleError>> {
         async move {
-            let out = self
-                .client
-                .describe_lifecycle_hooks()
-                .auto_scaling_group_name(group.as_str())
-                .lifecycle_hook_names(hook.as_str())
-                .send()
-                .await
-                .map_err(|e| classify_sdk(&e))?;
-            out.lifecycle_hooks()
-                .iter()
-                .find(|h| h.lifecycle_hook_name() == Some(hook.as_str()))
-                .map(|h| timeouts_of(h.heartbeat_timeout(), h.global_timeout()))
-                .ok_or_else(|| {
-                    LifecycleError::Fatal(format!("no lifecycle hook {hook} on group {group}"))
-                })
+            let slot = {
+                let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+                hooks
+                    .entry((group.clone(), hook.clone()))
+                    .or_default()
+                    .clone()
+            };
+            let mut cached = slot.lock().await;
+            if let Some((at, t)) = *cached {
+                if at.elapsed() < HOOK_TTL {
+                    return Ok(t);
+                }
+            }
+            let t = self.describe_hook(group, hook).await?;
+            *cached = Some((Instant::now(), t));
+            Ok(t)
         }
         .boxed()
     }
