@@ -820,3 +820,86 @@ async fn shutdown_hands_in_flight_messages_back_undeleted() -> Result {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termguard_run_reads_the_standard_aws_configuration_serves_health_and_stops_on_sigterm(
+) -> Result {
+    let bed = bed(BedSpec::new("binary")).await?;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("queue-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    bed.sim.write_kubeconfig(&kubeconfig)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let health = format!("127.0.0.1:{port}");
+    let log = dir.join("termguard.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+        .args([
+            "run",
+            "--queue-url",
+            &bed.fleet.queue_url,
+            "--health-listen",
+            &health,
+        ])
+        .args(["--visibility-timeout", "10s", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ENDPOINT_URL", &bed.moto.url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TERMGUARD_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = moto::http(&health, "GET", "/readyz", None).await;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz: {status} {body}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(moto::http(&health, "GET", "/healthz", None).await.0, 200);
+
+    let action = scale_in(&bed).await?;
+    let ended = bed
+        .moto
+        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+        .await;
+    assert_completed_with_continue(&ended);
+    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+    let (status, metrics) = moto::http(&health, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("termguard_messages_received_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("termguard_messages_disposed_total{reason=\"deleted\"} 1"),
+        "{metrics}"
+    );
+
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await?;
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+    assert!(status.success(), "exit {status:?}\n{}", logs());
+    assert!(logs().contains("shutdown requested"), "{}", logs());
+    Ok(())
+}

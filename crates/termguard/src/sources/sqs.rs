@@ -286,6 +286,7 @@ impl QueueSource {
                 }
             }
         }
+        while tasks.try_join_next().is_some() {}
         tracing::info!(
             in_flight = tasks.len(),
             "stopping: no more receives; in-flight messages are handed back undeleted"
@@ -345,6 +346,7 @@ impl Inner {
         self.metrics.messages_received.inc();
         self.metrics.in_flight.inc();
         let _in_flight = InFlight(&self.metrics);
+        tracing::debug!("message received");
         let notices = match parse::parse_all(msg.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => return self.unparseable(&msg, &e).await,

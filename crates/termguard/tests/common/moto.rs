@@ -122,27 +122,7 @@ impl Moto {
 
     /// An unsigned HTTP request to the server; returns status and body.
     pub async fn http(&self, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
-        let addr = self.url.trim_start_matches("http://").to_string();
-        let mut stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect to moto");
-        let body = form.unwrap_or("");
-        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-        if form.is_some() {
-            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        stream.write_all(req.as_bytes()).await.expect("write");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_string())
+        http(self.url.trim_start_matches("http://"), method, path, form).await
     }
 
     /// Every lifecycle action the server knows, filtered by `query` (e.g. `instance_id=i-…`).
@@ -349,6 +329,32 @@ impl Moto {
             .await
             .expect("SendMessage");
     }
+}
+
+/// A plain HTTP/1.0 request to `addr` (host:port); returns status and body.
+pub async fn http(addr: &str, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let body = form.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
 }
 
 /// The SDK configuration termguard uses, pointed at `url` with dummy credentials.
