@@ -410,6 +410,8 @@ async fn heartbeats_are_sent_while_a_slow_drain_runs() -> Result {
     let node = &bed.nodes[&s(&action["instance_id"])];
     assert!(workload_pods_on(&bed.sim, node).is_empty());
     assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+    // Its 6 s visibility was extended for the whole 20 s drain: it never reappeared.
+    assert_eq!(tg.metric("termguard_messages_received_total"), 1.0);
     tg.stop().await
 }
 
