@@ -8,6 +8,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The instance id at the end of an AWS providerID, if it is one.
@@ -22,6 +23,10 @@ pub fn instance_of_provider_id(provider_id: &str) -> Option<&str> {
 pub struct NodeIndex {
     store: Store<Node>,
     task: Arc<JoinHandle<()>>,
+    /// Turns true after the first full list. The store's own readiness future must have a
+    /// single poller: it keeps only the last waker, so a second poller (a probe polling it with a
+    /// no-op waker) would leave a task awaiting it asleep for ever.
+    synced: watch::Receiver<bool>,
 }
 
 impl NodeIndex {
@@ -32,6 +37,13 @@ impl NodeIndex {
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .touched_objects();
+        let (synced_tx, synced) = watch::channel(false);
+        let ready_store = store.clone();
+        tokio::spawn(async move {
+            if ready_store.wait_until_ready().await.is_ok() {
+                synced_tx.send_replace(true);
+            }
+        });
         let task = tokio::spawn(async move {
             let mut stream = stream.boxed();
             while let Some(item) = stream.next().await {
@@ -43,19 +55,18 @@ impl NodeIndex {
         NodeIndex {
             store,
             task: Arc::new(task),
+            synced,
         }
     }
 
     /// Waits until the first full list has arrived.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let _ = self.synced.clone().wait_for(|s| *s).await;
     }
 
     /// Whether the first full list has arrived.
     pub fn is_ready(&self) -> bool {
-        // `state()` is empty before the first list; a cluster with no nodes is also "ready" once
-        // listed, which `wait_until_ready` tracks — poll it without blocking.
-        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some()
+        *self.synced.borrow()
     }
 
     /// The Node whose providerID names this instance.
