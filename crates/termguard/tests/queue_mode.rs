@@ -127,6 +127,13 @@ impl Termguard {
         identity: &str,
         tweak: impl FnOnce(&mut Settings),
     ) -> Result<Self> {
+        // TERMGUARD_TEST_LOG=termguard=debug shows termguard's logs with the test's output.
+        if let Ok(filter) = std::env::var("TERMGUARD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let mut settings = Settings::new(&bed.fleet.queue_url, identity);
         settings.queue.wait_time = Duration::from_secs(2);
         settings.queue.visibility = Duration::from_secs(6);

@@ -259,12 +259,14 @@ impl QueueSource {
                 inner.config.wait_time.min(MAX_WAIT)
             };
             first = false;
+            tracing::debug!(max = permits.len(), ?wait, "ReceiveMessage");
             let received = tokio::select! {
                 r = inner.receive(permits.len(), wait) => r,
                 _ = stopped(&mut shutdown) => break,
             };
             match received {
                 Ok(messages) => {
+                    tracing::debug!(count = messages.len(), "received");
                     inner.health.ok();
                     backoff = Duration::from_secs(1);
                     for (message, permit) in messages.into_iter().zip(permits) {
