@@ -363,22 +363,38 @@ impl Handler {
                 }
             };
         };
-        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3).
-        let timeouts = self.timeouts(&action.group, &action.hook).await;
-        let global_deadline = add(notice.event_time, timeouts.global);
+        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3). The
+        // hook's timeouts are read by the heartbeat task, so a slow DescribeLifecycleHooks never
+        // delays the drain; until the first answer is cached, the drain's deadline assumes the
+        // shortest global timeout AWS allows (earlier, so never too late).
+        let known = lock(&self.hook_cache)
+            .get(&(action.group.clone(), action.hook.clone()))
+            .copied();
+        let global_deadline = add(
+            notice.event_time,
+            known.unwrap_or(HookTimeouts::SAFE_DEFAULT).global,
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // A notice that is not fresh (a redelivery, a backlog, a restart mid-drain) may find the
         // hook's clock nearly run out: heartbeat at once rather than after a full interval.
         let stale =
             Timestamp::now().duration_since(notice.event_time) > SignedDuration::from_secs(5);
-        let heartbeats = tokio::spawn(heartbeat_loop(
-            self.lifecycle.clone(),
-            action.clone(),
-            timeouts.heartbeat_interval(),
-            global_deadline,
-            stale,
-            stop_rx,
-        ));
+        let heartbeats = {
+            let this = self.clone();
+            let (action, event_time) = (action.clone(), notice.event_time);
+            tokio::spawn(async move {
+                let timeouts = this.timeouts(&action.group, &action.hook).await;
+                heartbeat_loop(
+                    this.lifecycle.clone(),
+                    action,
+                    timeouts.heartbeat_interval(),
+                    add(event_time, timeouts.global),
+                    stale,
+                    stop_rx,
+                )
+                .await
+            })
+        };
         // The why-lookup runs beside the drain and never delays it.
         let lookup = {
             let this = self.clone();
