@@ -357,22 +357,8 @@ impl Store {
         F: FnOnce(&mut Value) -> Result<(), ApiError>,
     {
         let mut st = self.lock();
-        let key = (
-            if res.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
-        let Some(old) = st
-            .tables
-            .get(res.storage)
-            .and_then(|t| t.get(&key))
-            .cloned()
-        else {
-            return Err(ApiError::not_found(res, name));
-        };
+        let key = key_of(res, ns, name);
+        let old = current(&st, res, &key)?;
         let mut new = (*old).clone();
         f(&mut new)?;
         // Identity and bookkeeping fields are the server's, whatever the writer sent.
@@ -425,15 +411,8 @@ impl Store {
         grace: i64,
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
-        let key = (ns.to_string(), name.to_string());
-        let Some(old) = st
-            .tables
-            .get(res.storage)
-            .and_then(|t| t.get(&key))
-            .cloned()
-        else {
-            return Err(ApiError::not_found(res, name));
-        };
+        let key = key_of(res, ns, name);
+        let old = current(&st, res, &key)?;
         let mut new = (*old).clone();
         new["metadata"]["deletionTimestamp"] = json!(deletion_timestamp);
         new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
@@ -449,22 +428,8 @@ impl Store {
         expect_uid: Option<&str>,
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
-        let key = (
-            if res.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
-        let Some(old) = st
-            .tables
-            .get(res.storage)
-            .and_then(|t| t.get(&key))
-            .cloned()
-        else {
-            return Err(ApiError::not_found(res, name));
-        };
+        let key = key_of(res, ns, name);
+        let old = current(&st, res, &key)?;
         if let Some(uid) = expect_uid {
             if uid_of(&old) != uid {
                 return Err(ApiError::conflict(
@@ -537,6 +502,21 @@ impl Store {
     pub fn count(&self, res: &ResourceDef) -> usize {
         self.lock().tables.get(res.storage).map_or(0, BTreeMap::len)
     }
+}
+
+/// The storage key of an object: cluster-scoped objects have no namespace.
+fn key_of(res: &ResourceDef, ns: &str, name: &str) -> Key {
+    let ns = if res.namespaced { ns } else { "" };
+    (ns.to_string(), name.to_string())
+}
+
+/// The stored object at `key`, or NotFound.
+fn current(st: &State, res: &ResourceDef, key: &Key) -> Result<Arc<Value>, ApiError> {
+    st.tables
+        .get(res.storage)
+        .and_then(|t| t.get(key))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(res, &key.1))
 }
 
 /// The canonical ResourceDef for a change's storage key.
