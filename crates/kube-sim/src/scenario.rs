@@ -311,21 +311,17 @@ impl Scenario {
 
     /// Every node: the explicit ones, then each group's, zone by zone.
     pub fn all_nodes(&self) -> Vec<NodeSpec> {
+        // Unnamed nodes are numbered within their zone, so two in one zone get two names.
+        let mut per_zone: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
         let mut out: Vec<NodeSpec> = self
             .nodes
             .iter()
             .cloned()
             .map(|mut n| {
                 if n.name.is_empty() {
-                    n.name = private_dns_name(
-                        &self
-                            .nodes
-                            .iter()
-                            .map(|x| x.zone.clone())
-                            .collect::<Vec<_>>(),
-                        &n.zone,
-                        0,
-                    );
+                    let i = per_zone.entry(n.zone.clone()).or_default();
+                    n.name = private_dns_name(&n.zone, *i);
+                    *i += 1;
                 }
                 n
             })
@@ -351,7 +347,7 @@ impl Scenario {
     }
 }
 
-fn private_dns_name(_zones: &[String], zone: &str, i: u32) -> String {
+fn private_dns_name(zone: &str, i: u32) -> String {
     let z = zone
         .bytes()
         .last()
@@ -554,6 +550,24 @@ mod tests {
         assert_eq!(
             obj["metadata"]["labels"]["topology.kubernetes.io/zone"],
             "us-east-1a"
+        );
+    }
+
+    #[test]
+    fn unnamed_nodes_in_one_zone_get_distinct_names() {
+        let s = Scenario::from_yaml(
+            "nodes:\n- {zone: us-east-1a}\n- {zone: us-east-1a}\n- {zone: us-east-1b}\n",
+        );
+        let names: Vec<String> = s
+            .map(|s| s.all_nodes().into_iter().map(|n| n.name).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            names,
+            [
+                "ip-10-0-1-20.ec2.internal",
+                "ip-10-0-1-21.ec2.internal",
+                "ip-10-0-2-20.ec2.internal"
+            ]
         );
     }
 
