@@ -6,10 +6,11 @@
 use crate::aws::{
     ActionRef, Activities, Groups, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult,
 };
-use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome};
+use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, Role};
 use crate::cluster::index::NodeIndex;
 use crate::cluster::nodes;
 use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
+use crate::report::metrics::Metrics;
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
@@ -89,6 +90,7 @@ pub struct Handler {
     /// entry would keep an abandoned drain — and its lease renewal — alive for ever, since the
     /// drain future itself holds the handler.)
     inflight: Mutex<HashMap<String, WeakDrain>>,
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +125,7 @@ impl Handler {
             config,
             hook_cache: Mutex::default(),
             inflight: Mutex::default(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -285,14 +288,29 @@ impl Handler {
     }
 
     /// API blips must not lose a drain: retry until the deadline.
+    /// Reports drains to these metrics (the first call wins).
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     async fn drain_with_retries(&self, req: &DrainRequest) -> Result<DrainReport, String> {
         let mut delay = Duration::from_secs(1);
         loop {
             match self.drainer.drain(req).await {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    // A follower only watched another replica's drain: count work done here.
+                    if let (Some(m), false) = (self.metrics.get(), r.role == Role::Followed) {
+                        Metrics::count(&m.drains, outcome_label(r.outcome));
+                        m.drain_seconds.observe(r.duration_ms as f64 / 1000.0);
+                    }
+                    return Ok(r);
+                }
                 Err(e) => {
                     let past = req.deadline.is_some_and(|d| d <= Timestamp::now());
                     if past {
+                        if let Some(m) = self.metrics.get() {
+                            Metrics::count(&m.drains, "error");
+                        }
                         return Err(format!("draining {}: {e}", req.node));
                     }
                     if let crate::cluster::drain::DrainError::Node(nodes::NodeError::NotFound(_)) =

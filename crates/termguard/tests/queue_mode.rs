@@ -386,6 +386,8 @@ async fn scale_in_drains_the_node_completes_the_action_and_only_then_deletes_the
         tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\"}"),
         1.0
     );
+    assert_eq!(tg.metric("termguard_drains_total{reason=\"drained\"}"), 1.0);
+    assert_eq!(tg.metric("termguard_drain_seconds_count"), 1.0);
     tg.stop().await
 }
 

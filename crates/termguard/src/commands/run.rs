@@ -87,6 +87,7 @@ impl QueueMode {
             settings.handler,
         );
         let metrics = Arc::new(Metrics::default());
+        handler.set_metrics(metrics.clone());
         let source = QueueSource::new(
             aws_sdk_sqs::Client::new(aws),
             handler.clone(),
