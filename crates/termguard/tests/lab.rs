@@ -116,3 +116,49 @@ fn lab_json_has_the_documented_fields() {
     }
     assert_eq!(run["lifecycle_completed"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_zone_groups_avoid_the_rebalance_kill_but_cost_groups_and_even_zones() {
+    let opts = LabOptions {
+        seed: 5,
+        ..LabOptions::default()
+    };
+    let report = lab::run(&opts, &[Mode::PerZoneGroups])
+        .await
+        .expect("lab run");
+    let run = &report.runs[0];
+    assert_eq!(run.mode, "per-zone-groups");
+    assert_eq!(run.groups, 3, "one group per zone");
+    assert!(!run.rebalanced, "no AZ rebalance across per-zone groups");
+    assert_eq!(run.stalled_worker_threads, 0);
+    assert_eq!(run.ungraceful_pod_kills, 0, "{:?}", run.ungraceful_pods);
+    let counts: Vec<usize> = run.zones_at_end.values().copied().collect();
+    assert!(
+        counts.iter().min() != counts.iter().max(),
+        "zones stay uneven after the scale-in: {:?}",
+        run.zones_at_end
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_timeout_turns_hung_threads_into_failed_jobs() {
+    let mut opts = LabOptions {
+        seed: 9,
+        ..LabOptions::default()
+    };
+    opts.conn.client_timeout = Some(std::time::Duration::from_secs(1));
+    let report = lab::run(&opts, &[Mode::Unprotected])
+        .await
+        .expect("lab run");
+    let run = &report.runs[0];
+    assert!(run.rebalanced);
+    assert_eq!(run.stalled_worker_threads, 0, "{run:#?}");
+    assert!(
+        run.failed_jobs > 0,
+        "the hung queries fail after the timeout: {run:#?}"
+    );
+    assert!(run
+        .ungraceful_pods
+        .iter()
+        .any(|p| p.starts_with("db/pgbouncer-")));
+}
