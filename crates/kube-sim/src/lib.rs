@@ -81,7 +81,20 @@ impl http::Admin for Cluster {
 impl Sim {
     /// Loads the scenario and serves the API on `listen` (use port 0 for a free port).
     pub async fn start(scenario: &Scenario, listen: SocketAddr) -> Result<Sim, SimError> {
+        Self::start_seeded(scenario, listen, None).await
+    }
+
+    /// Like [`Sim::start`], with generated names seeded so that a replay of the scenario
+    /// names (and therefore schedules) its pods the same way.
+    pub async fn start_seeded(
+        scenario: &Scenario,
+        listen: SocketAddr,
+        seed: Option<u64>,
+    ) -> Result<Sim, SimError> {
         let store = Arc::new(Store::default());
+        if let Some(seed) = seed {
+            store.seed(seed);
+        }
         let faults = Arc::new(Faults::default());
         let timings = Timings {
             startup: Duration::from_millis(scenario.defaults.startup_ms),

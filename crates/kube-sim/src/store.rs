@@ -57,6 +57,8 @@ struct State {
     tables: HashMap<&'static str, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<Change>>,
     history_cap: usize,
+    /// Names for `generateName`; seedable so a simulation can be replayed.
+    rng: fastrand::Rng,
 }
 
 /// The shared object store.
@@ -110,11 +112,11 @@ pub fn rv_of(obj: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-fn random_suffix() -> String {
+fn random_suffix(rng: &mut fastrand::Rng) -> String {
     // Same alphabet as apiserver's generateName (no vowels, no confusable digits).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
         .collect()
 }
 
@@ -134,9 +136,16 @@ impl Store {
                 tables: HashMap::new(),
                 history: VecDeque::new(),
                 history_cap,
+                rng: fastrand::Rng::new(),
             }),
             tx,
         }
+    }
+
+    /// Seeds the generated names (`generateName`), so the same scenario yields the same pod
+    /// names — and the same scheduling order — run after run.
+    pub fn seed(&self, seed: u64) {
+        self.lock().rng = fastrand::Rng::with_seed(seed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -278,7 +287,8 @@ impl Store {
             m.remove("namespace");
         }
         let mut st = self.lock();
-        let table = st.tables.entry(res.storage).or_default();
+        let State { tables, rng, .. } = &mut *st;
+        let table = tables.entry(res.storage).or_default();
         let mut name = name_of(&obj).to_string();
         if name.is_empty() {
             let Some(prefix) = obj["metadata"]["generateName"].as_str().map(str::to_string) else {
@@ -290,7 +300,7 @@ impl Store {
                 ));
             };
             loop {
-                let candidate = format!("{prefix}{}", random_suffix());
+                let candidate = format!("{prefix}{}", random_suffix(rng));
                 if !table.contains_key(&(ns.to_string(), candidate.clone())) {
                     name = candidate;
                     break;

@@ -229,7 +229,8 @@ async fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub async fn run_mode(mode: Mode, opts: &LabOptions) -> anyhow::Result<RunReport> {
     let timeline = Arc::new(Timeline::new(opts.echo));
     let scenario = Scenario::from_yaml(&opts.scenario)?;
-    let sim = Arc::new(Sim::start(&scenario, "127.0.0.1:0".parse()?).await?);
+    let sim =
+        Arc::new(Sim::start_seeded(&scenario, "127.0.0.1:0".parse()?, Some(opts.seed)).await?);
     if !sim.wait_settled(Duration::from_secs(30)).await {
         anyhow::bail!("the simulated cluster did not settle");
     }
