@@ -143,6 +143,8 @@ pub enum ClaimOutcome {
         deadline: Option<Timestamp>,
         /// Whether the node was already cordoned.
         was_cordoned: bool,
+        /// The Node's UID (for Events about it).
+        uid: Option<String>,
     },
     /// Another live process is draining the node.
     Busy {
@@ -267,6 +269,7 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
                     resumed,
                     deadline,
                     was_cordoned,
+                    uid: node.metadata.uid.clone(),
                 })
             }
             Err(e) if is_conflict(&e) => continue,

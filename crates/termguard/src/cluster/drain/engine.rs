@@ -247,7 +247,7 @@ impl Drainer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let role = loop {
+        let (role, node_uid) = loop {
             let claim = Claim {
                 owner: &self.identity,
                 notice: &req.notice,
@@ -259,6 +259,7 @@ impl Drainer {
                     resumed,
                     was_cordoned,
                     deadline,
+                    uid,
                 } => {
                     // A resumed drain keeps the earliest of its own and the recorded deadline
                     // (spec §5.5 rule 13): the instance goes when the first notice said.
@@ -269,7 +270,7 @@ impl Drainer {
                     if resumed {
                         self.emit(Progress::Resuming);
                     }
-                    break if resumed { Role::Resumed } else { Role::Owner };
+                    break (if resumed { Role::Resumed } else { Role::Owner }, uid);
                 }
                 ClaimOutcome::Busy { owner } => {
                     self.emit(Progress::Following {
@@ -299,7 +300,9 @@ impl Drainer {
                 }
             })
         });
-        let result = self.run(req, role, hard, started).await;
+        let result = self
+            .run(req, role, hard, node_uid.as_deref(), started)
+            .await;
         drop(renewer);
         let report = result?;
         let mut stored = report.clone();
@@ -315,12 +318,6 @@ impl Drainer {
             ],
         )
         .await?;
-        let node_uid = self
-            .nodes
-            .get(&req.node)
-            .await
-            .ok()
-            .and_then(|n| n.metadata.uid);
         let (reason, note) = match report.outcome {
             Outcome::Drained => (
                 Reason::DrainCompleted,
@@ -397,6 +394,7 @@ impl Drainer {
         req: &DrainRequest,
         role: Role,
         hard: Option<Timestamp>,
+        node_uid: Option<&str>,
         started: tokio::time::Instant,
     ) -> Result<DrainReport, DrainError> {
         // Clip against the deadline minus a safety margin, never more than a quarter of the time left.
@@ -424,12 +422,6 @@ impl Drainer {
             pods: Vec::new(),
             skipped: Vec::new(),
         };
-        let node_uid = self
-            .nodes
-            .get(&req.node)
-            .await
-            .ok()
-            .and_then(|n| n.metadata.uid);
         let plan = match planned {
             Ok(p) => p,
             Err(PlanError::Refused { message, plan }) => {
@@ -447,7 +439,7 @@ impl Drainer {
         report.skipped = plan.skipped.clone();
         let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
         self.event(
-            node_ref(&req.node, node_uid.as_deref()),
+            node_ref(&req.node, node_uid),
             Reason::DrainStarted,
             format!(
                 "draining {total} pods in {} waves; cause {}; notice {}{}",
