@@ -28,6 +28,10 @@ What it adds (details and the JSON format in tests/aws/README.md):
   the EventBridge shape by default (spec/events/eventbridge-asg-terminate-lifecycle-action.json),
   and is also put on the account's default EventBridge bus (moto's events backend), so an
   EventBridge rule with an SQS target created by a test routes it as AWS would.
+* With a launch hook (autoscaling:EC2_INSTANCE_LAUNCHING), every instance the group launches
+  (scale-out, replacements) waits in Pending:Wait (one action per hook) and its "EC2
+  Instance-launch Lifecycle Action" message (Origin EC2, Destination AutoScalingGroup) is sent the
+  same way; CONTINUE -> Pending:Proceed -> InService, ABANDON -> terminated and replaced.
 * CompleteLifecycleAction / RecordLifecycleActionHeartbeat (by token, or by instance id + group +
   hook), with AWS's ValidationError (HTTP 400) "No active Lifecycle Action found with token <t>" /
   "... with instance ID <i>" once the action is unknown or over.
@@ -253,7 +257,7 @@ class Activity:
 class LifecycleAction:
     """One hook's lifecycle action for one instance (one token)."""
 
-    def __init__(self, backend: AutoScalingBackend, hook: LifecycleHook, term: "Termination"):
+    def __init__(self, backend: AutoScalingBackend, hook: LifecycleHook, term: "Termination | Launch"):
         self.token = str(uuid.uuid4())
         self.account = backend.account_id
         self.region = backend.region_name
@@ -360,10 +364,31 @@ class Termination:
         self.proceed_at: float | None = None
 
 
+class Launch:
+    """A new instance held by launch hooks: Pending:Wait -> :Proceed -> InService (or abandoned)."""
+
+    def __init__(
+        self,
+        backend: AutoScalingBackend,
+        group: FakeAutoScalingGroup,
+        instance_state: InstanceState,
+        activity: Activity | None,
+    ):
+        self.backend = backend
+        self.group = group
+        self.instance_state = instance_state
+        self.instance_id = instance_state.instance.id
+        self.activity = activity
+        self.actions: list[LifecycleAction] = []
+        self.phase = "wait"  # wait | proceed | done
+        self.proceed_at: float | None = None
+
+
 class TGState:
     def __init__(self) -> None:
         self.actions: dict[str, LifecycleAction] = {}
         self.terminations: dict[str, Termination] = {}
+        self.launches: dict[str, Launch] = {}
         self.activities: list[Activity] = []
 
 
@@ -433,6 +458,16 @@ class Scheduler(threading.Thread):
                         finalize_termination(term)
                     else:
                         due(term.proceed_at)
+            for launch in list(st.launches.values()):
+                if launch.phase == "wait":
+                    for action in launch.actions:
+                        if action.waiting and not expire_if_due(action, now):
+                            due(action.deadline())
+                if launch.phase == "proceed" and launch.proceed_at is not None:
+                    if now >= launch.proceed_at:
+                        finalize_launch(launch)
+                    else:
+                        due(launch.proceed_at)
         return next_due
 
 
@@ -655,6 +690,7 @@ def launch_instances(
             group.instance_states.append(state)
             launched.append(state)
     st = tg_state(backend)
+    hooks = lifecycle_hooks(backend, group.name, LAUNCHING)
     for state in launched:
         cause = cause_for(t) if cause_for else launch_cause("", t, before, before + count)
         activity = Activity(
@@ -667,8 +703,11 @@ def launch_instances(
             100,
             utcnow(),
         )
-        activity.finish()
         st.activities.append(activity)
+        if hooks:
+            begin_launch(group, state, activity, hooks)
+        else:
+            activity.finish()
     return launched
 
 
@@ -693,12 +732,16 @@ def select_for_scale_in(group: FakeAutoScalingGroup, count: int) -> list[Instanc
     return chosen
 
 
-def termination_hooks(backend: AutoScalingBackend, group_name: str) -> list[LifecycleHook]:
+def lifecycle_hooks(backend: AutoScalingBackend, group_name: str, transition: str) -> list[LifecycleHook]:
     return [
         h
         for h in backend.lifecycle_hooks.values()
-        if h.auto_scaling_group_name == group_name and h.lifecycle_transition == TERMINATING
+        if h.auto_scaling_group_name == group_name and h.lifecycle_transition == transition
     ]
+
+
+def termination_hooks(backend: AutoScalingBackend, group_name: str) -> list[LifecycleHook]:
+    return lifecycle_hooks(backend, group_name, TERMINATING)
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,8 +795,11 @@ def begin_termination(
     return term
 
 
-def after_action_ended(term: Termination, action: LifecycleAction) -> None:
+def after_action_ended(term: "Termination | Launch", action: LifecycleAction) -> None:
     """ABANDON ends the instance's other actions; once none is waiting the instance proceeds."""
+    if isinstance(term, Launch):
+        after_launch_action_ended(term, action)
+        return
     if term.phase != "wait":
         return
     if action.result == "ABANDON":
@@ -824,6 +870,115 @@ def cancel_termination_now(term: Termination, reason: str, terminate_in_ec2: boo
     finalize_termination(term, terminate_in_ec2=terminate_in_ec2)
 
 
+# --------------------------------------------------------------------------------------------
+# the launch state machine
+# --------------------------------------------------------------------------------------------
+
+
+def begin_launch(
+    group: FakeAutoScalingGroup,
+    state: InstanceState,
+    activity: Activity | None,
+    hooks: list[LifecycleHook],
+) -> Launch:
+    """Hold a new instance in Pending:Wait: one lifecycle action per launch hook."""
+    backend = group.autoscaling_backend
+    st = tg_state(backend)
+    launch = Launch(backend, group, state, activity)
+    st.launches[launch.instance_id] = launch
+    state.lifecycle_state = "Pending:Wait"
+    if activity:
+        activity.status_code = "MidLifecycleAction"
+        activity.progress = 30
+    for hook in hooks:
+        action = LifecycleAction(backend, hook, launch)
+        launch.actions.append(action)
+        st.actions[action.token] = action
+        LOG.info(
+            "%s -> Pending:Wait (group %s, hook %s, token %s)",
+            launch.instance_id, group.name, hook.name, action.token,
+        )
+        send_lifecycle_notification(backend, group, hook, action)
+    SCHEDULER.kick()
+    return launch
+
+
+def after_launch_action_ended(launch: Launch, action: LifecycleAction) -> None:
+    """CONTINUE from every hook: Pending:Proceed, then InService. ABANDON: terminate and replace."""
+    if launch.phase != "wait":
+        return
+    if action.result == "ABANDON":
+        for other in launch.actions:
+            if other.waiting:
+                other.end("cancelled", None, f"AbandonedByHook:{action.hook_name}")
+        abandon_launch(launch, action)
+        return
+    if any(a.waiting for a in launch.actions):
+        return
+    launch.phase = "proceed"
+    launch.instance_state.lifecycle_state = "Pending:Proceed"
+    if launch.activity:
+        launch.activity.status_code = "InProgress"
+        launch.activity.progress = 60
+    launch.proceed_at = time.monotonic() + Config.real_seconds(Config.proceed_seconds)
+    LOG.info("%s -> Pending:Proceed", launch.instance_id)
+    SCHEDULER.kick()
+
+
+def finalize_launch(launch: Launch) -> None:
+    """Pending:Proceed -> InService."""
+    if launch.phase == "done":
+        return
+    launch.phase = "done"
+    st = tg_state(launch.backend)
+    if st.launches.get(launch.instance_id) is launch:
+        del st.launches[launch.instance_id]
+    launch.instance_state.lifecycle_state = "InService"
+    if launch.activity and launch.activity.in_progress:
+        launch.activity.finish()
+    LOG.info("%s -> InService", launch.instance_id)
+    group = launch.group
+    backend = launch.backend
+    if backend.autoscaling_groups.get(group.name) is group:
+        backend.update_attached_elbs(group.name)
+        backend.update_attached_target_groups(group.name)
+
+
+def end_launch(launch: Launch, replace: bool, message: str | None, terminate_in_ec2: bool = True) -> None:
+    """A launch that will not go into service: out of the group, terminated, replaced if asked."""
+    if launch.phase == "done":
+        return
+    launch.phase = "done"
+    st = tg_state(launch.backend)
+    if st.launches.get(launch.instance_id) is launch:
+        del st.launches[launch.instance_id]
+    for action in launch.actions:
+        if action.waiting:
+            action.end("cancelled", None, message or "LaunchEnded")
+    group = launch.group
+    backend = launch.backend
+    launch.instance_state.lifecycle_state = "Terminated"
+    group.instance_states = [s for s in group.instance_states if s is not launch.instance_state]
+    if launch.activity and launch.activity.in_progress:
+        launch.activity.finish("Cancelled", message)
+    if terminate_in_ec2:
+        try:
+            backend.ec2_backend.terminate_instances([launch.instance_id])
+        except Exception as err:  # already gone
+            LOG.info("EC2 termination of %s: %s", launch.instance_id, err)
+    LOG.info("%s -> Terminated (launch abandoned)", launch.instance_id)
+    if replace and backend.autoscaling_groups.get(group.name) is group:
+        group.set_desired_capacity(group.desired_capacity)
+
+
+def abandon_launch(launch: Launch, action: LifecycleAction) -> None:
+    message = (
+        f"Instance failed to complete user's Lifecycle Action: Lifecycle Action with token {action.token} "
+        f"was abandoned: Lifecycle Action Completed with ABANDON Result"
+    )
+    end_launch(launch, replace=True, message=message)
+
+
 def find_action(
     backend: AutoScalingBackend,
     group_name: str | None,
@@ -885,6 +1040,11 @@ def sqs_queue_for(arn: str | None) -> tuple[Any, str] | None:
     return backend, name
 
 
+def origin_destination(launching: bool) -> tuple[str, str]:
+    """A launch goes from EC2 into the group; a termination from the group to EC2."""
+    return ("EC2", "AutoScalingGroup") if launching else ("AutoScalingGroup", "EC2")
+
+
 def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
     """spec/events/eventbridge-asg-terminate-lifecycle-action.json, field for field."""
     detail: dict[str, Any] = {
@@ -896,12 +1056,12 @@ def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, ho
     }
     if getattr(hook, "notification_metadata", None):
         detail["NotificationMetadata"] = hook.notification_metadata
-    detail["Origin"] = "AutoScalingGroup"
-    detail["Destination"] = "EC2"
+    launching = hook.lifecycle_transition == LAUNCHING
+    detail["Origin"], detail["Destination"] = origin_destination(launching)
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
-        "detail-type": "EC2 Instance-terminate Lifecycle Action",
+        "detail-type": "EC2 Instance-launch Lifecycle Action" if launching else "EC2 Instance-terminate Lifecycle Action",
         "source": "aws.autoscaling",
         "account": backend.account_id,
         "time": aws_time(datetime.fromtimestamp(action.started_wall, tz=timezone.utc)),
@@ -913,10 +1073,11 @@ def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, ho
 
 def direct_notification(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
     """spec/events/sqs-direct-asg-terminate-lifecycle.json, field for field."""
+    origin, destination = origin_destination(hook.lifecycle_transition == LAUNCHING)
     body: dict[str, Any] = {
-        "Origin": "AutoScalingGroup",
+        "Origin": origin,
         "LifecycleHookName": hook.name,
-        "Destination": "EC2",
+        "Destination": destination,
         "AccountId": backend.account_id,
         "RequestId": str(uuid.uuid4()),
         "LifecycleTransition": hook.lifecycle_transition,
@@ -1019,9 +1180,10 @@ def _group_set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | 
         prefix = "" if deleting else trigger_sentence(trig, self, old, self.desired_capacity or 0, now)
         target = target_instance_count(self)
         active = self.active_instances()
-        delta = target - len(active)
+        # Instances held by launch hooks (Pending*) count toward capacity: no second launch for them.
+        delta = target - len(counted_instances(self))
         if delta > 0:
-            before = len(active)
+            before = len(counted_instances(self))
             launch_instances(
                 self,
                 delta,
@@ -1052,6 +1214,9 @@ def _backend_notify_terminate(self: AutoScalingBackend, instance_ids: list[str])
             term = st.terminations.get(iid)
             if term and term.phase != "done":
                 cancel_termination_now(term, "InstanceTerminatedInEC2", terminate_in_ec2=False)
+            launch = st.launches.get(iid)
+            if launch and launch.phase != "done":
+                end_launch(launch, replace=True, message="InstanceTerminatedInEC2", terminate_in_ec2=False)
         _orig_notify_terminate(self, instance_ids)
 
 
@@ -1063,6 +1228,9 @@ def _backend_delete_group(self: AutoScalingBackend, group_name: str) -> None:
             for term in list(st.terminations.values()):
                 if term.group is self.autoscaling_groups[group_name] and term.phase != "done":
                     cancel_termination_now(term, "GroupDeleted")
+            for launch in list(st.launches.values()):
+                if launch.group is self.autoscaling_groups[group_name] and launch.phase != "done":
+                    end_launch(launch, replace=False, message="GroupDeleted")
         _orig_delete_group(self, group_name)
         for key, hook in list(self.lifecycle_hooks.items()):
             if hook.auto_scaling_group_name == group_name:

@@ -570,6 +570,103 @@ class MotoServerTest(unittest.TestCase):
         iid = msgs[0]["detail"]["EC2InstanceId"]
         wait_until(lambda: p.lifecycle_state(iid) is None, 5, "termination after ABANDON")
 
+    def test_scale_out_waits_for_the_launch_hook(self):
+        p = self.peer
+        queue_url, queue_arn = p.queue("launch-q")
+        p.group("launch", 1)
+        p.hook(
+            "launch", queue_arn, hook="termguard-launch", LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+            NotificationMetadata='{"cluster":"prod-eu"}', DefaultResult="ABANDON",
+        )
+        (first,) = p.members("launch")
+        self.assertEqual(p.lifecycle_state(first), "InService")  # launched before the hook: untouched
+
+        # scale-out by SetDesiredCapacity: Pending:Wait, one message, not launched twice
+        p.asg.set_desired_capacity(AutoScalingGroupName="launch", DesiredCapacity=2)
+        (new,) = set(p.members("launch")) - {first}
+        self.assertEqual(p.lifecycle_state(new), "Pending:Wait")
+        msg = p.receive(queue_url)
+        self.assertEqual(msg["detail-type"], "EC2 Instance-launch Lifecycle Action")
+        self.assertEqual(msg["source"], "aws.autoscaling")
+        self.assertRegex(msg["resources"][0], r"autoScalingGroupName/launch$")
+        token = msg["detail"]["LifecycleActionToken"]
+        self.assertEqual(
+            msg["detail"],
+            {
+                "LifecycleActionToken": token,
+                "AutoScalingGroupName": "launch",
+                "LifecycleHookName": "termguard-launch",
+                "EC2InstanceId": new,
+                "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                "NotificationMetadata": '{"cluster":"prod-eu"}',
+                "Origin": "EC2",
+                "Destination": "AutoScalingGroup",
+            },
+        )
+        act = p.activity_for("launch", new, verb="Launching a new")
+        self.assertEqual(act["StatusCode"], "MidLifecycleAction")
+        p.asg.set_desired_capacity(AutoScalingGroupName="launch", DesiredCapacity=2)  # the waiting one counts
+        self.assertEqual(len(p.members("launch")), 2)
+        row = p.action(token)
+        self.assertEqual(
+            (row["transition"], row["state"], row["instance_lifecycle_state"]),
+            ("autoscaling:EC2_INSTANCE_LAUNCHING", "waiting", "Pending:Wait"),
+        )
+
+        # a heartbeat extends it past the 3 s (scaled) heartbeat timeout
+        time.sleep(2)
+        p.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName="launch", LifecycleHookName="termguard-launch", LifecycleActionToken=token
+        )
+        time.sleep(2)
+        self.assertEqual(p.action(token)["state"], "waiting")
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="launch", LifecycleHookName="termguard-launch",
+            LifecycleActionToken=token, LifecycleActionResult="CONTINUE",
+        )
+        row = p.action(token)
+        self.assertEqual((row["state"], row["result"], row["heartbeat_count"]), ("completed", "CONTINUE", 1))
+        self.assertEqual(p.lifecycle_state(new), "Pending:Proceed")
+        wait_until(lambda: p.lifecycle_state(new) == "InService", 5, "InService after CONTINUE")
+        self.assertEqual(p.ec2_state(new), "running")
+        self.assertEqual(p.activity_for("launch", new, verb="Launching a new")["StatusCode"], "Successful")
+        with self.assertRaises(ClientError) as cm:
+            p.asg.complete_lifecycle_action(
+                AutoScalingGroupName="launch", LifecycleHookName="termguard-launch",
+                LifecycleActionToken=token, LifecycleActionResult="CONTINUE",
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with token {token}")
+
+        # scale-out by UpdateAutoScalingGroup, then ABANDON: terminated and replaced (in Pending:Wait again)
+        p.asg.update_auto_scaling_group(AutoScalingGroupName="launch", DesiredCapacity=3)
+        msg = p.receive(queue_url)
+        abandoned, token = msg["detail"]["EC2InstanceId"], msg["detail"]["LifecycleActionToken"]
+        self.assertEqual(p.lifecycle_state(abandoned), "Pending:Wait")
+        p.asg.complete_lifecycle_action(
+            AutoScalingGroupName="launch", LifecycleHookName="termguard-launch",
+            InstanceId=abandoned, LifecycleActionResult="ABANDON",
+        )
+        self.assertEqual(p.action(token)["result"], "ABANDON")
+        self.assertIsNone(p.lifecycle_state(abandoned))
+        self.assertEqual(p.ec2_state(abandoned), "terminated")
+        self.assertEqual(p.activity_for("launch", abandoned, verb="Launching a new")["StatusCode"], "Cancelled")
+        msg = p.receive(queue_url)
+        replacement, token = msg["detail"]["EC2InstanceId"], msg["detail"]["LifecycleActionToken"]
+        self.assertNotIn(replacement, (first, new, abandoned))
+        self.assertEqual(p.lifecycle_state(replacement), "Pending:Wait")
+        self.assertEqual(len(p.members("launch")), 3)
+
+        # no heartbeat: the heartbeat timeout applies DefaultResult (ABANDON) -> terminated
+        row = wait_until(lambda: (r := p.action(token))["state"] != "waiting" and r, 6, "the heartbeat timeout")
+        self.assertEqual((row["state"], row["result"], row["ended_by"]), ("expired", "ABANDON", "HeartbeatTimeout"))
+        self.assertEqual(p.ec2_state(replacement), "terminated")
+        p.asg.delete_auto_scaling_group(AutoScalingGroupName="launch", ForceDelete=True)  # stop the replacements
+        with self.assertRaises(ClientError) as cm:
+            p.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName="launch", LifecycleHookName="termguard-launch", LifecycleActionToken=token
+            )
+        self.assertValidationError(cm.exception, f"No active Lifecycle Action found with token {token}")
+
     def test_scaling_activity_paging(self):
         p = self.peer
         p.group("paging", 5)

@@ -928,3 +928,163 @@ async fn termguard_run_reads_the_standard_aws_configuration_serves_health_and_st
     assert!(logs().contains("shutdown requested"), "{}", logs());
     Ok(())
 }
+
+const LAUNCH_HOOK: &str = "termguard-launch";
+
+/// Adds a launch hook (long heartbeat timeout, default ABANDON) sending to the bed's queue.
+async fn add_launch_hook(bed: &Bed) -> Result {
+    bed.moto
+        .asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&bed.fleet.group)
+        .lifecycle_hook_name(LAUNCH_HOOK)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(600)
+        .default_result("ABANDON")
+        .notification_target_arn(&bed.fleet.queue_arn)
+        .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Scales the group out by one and returns the launch lifecycle action moto created.
+async fn scale_out(bed: &Bed) -> Result<Value> {
+    let desired = bed.moto.instances(&bed.fleet.group).await.len() as i32 + 1;
+    bed.moto
+        .asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(&bed.fleet.group)
+        .desired_capacity(desired)
+        .honor_cooldown(false)
+        .send()
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let launch = bed
+            .moto
+            .lifecycle_actions("")
+            .await
+            .into_iter()
+            .find(|a| a["transition"] == "autoscaling:EC2_INSTANCE_LAUNCHING");
+        if let Some(a) = launch {
+            return Ok(a);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no launch lifecycle action"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The instance's LifecycleState in DescribeAutoScalingInstances.
+async fn lifecycle_state(bed: &Bed, instance: &str) -> Result<String> {
+    let out = bed
+        .moto
+        .asg
+        .describe_auto_scaling_instances()
+        .instance_ids(instance)
+        .send()
+        .await?;
+    Ok(out
+        .auto_scaling_instances()
+        .first()
+        .and_then(|i| i.lifecycle_state())
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_action_is_completed_once_the_new_node_is_ready() -> Result {
+    let mut spec = BedSpec::new("launch");
+    spec.size = 3;
+    let bed = bed(spec).await?;
+    add_launch_hook(&bed).await?;
+    let tg = Termguard::start_with(&bed, "replica-a", |s| {
+        s.handler.complete_launch = true;
+        // Keep leaves the message invisible until its visibility timeout: bring it back soon.
+        s.queue.visibility = Duration::from_secs(3);
+        s.queue.extend_every = Duration::from_secs(1);
+    })
+    .await?;
+    let action = scale_out(&bed).await?;
+    let token = s(&action["token"]);
+    let instance = s(&action["instance_id"]);
+    assert_eq!(action["state"], "waiting", "{action}");
+    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+
+    // No Node for the instance yet: termguard receives the message, keeps it (it comes back
+    // after the visibility timeout, more than once here) and leaves the action waiting.
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        assert_eq!(
+            visible + inflight,
+            1,
+            "the launch message stays on the queue"
+        );
+        let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+        assert_eq!(now[0]["state"], "waiting", "{}", now[0]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = tg.metric("termguard_messages_received_total");
+    assert!(
+        received >= 2.0,
+        "the message was received and kept {received} time(s)"
+    );
+    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+
+    // The Node registers (Ready at once): the next delivery completes the action with CONTINUE.
+    let zone = bed
+        .moto
+        .instances(&bed.fleet.group)
+        .await
+        .into_iter()
+        .find(|i| i.id == instance)
+        .map(|i| i.zone)
+        .expect("the new instance is a member");
+    bed.sim.add_node(&kube_sim::scenario::NodeSpec {
+        name: "ip-10-0-9-99.ec2.internal".into(),
+        zone,
+        instance_id: instance.clone(),
+        instance_type: "m5.large".into(),
+        group: bed.fleet.group.clone(),
+        capacity: Default::default(),
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+    })?;
+    let ended = assert_deleted_only_after_completion(&bed, &token).await?;
+    assert_completed_with_continue(&ended);
+    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lifecycle_state(&bed, &instance).await? != "InService" {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{instance} not InService after CONTINUE"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tg.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_action_is_acknowledged_and_left_alone_without_complete_launch() -> Result {
+    let mut spec = BedSpec::new("launch-off");
+    spec.size = 3;
+    let bed = bed(spec).await?;
+    add_launch_hook(&bed).await?;
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let action = scale_out(&bed).await?;
+    let token = s(&action["token"]);
+    let instance = s(&action["instance_id"]);
+    assert!(
+        wait_queue_empty(&bed, Duration::from_secs(20)).await,
+        "the launch message is deleted"
+    );
+    let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+    assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
+    assert_eq!(now[0]["heartbeat_count"], 0, "{}", now[0]);
+    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+    tg.stop().await
+}
