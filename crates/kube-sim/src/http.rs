@@ -517,6 +517,25 @@ fn restrict_to_endpoint(res: &ResourceDef, sub: Option<&str>, old: &Value, new: 
     }
 }
 
+/// The last step of every replace and patch: keep what this endpoint may not change, refuse
+/// immutable-field changes, then store `next` — or, for a dry run, hand it back unstored.
+fn admit(
+    res: &ResourceDef,
+    name: &str,
+    sub: Option<&str>,
+    cur: &mut Value,
+    mut next: Value,
+    dry: bool,
+) -> Result<Option<Value>, ApiError> {
+    restrict_to_endpoint(res, sub, cur, &mut next);
+    check_immutable(res, name, cur, &next)?;
+    if dry {
+        return Ok(Some(next));
+    }
+    *cur = next;
+    Ok(None)
+}
+
 fn check_rv(
     res: &ResourceDef,
     name: &str,
@@ -579,14 +598,7 @@ fn update(
         .store
         .update(res, target.ns.as_deref().unwrap_or(""), &name, |cur| {
             check_rv(res, &name, cur, &wanted)?;
-            let mut next = wanted.clone();
-            restrict_to_endpoint(res, sub.as_deref(), cur, &mut next);
-            check_immutable(res, &name, cur, &next)?;
-            if dry {
-                dry_result = Some(next);
-                return Ok(());
-            }
-            *cur = next;
+            dry_result = admit(res, &name, sub.as_deref(), cur, wanted.clone(), dry)?;
             Ok(())
         })?;
     Ok((
@@ -634,13 +646,7 @@ fn patch_object(
         // A patch that names a resourceVersion is an optimistic-concurrency update (§4.3).
         check_rv(res, &name, cur, &doc)?;
         doc["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-        restrict_to_endpoint(res, sub.as_deref(), cur, &mut doc);
-        check_immutable(res, &name, cur, &doc)?;
-        if dry {
-            dry_result = Some(doc);
-            return Ok(());
-        }
-        *cur = doc;
+        dry_result = admit(res, &name, sub.as_deref(), cur, doc, dry)?;
         Ok(())
     })?;
     Ok((
