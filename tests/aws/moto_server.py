@@ -344,44 +344,32 @@ class LifecycleAction:
         }
 
 
-class Termination:
+class Transition:
+    """An instance held by lifecycle hooks: wait -> proceed -> done."""
+
+    def __init__(
+        self,
+        backend: AutoScalingBackend,
+        group: FakeAutoScalingGroup,
+        instance_state: InstanceState,
+        activity: Activity | None,
+    ):
+        self.backend = backend
+        self.group = group
+        self.instance_state = instance_state
+        self.instance_id = instance_state.instance.id
+        self.activity = activity
+        self.actions: list[LifecycleAction] = []
+        self.phase = "wait"  # wait | proceed | done
+        self.proceed_at: float | None = None
+
+
+class Termination(Transition):
     """An instance on its way out of a group: Terminating:Wait -> :Proceed -> Terminated."""
 
-    def __init__(
-        self,
-        backend: AutoScalingBackend,
-        group: FakeAutoScalingGroup,
-        instance_state: InstanceState,
-        activity: Activity | None,
-    ):
-        self.backend = backend
-        self.group = group
-        self.instance_state = instance_state
-        self.instance_id = instance_state.instance.id
-        self.activity = activity
-        self.actions: list[LifecycleAction] = []
-        self.phase = "wait"  # wait | proceed | done
-        self.proceed_at: float | None = None
 
-
-class Launch:
+class Launch(Transition):
     """A new instance held by launch hooks: Pending:Wait -> :Proceed -> InService (or abandoned)."""
-
-    def __init__(
-        self,
-        backend: AutoScalingBackend,
-        group: FakeAutoScalingGroup,
-        instance_state: InstanceState,
-        activity: Activity | None,
-    ):
-        self.backend = backend
-        self.group = group
-        self.instance_state = instance_state
-        self.instance_id = instance_state.instance.id
-        self.activity = activity
-        self.actions: list[LifecycleAction] = []
-        self.phase = "wait"  # wait | proceed | done
-        self.proceed_at: float | None = None
 
 
 class TGState:
