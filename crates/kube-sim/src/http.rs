@@ -7,7 +7,7 @@ use crate::ops::{self, DeleteOptions, Deleted};
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResourceDef, CORE_EVENTS, NAMESPACES, PODS};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{self, Change, EventType, Store};
+use crate::store::{self, Store};
 use crate::table::{self, IncludeObject};
 use crate::{events, openapi, proto};
 use axum::body::{Body, Bytes};
@@ -16,8 +16,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, U
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Hooks the HTTP layer offers for simulator-only actions (`/sim/...`).
 pub trait Admin: Send + Sync {
@@ -40,9 +38,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(state)
 }
 
-type Resp = Response<Body>;
+pub(crate) type Resp = Response<Body>;
 
-const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+pub(crate) const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 fn json_response(code: u16, body: &Value) -> Resp {
     let text = serde_json::to_vec(body).unwrap_or_default();
@@ -58,7 +56,7 @@ fn raw_response(code: u16, ct: &str, body: Vec<u8>) -> Resp {
     r
 }
 
-fn error_response(e: &ApiError) -> Resp {
+pub(crate) fn error_response(e: &ApiError) -> Resp {
     let mut r = raw_response(e.code, "application/json", e.to_json().into_bytes());
     if let Some(secs) = e
         .details
@@ -88,8 +86,8 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Where a request points.
-struct Target {
-    res: &'static ResourceDef,
+pub(crate) struct Target {
+    pub(crate) res: &'static ResourceDef,
     ns: Option<String>,
     name: Option<String>,
     sub: Option<String>,
@@ -228,7 +226,7 @@ async fn handle(
         _ => IncludeObject::Metadata,
     };
     let result = match verb {
-        "watch" => return watch(app, target, &q, wants_table, include).await,
+        "watch" => return crate::watch::watch(app, target, &q, wants_table, include).await,
         "list" => list(&app, &target, &q, wants_table, include),
         "get" => get(&app, &target, wants_table, include),
         "evict" => evict(&app, &target, &q, &body),
@@ -247,7 +245,7 @@ async fn handle(
     }
 }
 
-fn is_true(v: Option<&String>) -> bool {
+pub(crate) fn is_true(v: Option<&String>) -> bool {
     v.is_some_and(|s| s == "true" || s == "1")
 }
 
@@ -294,7 +292,7 @@ fn sim_admin(app: &AppState, method: &str, rest: &[&str], body: &[u8]) -> Resp {
 }
 
 /// The object as the requested API shows it (events differ between core/v1 and events.k8s.io/v1).
-fn present(res: &ResourceDef, obj: &Value) -> Value {
+pub(crate) fn present(res: &ResourceDef, obj: &Value) -> Value {
     if std::ptr::eq(res, &CORE_EVENTS) {
         events::to_core(obj)
     } else {
@@ -312,14 +310,14 @@ fn list_item(res: &ResourceDef, obj: &Value) -> Value {
     v
 }
 
-struct Filter {
+pub(crate) struct Filter {
     ns: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
 }
 
 impl Filter {
-    fn new(target: &Target, q: &HashMap<String, String>) -> Result<Self, ApiError> {
+    pub(crate) fn new(target: &Target, q: &HashMap<String, String>) -> Result<Self, ApiError> {
         Ok(Filter {
             ns: target.ns.clone(),
             labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
@@ -330,7 +328,7 @@ impl Filter {
         })
     }
 
-    fn matches(&self, obj: &Value) -> bool {
+    pub(crate) fn matches(&self, obj: &Value) -> bool {
         if let Some(ns) = &self.ns {
             if store::namespace_of(obj) != ns {
                 return false;
@@ -764,199 +762,6 @@ fn evict(
     }
     let status = ops::evict(&app.store, target.ns.as_deref().unwrap_or(""), &name, &opts)?;
     Ok((201, status))
-}
-
-/// Renders one watch event line.
-fn event_line(
-    res: &ResourceDef,
-    ty: &str,
-    obj: &Value,
-    wants_table: bool,
-    include: IncludeObject,
-) -> Vec<u8> {
-    let object = if wants_table {
-        let shown = present(res, obj);
-        let mut t = table::table(
-            res.storage,
-            std::iter::once(&shown),
-            store::rv_of(obj),
-            None,
-            include,
-        );
-        t["metadata"] = json!({"resourceVersion": store::rv_of(obj).to_string()});
-        t
-    } else {
-        present(res, obj)
-    };
-    let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-fn bookmark_line(res: &ResourceDef, rv: u64, initial_end: bool) -> Vec<u8> {
-    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
-    if initial_end {
-        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-    }
-    let kind = res.kind;
-    let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": res.api_version(), "metadata": meta}}))
-        .unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
-/// Translates a change into what a filtered watcher sees: an object that starts matching is
-/// ADDED, one that stops matching is DELETED (real server semantics, §6).
-fn translate(change: &Change, filter: &Filter) -> Option<&'static str> {
-    let now = filter.matches(&change.object);
-    let before = change.old.as_deref().is_some_and(|o| filter.matches(o));
-    match change.ty {
-        EventType::Added => now.then_some("ADDED"),
-        EventType::Deleted => before.then_some("DELETED"),
-        EventType::Modified => match (before, now) {
-            (true, true) => Some("MODIFIED"),
-            (false, true) => Some("ADDED"),
-            (true, false) => Some("DELETED"),
-            (false, false) => None,
-        },
-    }
-}
-
-async fn watch(
-    app: Arc<AppState>,
-    target: Target,
-    q: &HashMap<String, String>,
-    wants_table: bool,
-    include: IncludeObject,
-) -> Resp {
-    let filter = match Filter::new(&target, q) {
-        Ok(f) => f,
-        Err(e) => return error_response(&e),
-    };
-    let res = target.res;
-    let bookmarks = is_true(q.get("allowWatchBookmarks"));
-    let send_initial = is_true(q.get("sendInitialEvents"));
-    // kubectl get -w sends no timeout: the real server then picks 30–60 min.
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
-    let start_rv: u64 = q
-        .get("resourceVersion")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let cut_after = app.faults.watch_cut_after();
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-
-    let mut initial: Vec<Vec<u8>> = Vec::new();
-    let (mut live, backlog, mut last_rv) = if start_rv == 0 || send_initial {
-        let (items, rv, live) = app.store.snapshot_and_subscribe(res);
-        for obj in items.iter().filter(|o| filter.matches(o)) {
-            initial.push(event_line(res, "ADDED", obj, wants_table, include));
-        }
-        if send_initial {
-            initial.push(bookmark_line(res, rv, true));
-        }
-        (live, Vec::new(), rv)
-    } else {
-        match app.store.subscribe_since(start_rv) {
-            Ok(sub) => (sub.live, sub.backlog, start_rv),
-            Err(e) => {
-                // Too old: an ERROR event inside a 200 stream, never an HTTP 410 (§6, §12.7).
-                let mut line =
-                    serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
-                        .unwrap_or_default();
-                line.push(b'\n');
-                return stream_response(Body::from(line), wants_table);
-            }
-        }
-    };
-
-    tokio::spawn(async move {
-        let mut sent: u64 = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-        for line in initial {
-            if tx.send(Ok(Bytes::from(line))).await.is_err() {
-                return;
-            }
-            sent += 1;
-            if cut_after.is_some_and(|n| sent >= n) {
-                return;
-            }
-        }
-        let deliver = |change: &Change, last_rv: &mut u64, sent: &mut u64| -> Option<Vec<u8>> {
-            if change.storage != res.storage || change.rv <= *last_rv {
-                return None;
-            }
-            *last_rv = change.rv;
-            let ty = translate(change, &filter)?;
-            *sent += 1;
-            Some(event_line(res, ty, &change.object, wants_table, include))
-        };
-        for change in backlog {
-            if let Some(line) = deliver(&change, &mut last_rv, &mut sent) {
-                if tx.send(Ok(Bytes::from(line))).await.is_err() {
-                    return;
-                }
-                if cut_after.is_some_and(|n| sent >= n) {
-                    return;
-                }
-            }
-        }
-        let mut bookmark_tick = tokio::time::interval(Duration::from_secs(30));
-        bookmark_tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    if bookmarks {
-                        let _ = tx.send(Ok(Bytes::from(bookmark_line(res, last_rv, false)))).await;
-                    }
-                    return;
-                }
-                _ = bookmark_tick.tick(), if bookmarks => {
-                    if tx.send(Ok(Bytes::from(bookmark_line(res, last_rv.max(1), false)))).await.is_err() {
-                        return;
-                    }
-                }
-                _ = tx.closed() => return,
-                msg = live.recv() => match msg {
-                    Ok(change) => {
-                        if let Some(line) = deliver(&change, &mut last_rv, &mut sent) {
-                            if tx.send(Ok(Bytes::from(line))).await.is_err() {
-                                return;
-                            }
-                            if cut_after.is_some_and(|n| sent >= n) {
-                                return;
-                            }
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // A watcher too slow to keep up is told to re-list, like the watch cache does.
-                        let e = ApiError::expired(last_rv, last_rv);
-                        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
-                        line.push(b'\n');
-                        let _ = tx.send(Ok(Bytes::from(line))).await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    stream_response(Body::from_stream(stream), wants_table)
-}
-
-fn stream_response(body: Body, wants_table: bool) -> Resp {
-    let mut r = Response::new(body);
-    let ct = if wants_table {
-        TABLE_CT
-    } else {
-        "application/json"
-    };
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    r
 }
 
 #[cfg(test)]

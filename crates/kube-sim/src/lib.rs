@@ -17,6 +17,7 @@ pub mod scenario;
 pub mod selectors;
 pub mod store;
 pub mod table;
+mod watch;
 
 use controllers::{Cluster, PodExit, Timings};
 use errors::ApiError;
