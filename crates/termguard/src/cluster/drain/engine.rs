@@ -2,13 +2,13 @@
 //! record the result (spec drain-semantics.md §5). Safe to run twice: progress lives on the
 //! Node, so a second run resumes or follows the first instead of fighting it.
 
-use super::budget::{clip_grace_period, reclip_terminating, Backoff, GraceDecision};
-use super::evict::{self, Attempt};
+use super::budget::Backoff;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
-use super::plan::{plan, DrainOptions, DrainPlan, PlanError, PlannedPod};
+use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
+use super::pod::PodContext;
 use super::report::{DrainReport, Outcome, PodAction, PodResult, Progress, Role};
 use super::tracker::PodTracker;
-use crate::cluster::events::{node_ref, pod_ref, Events, Reason};
+use crate::cluster::events::{node_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -73,7 +73,7 @@ pub enum DrainError {
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// Time left until `t`; zero once it has passed (a passed deadline is not a future one).
-fn time_until(t: Timestamp) -> Duration {
+pub(super) fn time_until(t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
 }
 
@@ -89,12 +89,12 @@ impl Drop for AbortOnDrop {
 /// Drains nodes through the Kubernetes API.
 #[derive(Clone)]
 pub struct Drainer {
-    client: Client,
+    pub(super) client: Client,
     nodes: Api<Node>,
     identity: String,
     events: Option<Events>,
     progress: ProgressFn,
-    backoff: Backoff,
+    pub(super) backoff: Backoff,
 }
 
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
@@ -140,7 +140,7 @@ impl Drainer {
         self
     }
 
-    fn emit(&self, p: Progress) {
+    pub(super) fn emit(&self, p: Progress) {
         match &p {
             Progress::Gone { pod, action } => {
                 tracing::info!(pod = %pod, action = ?action, "pod left the node")
@@ -163,7 +163,7 @@ impl Drainer {
         (self.progress)(&p);
     }
 
-    async fn event(
+    pub(super) async fn event(
         &self,
         regarding: k8s_openapi::api::core::v1::ObjectReference,
         reason: Reason,
@@ -517,255 +517,4 @@ impl Drainer {
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
-
-    async fn drive_pod(
-        &self,
-        req: &DrainRequest,
-        p: PlannedPod,
-        wave: usize,
-        at: &PodContext<'_>,
-    ) -> PodResult {
-        let PodContext {
-            tracker,
-            permits,
-            clip_deadline,
-            hard,
-            started,
-        } = *at;
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
-        let uid = p.uid.clone().unwrap_or_default();
-        let mut result = PodResult {
-            pod: p.pod.to_string(),
-            wave,
-            action: PodAction::Remained,
-            grace_period_seconds: None,
-            attempts: 0,
-            gone_after_ms: None,
-            not_graceful: None,
-            error: None,
-        };
-        let own_grace = p.grace_period_seconds;
-        let mut rng = fastrand::Rng::new();
-        let mut blocked_reported = false;
-        if p.terminating {
-            result.action = PodAction::AlreadyTerminating;
-            // A pod terminating past the deadline gets a shorter grace (spec §5.5 rule 13).
-            let deletion = tracker
-                .get(&uid)
-                .and_then(|pod| pod.metadata.deletion_timestamp)
-                .map(|t| t.0);
-            if let (Some(d), Some(ts)) = (clip_deadline, deletion) {
-                if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
-                    let _ = {
-                        let _permit = permits.acquire().await;
-                        evict::delete(&api, &p, &uid, Some(grace)).await
-                    };
-                    result.grace_period_seconds = Some(grace);
-                    result.not_graceful = Some(format!(
-                        "grace period shortened to {grace}s: the instance goes at the deadline"
-                    ));
-                }
-            }
-        } else {
-            loop {
-                let now = Timestamp::now();
-                // Past D - g: the eviction can no longer finish gracefully in time; delete with
-                // the grace clipped to the time left, bypassing budgets (spec §5.5 rule 12).
-                if let Some(d) = clip_deadline {
-                    if let GraceDecision::Clip {
-                        grace_period_seconds,
-                    } = clip_grace_period(now, d, own_grace)
-                    {
-                        self.emit(Progress::Evicting(p.pod.clone()));
-                        result.attempts += 1;
-                        let deleted = {
-                            let _permit = permits.acquire().await;
-                            evict::delete(&api, &p, &uid, Some(grace_period_seconds)).await
-                        };
-                        match deleted {
-                            Ok(()) => {
-                                result.action = PodAction::DeletedClipped;
-                                result.grace_period_seconds = Some(grace_period_seconds);
-                                if grace_period_seconds < own_grace {
-                                    result.not_graceful = Some(format!(
-                                        "grace period clipped from {own_grace}s to {grace_period_seconds}s to finish before the deadline {d}"
-                                    ));
-                                }
-                            }
-                            Err(e) => result.error = Some(e),
-                        }
-                        break;
-                    }
-                }
-                self.emit(Progress::Evicting(p.pod.clone()));
-                result.attempts += 1;
-                let attempt = if req.options.disable_eviction || p.finished {
-                    let _permit = permits.acquire().await;
-                    evict::delete(&api, &p, &uid, req.options.grace_period)
-                        .await
-                        .map_err(Attempt::Fatal)
-                } else {
-                    let _permit = permits.acquire().await;
-                    evict::evict(&api, &p, &uid, req.options.grace_period).await
-                };
-                match attempt {
-                    Ok(()) => {
-                        result.action = if req.options.disable_eviction || p.finished {
-                            PodAction::Deleted
-                        } else {
-                            PodAction::Evicted
-                        };
-                        result.grace_period_seconds = Some(own_grace);
-                        break;
-                    }
-                    Err(Attempt::Gone) => {
-                        result.action = PodAction::AlreadyGone;
-                        break;
-                    }
-                    Err(Attempt::Fatal(e)) => {
-                        self.emit(Progress::PodFailed {
-                            pod: p.pod.clone(),
-                            error: e.clone(),
-                        });
-                        result.error = Some(e);
-                        return result;
-                    }
-                    Err(Attempt::Retry {
-                        message,
-                        retry_after,
-                        blocked,
-                    }) => {
-                        let remaining = clip_deadline.map(|d| {
-                            let threshold = d
-                                .checked_sub(SignedDuration::from_secs(own_grace))
-                                .unwrap_or(d);
-                            time_until(threshold)
-                        });
-                        let delay = self
-                            .backoff
-                            .delay(
-                                result.attempts.saturating_sub(1),
-                                retry_after,
-                                remaining,
-                                &mut rng,
-                            )
-                            .unwrap_or(Duration::ZERO);
-                        let line = super::budget::retry_message(&p.pod, delay, &message);
-                        self.emit(Progress::Blocked {
-                            pod: p.pod.clone(),
-                            message: line.clone(),
-                        });
-                        if blocked && !blocked_reported {
-                            blocked_reported = true;
-                            self.event(
-                                pod_ref(&p.pod.namespace, &p.pod.name, p.uid.as_deref()),
-                                Reason::EvictionBlocked,
-                                message,
-                            )
-                            .await;
-                        }
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
-        if result.action != PodAction::AlreadyGone {
-            let gone = self.wait_gone(req, &p, &uid, tracker, hard).await;
-            if !gone {
-                if result.action != PodAction::AlreadyTerminating {
-                    result
-                        .not_graceful
-                        .get_or_insert_with(|| "still terminating when the deadline passed".into());
-                }
-                result.action = PodAction::Remained;
-                if result.not_graceful.is_none() {
-                    result.not_graceful = Some("still on the node when the deadline passed".into());
-                }
-                return result;
-            }
-        }
-        result.gone_after_ms = Some(started.elapsed().as_millis() as u64);
-        if result.action != PodAction::AlreadyGone {
-            self.emit(Progress::Gone {
-                pod: p.pod.clone(),
-                action: result.action,
-            });
-            if matches!(
-                result.action,
-                PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
-            ) {
-                self.event(
-                    pod_ref(&p.pod.namespace, &p.pod.name, p.uid.as_deref()),
-                    Reason::PodEvicted,
-                    format!(
-                        "{} from node {} ({})",
-                        if result.action == PodAction::Evicted {
-                            "evicted"
-                        } else {
-                            "deleted"
-                        },
-                        req.node,
-                        req.cause
-                    ),
-                )
-                .await;
-            }
-        }
-        result
-    }
-
-    /// Waits until the pod is gone; `false` when the hard deadline (or the skip timeout) came first.
-    async fn wait_gone(
-        &self,
-        req: &DrainRequest,
-        p: &PlannedPod,
-        uid: &str,
-        tracker: &PodTracker,
-        hard: Option<Timestamp>,
-    ) -> bool {
-        let hard_at = hard.map(|h| tokio::time::Instant::now() + time_until(h));
-        loop {
-            let tick = async {
-                match hard_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let skip_check = async {
-                match req.options.skip_wait_for_delete_timeout {
-                    Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                // A pod already gone counts as gone even when the deadline has passed too.
-                biased;
-                _ = tracker.gone(uid) => return true,
-                _ = tick => return false,
-                _ = skip_check => {
-                    if let (Some(limit), Some(pod)) = (req.options.skip_wait_for_delete_timeout, tracker.get(uid)) {
-                        if let Some(ts) = pod.metadata.deletion_timestamp {
-                            // kubectl: int(now - deletionTimestamp) > N, so a deletionTimestamp
-                            // still in the future (within the grace period) never skips.
-                            if Timestamp::now().duration_since(ts.0).as_secs() > limit.as_secs() as i64 {
-                                self.emit(Progress::Warning(format!(
-                                    "pod \"{}\" has DeletionTimestamp older than {} seconds, skipping", p.pod.name, limit.as_secs())));
-                                return true;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What every pod of a drain shares.
-#[derive(Clone, Copy)]
-struct PodContext<'a> {
-    tracker: &'a PodTracker,
-    permits: &'a tokio::sync::Semaphore,
-    clip_deadline: Option<Timestamp>,
-    hard: Option<Timestamp>,
-    started: tokio::time::Instant,
 }

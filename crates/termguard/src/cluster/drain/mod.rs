@@ -8,6 +8,7 @@ pub mod engine;
 mod evict;
 pub mod filters;
 pub mod plan;
+mod pod;
 pub mod report;
 pub mod selector;
 pub mod tracker;
