@@ -575,6 +575,18 @@ async fn a_deadline_clips_grace_periods_and_the_pods_still_get_sigterm() -> Resu
             .unwrap_or_else(|| panic!("{} not listed: {:?}", name(p), report.not_graceful));
         assert!(listed.contains("clipped"), "{listed}");
     }
+    // The quick pod stopped on its own well within the shorter grace period: not cut short.
+    for p in pods.iter().filter(|p| name(p).starts_with("quick-")) {
+        assert!(
+            !report
+                .not_graceful
+                .iter()
+                .any(|n| n.starts_with(&format!("{}: ", ns_name(p)))),
+            "{} stopped by itself: {:?}",
+            name(p),
+            report.not_graceful
+        );
+    }
     Ok(())
 }
 

@@ -167,7 +167,18 @@ impl Drainer {
             }
         }
         if result.action != PodAction::AlreadyGone {
+            let asked = tokio::time::Instant::now();
             let gone = self.wait_gone(req, &p, &uid, tracker, hard).await;
+            // A pod that left well before its clipped grace period ran out stopped by itself:
+            // it was not cut short, so it is not reported as ungraceful. (One that left at the
+            // end of the period was SIGKILLed by its kubelet.)
+            if gone && result.action == PodAction::DeletedClipped {
+                let granted =
+                    Duration::from_secs(result.grace_period_seconds.unwrap_or(0).max(0) as u64);
+                if asked.elapsed() + Duration::from_millis(500) < granted {
+                    result.not_graceful = None;
+                }
+            }
             if !gone {
                 if result.action != PodAction::AlreadyTerminating {
                     result
