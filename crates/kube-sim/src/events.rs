@@ -13,21 +13,27 @@ const RENAMES: &[(&str, &str)] = &[
     ("deprecatedCount", "count"),
 ];
 
+/// Copies an event's fields, renaming them between the two APIs; `to_core` picks the direction.
+fn renamed(m: &Map<String, Value>, to_core: bool, api_version: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in m {
+        let name = RENAMES
+            .iter()
+            .find(|(new, old)| if to_core { new == k } else { old == k })
+            .map_or(k.as_str(), |(new, old)| if to_core { old } else { new });
+        out.insert(name.to_string(), v.clone());
+    }
+    out.insert("kind".into(), json!("Event"));
+    out.insert("apiVersion".into(), json!(api_version));
+    out
+}
+
 /// events.k8s.io/v1 → core/v1.
 pub fn to_core(ev: &Value) -> Value {
     let Some(m) = ev.as_object() else {
         return ev.clone();
     };
-    let mut out = Map::new();
-    for (k, v) in m {
-        let name = RENAMES
-            .iter()
-            .find(|(new, _)| new == k)
-            .map_or(k.as_str(), |(_, old)| old);
-        out.insert(name.to_string(), v.clone());
-    }
-    out.insert("kind".into(), json!("Event"));
-    out.insert("apiVersion".into(), json!("v1"));
+    let mut out = renamed(m, true, "v1");
     // kubectl's "LAST SEEN" reads lastTimestamp/eventTime; give core readers a timestamp.
     if !out.contains_key("lastTimestamp") {
         if let Some(t) = m.get("eventTime").and_then(Value::as_str) {
@@ -50,20 +56,10 @@ pub fn to_core(ev: &Value) -> Value {
 
 /// core/v1 → events.k8s.io/v1.
 pub fn from_core(ev: &Value) -> Value {
-    let Some(m) = ev.as_object() else {
-        return ev.clone();
-    };
-    let mut out = Map::new();
-    for (k, v) in m {
-        let name = RENAMES
-            .iter()
-            .find(|(_, old)| old == k)
-            .map_or(k.as_str(), |(new, _)| new);
-        out.insert(name.to_string(), v.clone());
+    match ev.as_object() {
+        Some(m) => Value::Object(renamed(m, false, "events.k8s.io/v1")),
+        None => ev.clone(),
     }
-    out.insert("kind".into(), json!("Event"));
-    out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
-    Value::Object(out)
 }
 
 #[cfg(test)]
