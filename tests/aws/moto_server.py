@@ -766,21 +766,29 @@ def begin_termination(
         state.lifecycle_state = "Terminating"
         finalize_termination(term)
         return term
-    state.lifecycle_state = "Terminating:Wait"
-    if activity:
-        activity.status_code = "MidLifecycleAction"
-        activity.progress = 50
+    hold_for_hooks(term, hooks, "Terminating:Wait", 50)
+    return term
+
+
+def hold_for_hooks(
+    held: Transition, hooks: list[LifecycleHook], wait_state: str, progress: int
+) -> None:
+    """Put the instance in its wait state with one lifecycle action (and message) per hook."""
+    st = tg_state(held.backend)
+    held.instance_state.lifecycle_state = wait_state
+    if held.activity:
+        held.activity.status_code = "MidLifecycleAction"
+        held.activity.progress = progress
     for hook in hooks:
-        action = LifecycleAction(backend, hook, term)
-        term.actions.append(action)
+        action = LifecycleAction(held.backend, hook, held)
+        held.actions.append(action)
         st.actions[action.token] = action
         LOG.info(
-            "%s -> Terminating:Wait (group %s, hook %s, token %s)",
-            term.instance_id, group.name, hook.name, action.token,
+            "%s -> %s (group %s, hook %s, token %s)",
+            held.instance_id, wait_state, held.group.name, hook.name, action.token,
         )
-        send_lifecycle_notification(backend, group, hook, action)
+        send_lifecycle_notification(held.backend, held.group, hook, action)
     SCHEDULER.kick()
-    return term
 
 
 def after_action_ended(term: "Termination | Launch", action: LifecycleAction) -> None:
@@ -874,20 +882,7 @@ def begin_launch(
     st = tg_state(backend)
     launch = Launch(backend, group, state, activity)
     st.launches[launch.instance_id] = launch
-    state.lifecycle_state = "Pending:Wait"
-    if activity:
-        activity.status_code = "MidLifecycleAction"
-        activity.progress = 30
-    for hook in hooks:
-        action = LifecycleAction(backend, hook, launch)
-        launch.actions.append(action)
-        st.actions[action.token] = action
-        LOG.info(
-            "%s -> Pending:Wait (group %s, hook %s, token %s)",
-            launch.instance_id, group.name, hook.name, action.token,
-        )
-        send_lifecycle_notification(backend, group, hook, action)
-    SCHEDULER.kick()
+    hold_for_hooks(launch, hooks, "Pending:Wait", 30)
     return launch
 
 
