@@ -335,6 +335,29 @@ pub enum SimCommand {
     /// Prints the server's address, writes a kubeconfig, and runs until interrupted.
     /// Point kubectl at it with `KUBECONFIG=<path> kubectl get nodes`.
     Serve(SimServeArgs),
+    /// Load a scenario into a real cluster whose nodes are KWOK nodes (scripts/cluster.sh).
+    ///
+    /// Creates the scenario's nodes (KWOK-managed, named and labelled like EKS nodes), its
+    /// workloads, budgets and priority classes through the API, the same objects the simulator
+    /// would hold; with --wait, returns once every node and pod is Ready. --delete removes
+    /// them again.
+    Apply(SimApplyArgs),
+}
+
+/// `termguard sim apply`
+#[derive(Debug, Args)]
+pub struct SimApplyArgs {
+    /// Scenario file (YAML); see scenarios/ for examples.
+    pub scenario: PathBuf,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Wait up to this long for every node and pod to be Ready (0s: do not wait).
+    #[arg(long, default_value = "120s", value_parser = parse_go_duration)]
+    pub wait: std::time::Duration,
+    /// Remove the scenario's objects instead of creating them.
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// `termguard sim serve`

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod handler;
+pub mod kwok;
 pub mod lab;
 pub mod notice;
 pub mod report;

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Explain(args) => commands::explain::explain(args)?,
         Command::Sim(sim) => match &sim.command {
             SimCommand::Serve(args) => commands::sim::serve(args).await.map(|()| 0)?,
+            SimCommand::Apply(args) => commands::sim::apply(args).await.map(|()| 0)?,
         },
     };
     std::process::exit(code);

@@ -125,7 +125,8 @@ pub(super) fn reconcile(
                     .unwrap_or(30),
             );
             let done_at = since + shutdown.min(grace);
-            if ctx.now >= done_at {
+            let never = pod["metadata"]["annotations"][podutil::NEVER_EXIT] == "true";
+            if ctx.now >= done_at && !never {
                 if ctx.store.remove(&PODS, ns, name, Some(uid)).is_ok() {
                     let kind = if shutdown > grace {
                         ExitKind::GraceExpired
@@ -144,7 +145,9 @@ pub(super) fn reconcile(
                         Ok(())
                     });
                 }
-                wake(done_at);
+                if !never {
+                    wake(done_at);
+                }
             }
             continue;
         }

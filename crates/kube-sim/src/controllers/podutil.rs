@@ -6,6 +6,9 @@ use serde_json::Value;
 pub const STARTUP_MS: &str = "sim.termguard.io/startup-ms";
 /// Simulated shutdown time annotation (milliseconds from SIGTERM to exit).
 pub const SHUTDOWN_MS: &str = "sim.termguard.io/shutdown-ms";
+/// "true": the pod never exits once asked to stop and stays Terminating (a wedged kubelet or
+/// runtime); the real control plane's KWOK stages read the same annotation.
+pub const NEVER_EXIT: &str = "sim.termguard.io/never-exit";
 /// Annotation kubelets put on mirror pods of static pods.
 pub const MIRROR: &str = "kubernetes.io/config.mirror";
 
