@@ -6,6 +6,9 @@
 //! assert orders, counts and states, never wall-clock limits.
 
 mod common;
+#[path = "common/cluster.rs"]
+#[macro_use]
+mod cluster;
 
 use common::*;
 use jiff::{SignedDuration, Timestamp};
