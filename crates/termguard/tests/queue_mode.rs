@@ -3,13 +3,18 @@
 //! queue; the Kubernetes simulator with one Node per instance; termguard's queue mode
 //! (`commands::run::QueueMode`, the SDK clients, handler, drain engine and SQS source) running
 //! in-process against both.
+//!
+//! Every test runs twice (`name::sim`, `name::real`): on the simulator and on the real control
+//! plane of `scripts/cluster.sh` (tests/common/cluster.rs), where queue mode talks to the API
+//! server as the `termguard` user under the ClusterRole shipped in deploy/kubernetes/.
 
+#[path = "common/cluster.rs"]
+#[macro_use]
+mod cluster;
 #[path = "common/moto.rs"]
 mod moto;
 
-use kube_sim::resources::{NODES, PODS};
-use kube_sim::scenario::Scenario;
-use kube_sim::Sim;
+use cluster::{Backend, TestCluster};
 use moto::{Fleet, Moto};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -23,17 +28,18 @@ use tokio::task::JoinHandle;
 
 type Result<T = ()> = anyhow::Result<T>;
 
-/// A moto group, its queue, and a simulated cluster whose Nodes are the group's instances.
+/// A moto group, its queue, and a cluster whose Nodes are the group's instances.
 struct Bed {
     moto: Moto,
     fleet: Fleet,
-    sim: Sim,
+    cluster: TestCluster,
     /// instance id → node name, for instances that are Nodes.
     nodes: BTreeMap<String, String>,
 }
 
 /// How a bed is made.
 struct BedSpec<'a> {
+    backend: Backend,
     name: &'a str,
     size: i32,
     heartbeat_timeout: i32,
@@ -50,8 +56,9 @@ const WEB: &str = "
 ";
 
 impl<'a> BedSpec<'a> {
-    fn new(name: &'a str) -> Self {
+    fn new(backend: Backend, name: &'a str) -> Self {
         BedSpec {
+            backend,
             name,
             size: 6,
             heartbeat_timeout: 30,
@@ -88,24 +95,13 @@ async fn bed(spec: BedSpec<'_>) -> Result<Bed> {
     }
     yaml.push_str("workloads:");
     yaml.push_str(spec.workloads);
-    let scenario = Scenario::from_yaml(&yaml)?;
-    let sim = Sim::start(&scenario, "127.0.0.1:0".parse()?).await?;
-    anyhow::ensure!(
-        sim.wait_settled(Duration::from_secs(60)).await,
-        "the scenario did not settle"
-    );
+    let cluster = TestCluster::start_settled(spec.backend, &yaml).await;
     Ok(Bed {
         moto,
         fleet,
-        sim,
+        cluster,
         nodes,
     })
-}
-
-fn kube_client(sim: &Sim) -> Result<kube::Client> {
-    Ok(kube::Client::try_from(kube::Config::new(
-        sim.url().parse()?,
-    ))?)
 }
 
 /// termguard's queue mode running in-process.
@@ -145,7 +141,7 @@ impl Termguard {
             jitter: 0.2,
         });
         tweak(&mut settings);
-        let mode = QueueMode::new(kube_client(&bed.sim)?, &bed.moto.aws, settings);
+        let mode = QueueMode::new(bed.cluster.client.clone(), &bed.moto.aws, settings);
         let metrics = mode.metrics.clone();
         let readiness = mode.readiness();
         let (stop, shutdown) = watch::channel(false);
@@ -201,25 +197,40 @@ async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn node_json(sim: &Sim, name: &str) -> Arc<Value> {
-    sim.store.get(&NODES, "", name).expect("node exists")
+/// Waits until the async condition holds (checked every 50 ms), for at most `limit`.
+async fn eventually_async<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-fn cordoned(sim: &Sim, name: &str) -> bool {
-    node_json(sim, name)["spec"]["unschedulable"] == true
+async fn cordoned(bed: &Bed, name: &str) -> bool {
+    bed.cluster.node(name).await["spec"]["unschedulable"] == true
 }
 
-fn annotation(sim: &Sim, node: &str, key: &str) -> Option<String> {
-    node_json(sim, node)["metadata"]["annotations"][key]
+async fn annotation(bed: &Bed, node: &str, key: &str) -> Option<String> {
+    bed.cluster.node(node).await["metadata"]["annotations"][key]
         .as_str()
         .map(str::to_string)
 }
 
 /// Pods on the node that a drain moves (not DaemonSet pods).
-fn workload_pods_on(sim: &Sim, node: &str) -> Vec<Arc<Value>> {
-    let (pods, _) = sim.store.list(&PODS, None);
-    pods.into_iter()
-        .filter(|p| p["spec"]["nodeName"] == node)
+async fn workload_pods_on(bed: &Bed, node: &str) -> Vec<Value> {
+    bed.cluster
+        .pods_on(node)
+        .await
+        .into_iter()
         .filter(|p| {
             !p["metadata"]["ownerReferences"]
                 .as_array()
@@ -228,29 +239,21 @@ fn workload_pods_on(sim: &Sim, node: &str) -> Vec<Arc<Value>> {
         .collect()
 }
 
-/// Eviction requests the simulator served for the pod.
-fn evictions_of(sim: &Sim, pod: &Value) -> u64 {
-    requests_for(sim, pod, "evict", "/eviction")
+/// Eviction requests termguard made for the pod.
+fn evictions_of(bed: &Bed, pod: &Value) -> u64 {
+    bed.cluster.evictions_of(pod)
 }
 
 /// Eviction and DELETE requests for the pod: how many times it was asked to go (a drain
 /// against a close deadline deletes with a clipped grace period instead of evicting).
-fn removals_of(sim: &Sim, pod: &Value) -> u64 {
-    evictions_of(sim, pod) + requests_for(sim, pod, "delete", "")
-}
-
-fn requests_for(sim: &Sim, pod: &Value, verb: &str, suffix: &str) -> u64 {
-    let path = format!(
-        "{verb} /api/v1/namespaces/{}/pods/{}{suffix}",
-        pod["metadata"]["namespace"].as_str().unwrap_or(""),
-        pod["metadata"]["name"].as_str().unwrap_or("")
-    );
-    sim.faults.path_counts().get(&path).copied().unwrap_or(0)
+fn removals_of(bed: &Bed, pod: &Value) -> u64 {
+    bed.cluster.evictions_of(pod) + bed.cluster.deletes_of(pod)
 }
 
 /// Events with `reason` regarding the node, counting a series as its count.
-async fn events_about(sim: &Sim, node: &str, reason: &str) -> Result<i64> {
-    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(kube_client(sim)?);
+async fn events_about(bed: &Bed, node: &str, reason: &str) -> Result<i64> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::all(bed.cluster.admin.clone());
     let list = api.list(&Default::default()).await?;
     Ok(list
         .items
@@ -339,89 +342,92 @@ fn assert_completed_with_continue(action: &Value) {
     assert_eq!(action["ended_by"], "CompleteLifecycleAction", "{action}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scale_in_drains_the_node_completes_the_action_and_only_then_deletes_the_message() -> Result
-{
-    let bed = bed(BedSpec::new("scale-in")).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let action = scale_in(&bed).await?;
-    let instance = s(&action["instance_id"]);
-    let node = bed.nodes[&instance].clone();
-    let pods = workload_pods_on(&bed.sim, &node);
-    assert!(!pods.is_empty(), "the chosen node runs workload pods");
+both_backends! {
+    async fn scale_in_drains_the_node_completes_the_action_and_only_then_deletes_the_message(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "scale-in")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let action = scale_in(&bed).await?;
+        let instance = s(&action["instance_id"]);
+        let node = bed.nodes[&instance].clone();
+        let pods = workload_pods_on(&bed, &node).await;
+        assert!(!pods.is_empty(), "the chosen node runs workload pods");
 
-    let ended = assert_deleted_only_after_completion(&bed, &s(&action["token"])).await?;
-    assert_completed_with_continue(&ended);
-    // Completed only once every evicted pod was gone.
-    assert!(cordoned(&bed.sim, &node));
-    assert!(workload_pods_on(&bed.sim, &node).is_empty());
-    assert_eq!(
-        annotation(&bed.sim, &node, "termguard.io/drain-phase").as_deref(),
-        Some("drained")
-    );
-    for p in &pods {
-        assert_eq!(evictions_of(&bed.sim, p), 1, "{}", p["metadata"]["name"]);
+        let ended = assert_deleted_only_after_completion(&bed, &s(&action["token"])).await?;
+        assert_completed_with_continue(&ended);
+        // Completed only once every evicted pod was gone.
+        assert!(cordoned(&bed, &node).await);
+        assert!(workload_pods_on(&bed, &node).await.is_empty());
+        assert_eq!(
+            annotation(&bed, &node, "termguard.io/drain-phase").await.as_deref(),
+            Some("drained")
+        );
+        for p in &pods {
+            assert_eq!(evictions_of(&bed, p), 1, "{}", p["metadata"]["name"]);
+        }
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(10)).await,
+            "message deleted"
+        );
+        // Why: SetDesiredCapacity's scaling activity.
+        let recorded = eventually_async(Duration::from_secs(10), || async {
+            annotation(&bed, &node, "termguard.io/drain-cause")
+                .await
+                .as_deref()
+                == Some("scale-in-capacity-change")
+        })
+        .await;
+        assert!(
+            recorded,
+            "{:?} for {}",
+            annotation(&bed, &node, "termguard.io/drain-cause").await,
+            ended["cause"]
+        );
+        assert_eq!(
+            tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+            1.0
+        );
+        assert_eq!(
+            tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\"}"),
+            1.0
+        );
+        assert_eq!(tg.metric("termguard_drains_total{reason=\"drained\"}"), 1.0);
+        assert_eq!(tg.metric("termguard_drain_seconds_count"), 1.0);
+        tg.stop().await
     }
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(10)).await,
-        "message deleted"
-    );
-    // Why: SetDesiredCapacity's scaling activity.
-    let recorded = eventually(Duration::from_secs(10), || {
-        annotation(&bed.sim, &node, "termguard.io/drain-cause").as_deref()
-            == Some("scale-in-capacity-change")
-    })
-    .await;
-    assert!(
-        recorded,
-        "{:?} for {}",
-        annotation(&bed.sim, &node, "termguard.io/drain-cause"),
-        ended["cause"]
-    );
-    assert_eq!(
-        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
-        1.0
-    );
-    assert_eq!(
-        tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\"}"),
-        1.0
-    );
-    assert_eq!(tg.metric("termguard_drains_total{reason=\"drained\"}"), 1.0);
-    assert_eq!(tg.metric("termguard_drain_seconds_count"), 1.0);
-    tg.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_are_sent_while_a_slow_drain_runs() -> Result {
-    // HeartbeatTimeout 30 s (AWS's minimum): termguard heartbeats every 15 s; the pods take 20 s
-    // to shut down, so the action would expire without heartbeats.
-    let mut spec = BedSpec::new("slow-drain");
-    spec.workloads = "
-  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 20000, terminationGracePeriodSeconds: 60}
-";
-    let bed = bed(spec).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let action = scale_in(&bed).await?;
-    let token = s(&action["token"]);
-    let ended = bed
-        .moto
-        .wait_action_ended(&token, Duration::from_secs(60))
-        .await;
-    assert_completed_with_continue(&ended);
-    assert!(ended["heartbeat_count"].as_u64() >= Some(1), "{ended}");
-    // Every heartbeat came before the completion.
-    let ended_ms = ended["ended_at_ms"].as_u64().unwrap_or(0);
-    let beats = ended["heartbeats_ms"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(beats.iter().all(|b| b.as_u64() < Some(ended_ms)), "{ended}");
-    let node = &bed.nodes[&s(&action["instance_id"])];
-    assert!(workload_pods_on(&bed.sim, node).is_empty());
-    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
-    // Its 6 s visibility was extended for the whole 20 s drain: it never reappeared.
-    assert_eq!(tg.metric("termguard_messages_received_total"), 1.0);
-    tg.stop().await
+both_backends! {
+    async fn heartbeats_are_sent_while_a_slow_drain_runs(backend) -> Result {
+        // HeartbeatTimeout 30 s (AWS's minimum): termguard heartbeats every 15 s; the pods take 20 s
+        // to shut down, so the action would expire without heartbeats.
+        let mut spec = BedSpec::new(backend, "slow-drain");
+        spec.workloads = "
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 20000, terminationGracePeriodSeconds: 60}
+    ";
+        let bed = bed(spec).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let action = scale_in(&bed).await?;
+        let token = s(&action["token"]);
+        let ended = bed
+            .moto
+            .wait_action_ended(&token, Duration::from_secs(60))
+            .await;
+        assert_completed_with_continue(&ended);
+        assert!(ended["heartbeat_count"].as_u64() >= Some(1), "{ended}");
+        // Every heartbeat came before the completion.
+        let ended_ms = ended["ended_at_ms"].as_u64().unwrap_or(0);
+        let beats = ended["heartbeats_ms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(beats.iter().all(|b| b.as_u64() < Some(ended_ms)), "{ended}");
+        let node = &bed.nodes[&s(&action["instance_id"])];
+        assert!(workload_pods_on(&bed, node).await.is_empty());
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        // Its 6 s visibility was extended for the whole 20 s drain: it never reappeared.
+        assert_eq!(tg.metric("termguard_messages_received_total"), 1.0);
+        tg.stop().await
+    }
 }
 
 /// A fixture with its instance id and times replaced.
@@ -435,498 +441,510 @@ fn event_fixture(name: &str, instance: &str) -> Result<String> {
     Ok(text.replace("i-0123456789abcdef0", instance))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_ec2_message_kind_is_handled_by_its_rule() -> Result {
-    let bed = bed(BedSpec::new("kinds")).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let ids: Vec<String> = bed.nodes.keys().cloned().collect();
-    let node = |i: usize| bed.nodes[&ids[i]].clone();
-    let pods: Vec<Vec<Arc<Value>>> = (0..4)
-        .map(|i| workload_pods_on(&bed.sim, &node(i)))
-        .collect();
+both_backends! {
+    async fn each_ec2_message_kind_is_handled_by_its_rule(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "kinds")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let ids: Vec<String> = bed.nodes.keys().cloned().collect();
+        let node = |i: usize| bed.nodes[&ids[i]].clone();
+        let mut pods: Vec<Vec<Value>> = Vec::new();
+        for i in 0..4 {
+            pods.push(workload_pods_on(&bed, &node(i)).await);
+        }
 
-    // Spot interruption: drained within the two-minute warning.
-    bed.moto
-        .send(
-            &bed.fleet.queue_url,
-            &event_fixture("eventbridge-spot-interruption-warning.json", &ids[0])?,
-        )
-        .await;
-    // Rebalance recommendation: cordoned only.
-    bed.moto
-        .send(
-            &bed.fleet.queue_url,
-            &event_fixture("eventbridge-rebalance-recommendation.json", &ids[1])?,
-        )
-        .await;
-    // State change to shutting-down: drained at once, best effort.
-    bed.moto
-        .send(
-            &bed.fleet.queue_url,
-            &event_fixture("eventbridge-state-change-shutting-down.json", &ids[2])?,
-        )
-        .await;
-    // AWS Health scheduled change: drained before the window starts.
-    let mut health: Value = serde_json::from_str(&event_fixture(
-        "eventbridge-health-scheduled-change-ec2.json",
-        &ids[3],
-    )?)?;
-    let start = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
-    let rfc1123 = |t: jiff::Timestamp| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    health["detail"]["startTime"] = Value::String(rfc1123(start));
-    health["detail"]["endTime"] =
-        Value::String(rfc1123(start + jiff::SignedDuration::from_hours(2)));
-    bed.moto
-        .send(&bed.fleet.queue_url, &serde_json::to_string(&health)?)
-        .await;
+        // Spot interruption: drained within the two-minute warning.
+        bed.moto
+            .send(
+                &bed.fleet.queue_url,
+                &event_fixture("eventbridge-spot-interruption-warning.json", &ids[0])?,
+            )
+            .await;
+        // Rebalance recommendation: cordoned only.
+        bed.moto
+            .send(
+                &bed.fleet.queue_url,
+                &event_fixture("eventbridge-rebalance-recommendation.json", &ids[1])?,
+            )
+            .await;
+        // State change to shutting-down: drained at once, best effort.
+        bed.moto
+            .send(
+                &bed.fleet.queue_url,
+                &event_fixture("eventbridge-state-change-shutting-down.json", &ids[2])?,
+            )
+            .await;
+        // AWS Health scheduled change: drained before the window starts.
+        let mut health: Value = serde_json::from_str(&event_fixture(
+            "eventbridge-health-scheduled-change-ec2.json",
+            &ids[3],
+        )?)?;
+        let start = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let rfc1123 = |t: jiff::Timestamp| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        health["detail"]["startTime"] = Value::String(rfc1123(start));
+        health["detail"]["endTime"] =
+            Value::String(rfc1123(start + jiff::SignedDuration::from_hours(2)));
+        bed.moto
+            .send(&bed.fleet.queue_url, &serde_json::to_string(&health)?)
+            .await;
 
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(30)).await,
-        "every message deleted"
-    );
-    for i in [0, 2, 3] {
-        let n = node(i);
-        assert!(cordoned(&bed.sim, &n), "{n}");
-        assert!(workload_pods_on(&bed.sim, &n).is_empty(), "{n} drained");
-        assert_eq!(
-            annotation(&bed.sim, &n, "termguard.io/drain-phase").as_deref(),
-            Some("drained"),
-            "{n}"
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(30)).await,
+            "every message deleted"
         );
-        for p in &pods[i] {
+        for i in [0, 2, 3] {
+            let n = node(i);
+            assert!(cordoned(&bed, &n).await, "{n}");
+            assert!(workload_pods_on(&bed, &n).await.is_empty(), "{n} drained");
             assert_eq!(
-                removals_of(&bed.sim, p),
-                1,
-                "{n}: {}",
+                annotation(&bed, &n, "termguard.io/drain-phase").await.as_deref(),
+                Some("drained"),
+                "{n}"
+            );
+            for p in &pods[i] {
+                assert_eq!(
+                    removals_of(&bed, p),
+                    1,
+                    "{n}: {}",
+                    p["metadata"]["name"]
+                );
+            }
+        }
+        let rebalanced = node(1);
+        assert!(cordoned(&bed, &rebalanced).await);
+        // Cordon only: every pod that was there is still there, untouched (replacements of the
+        // other nodes' pods may have landed on it before the cordon, so the count may grow).
+        let still: Vec<String> = workload_pods_on(&bed, &rebalanced).await
+            .iter()
+            .map(|p| p["metadata"]["uid"].to_string())
+            .collect();
+        for p in &pods[1] {
+            assert!(
+                still.contains(&p["metadata"]["uid"].to_string()),
+                "cordon only: {} was removed",
+                p["metadata"]["name"]
+            );
+            assert_eq!(
+                evictions_of(&bed, p),
+                0,
+                "cordon only: {} was evicted",
                 p["metadata"]["name"]
             );
         }
-    }
-    let rebalanced = node(1);
-    assert!(cordoned(&bed.sim, &rebalanced));
-    // Cordon only: every pod that was there is still there, untouched (replacements of the
-    // other nodes' pods may have landed on it before the cordon, so the count may grow).
-    let still: Vec<String> = workload_pods_on(&bed.sim, &rebalanced)
-        .iter()
-        .map(|p| p["metadata"]["uid"].to_string())
-        .collect();
-    for p in &pods[1] {
-        assert!(
-            still.contains(&p["metadata"]["uid"].to_string()),
-            "cordon only: {} was removed",
-            p["metadata"]["name"]
-        );
         assert_eq!(
-            evictions_of(&bed.sim, p),
-            0,
-            "cordon only: {} was evicted",
-            p["metadata"]["name"]
+            annotation(&bed, &rebalanced, "termguard.io/drain-phase").await,
+            None
         );
-    }
-    assert_eq!(
-        annotation(&bed.sim, &rebalanced, "termguard.io/drain-phase"),
-        None
-    );
-    for kind in [
-        "spot-interruption",
-        "rebalance-recommendation",
-        "state-change",
-        "scheduled-maintenance",
-    ] {
-        assert_eq!(
-            tg.metric(&format!("termguard_notices_total{{kind=\"{kind}\"}}")),
-            1.0,
-            "{kind}"
-        );
-    }
-    assert_eq!(
-        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
-        4.0
-    );
-    // Nothing about these went to Auto Scaling.
-    assert!(bed.moto.lifecycle_actions("").await.is_empty());
-    tg.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_for_an_instance_outside_the_cluster_is_released_until_its_deadline_then_dropped(
-) -> Result {
-    let bed = bed(BedSpec::new("foreign")).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    // A Spot interruption for another cluster's instance whose two-minute deadline is 8 s away.
-    let mut v: Value = serde_json::from_str(&event_fixture(
-        "eventbridge-spot-interruption-warning.json",
-        "i-0f0f0f0f0f0f0f0f0",
-    )?)?;
-    let time = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(112);
-    v["time"] = Value::String(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-    bed.moto
-        .send(&bed.fleet.queue_url, &serde_json::to_string(&v)?)
-        .await;
-
-    let released = eventually(Duration::from_secs(10), || {
-        tg.metric("termguard_messages_disposed_total{reason=\"released\"}") >= 2.0
-    })
-    .await;
-    assert!(
-        released,
-        "released (and received again) before its deadline"
-    );
-    let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
-    assert_eq!(
-        visible + inflight,
-        1,
-        "still on the queue before its deadline"
-    );
-    assert_eq!(tg.metric("termguard_foreign_expired_total"), 0.0);
-
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(45)).await,
-        "dropped after its deadline"
-    );
-    assert_eq!(tg.metric("termguard_foreign_expired_total"), 1.0);
-    // No node of this cluster was touched.
-    for node in bed.nodes.values() {
-        assert!(!cordoned(&bed.sim, node), "{node}");
-    }
-    tg.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_managed_group_instance_that_is_not_a_node_is_completed_at_once() -> Result {
-    let mut spec = BedSpec::new("managed");
-    spec.managed = true;
-    spec.without_node = &[5];
-    let bed = bed(spec).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let outsider = bed.fleet.instances[5].id.clone();
-    bed.moto
-        .asg
-        .terminate_instance_in_auto_scaling_group()
-        .instance_id(&outsider)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await?;
-    let action = bed.moto.action_of(&outsider).await;
-    let ended = bed
-        .moto
-        .wait_action_ended(&s(&action["token"]), Duration::from_secs(20))
-        .await;
-    assert_completed_with_continue(&ended);
-    assert_eq!(ended["heartbeat_count"], 0, "completed at once: {ended}");
-    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
-    for node in bed.nodes.values() {
-        assert!(!cordoned(&bed.sim, node), "{node}");
-    }
-    tg.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_message_delivered_twice_drains_the_node_once() -> Result {
-    let mut spec = BedSpec::new("twice");
-    spec.workloads = "
-  - {kind: Deployment, name: web, replicas: 12, shutdownMs: 2000}
-";
-    let bed = bed(spec).await?;
-    // The lifecycle message is on the queue before termguard starts; a copy joins it.
-    let action = scale_in(&bed).await?;
-    let body = serde_json::to_string(&action["notification"]["body"])?;
-    assert!(
-        body.contains("EC2 Instance-terminate Lifecycle Action"),
-        "{body}"
-    );
-    bed.moto.send(&bed.fleet.queue_url, &body).await;
-    let instance = s(&action["instance_id"]);
-    let node = bed.nodes[&instance].clone();
-    let pods = workload_pods_on(&bed.sim, &node);
-
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let ended = bed
-        .moto
-        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
-        .await;
-    assert_completed_with_continue(&ended);
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(10)).await,
-        "both copies deleted"
-    );
-    // A third copy after the drain finished: acknowledged without draining again.
-    bed.moto.send(&bed.fleet.queue_url, &body).await;
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(15)).await,
-        "late copy deleted"
-    );
-
-    assert_eq!(events_about(&bed.sim, &node, "DrainStarted").await?, 1);
-    for p in &pods {
-        assert_eq!(evictions_of(&bed.sim, p), 1, "{}", p["metadata"]["name"]);
-    }
-    assert_eq!(
-        tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
-        3.0
-    );
-    tg.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_mid_drain_resumes_heartbeats_and_completes_once() -> Result {
-    let mut spec = BedSpec::new("restart");
-    spec.workloads = "
-  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 12000, terminationGracePeriodSeconds: 60}
-";
-    let bed = bed(spec).await?;
-    let first = Termguard::start(&bed, "replica-a").await?;
-    let action = scale_in(&bed).await?;
-    let token = s(&action["token"]);
-    let node = bed.nodes[&s(&action["instance_id"])].clone();
-    let pods = workload_pods_on(&bed.sim, &node);
-    let evicting = eventually(Duration::from_secs(20), || {
-        pods.iter().any(|p| evictions_of(&bed.sim, p) > 0)
-    })
-    .await;
-    assert!(evicting, "the drain started");
-    first.crash().await;
-    let crashed_at = jiff::Timestamp::now().as_millisecond();
-    assert_eq!(
-        annotation(&bed.sim, &node, "termguard.io/drain-owner").as_deref(),
-        Some("replica-a")
-    );
-
-    // The message reappears after its visibility timeout; another replica takes over the drain
-    // once the first owner's lease lapses, heartbeating from the start.
-    let second = Termguard::start(&bed, "replica-b").await?;
-    let ended = bed
-        .moto
-        .wait_action_ended(&token, Duration::from_secs(90))
-        .await;
-    assert_completed_with_continue(&ended);
-    let beats: Vec<u64> = ended["heartbeats_ms"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    assert!(
-        beats.iter().any(|b| *b as i64 > crashed_at),
-        "heartbeats after the restart: {ended}"
-    );
-    assert_eq!(
-        annotation(&bed.sim, &node, "termguard.io/drain-owner").as_deref(),
-        Some("replica-b")
-    );
-    assert_eq!(
-        annotation(&bed.sim, &node, "termguard.io/drain-phase").as_deref(),
-        Some("drained")
-    );
-    assert!(workload_pods_on(&bed.sim, &node).is_empty());
-    for p in &pods {
-        assert!(
-            evictions_of(&bed.sim, p) <= 1,
-            "{} evicted once",
-            p["metadata"]["name"]
-        );
-    }
-    assert!(wait_queue_empty(&bed, Duration::from_secs(15)).await);
-    // Completed exactly once: a second completion would have been refused, and moto keeps one action.
-    assert_eq!(
-        bed.moto
-            .lifecycle_actions(&format!("token={token}"))
-            .await
-            .len(),
-        1
-    );
-    second.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_message_is_left_on_the_queue_and_counted() -> Result {
-    let bed = bed(BedSpec::new("poison")).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    bed.moto
-        .send(&bed.fleet.queue_url, "this is not JSON")
-        .await;
-    let counted = eventually(Duration::from_secs(30), || {
-        tg.metric("termguard_messages_invalid_total{reason=\"not-json\"}") >= 2.0
-    })
-    .await;
-    assert!(
-        counted,
-        "received again after its visibility timeout, and counted each time"
-    );
-    tg.stop().await?;
-    // Still there, with a growing receive count for the redrive policy to act on.
-    let out = bed
-        .moto
-        .sqs
-        .receive_message()
-        .queue_url(&bed.fleet.queue_url)
-        .wait_time_seconds(10)
-        .message_system_attribute_names(
-            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-        )
-        .send()
-        .await?;
-    let msg = out
-        .messages()
-        .first()
-        .expect("the poison message is still on the queue");
-    assert_eq!(msg.body(), Some("this is not JSON"));
-    let count: u32 = msg
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
-        })
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    assert!(count >= 3, "receive count {count}");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn az_rebalance_is_recorded_as_the_drain_cause() -> Result {
-    let bed = bed(BedSpec::new("rebalance")).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let victim = bed.fleet.instances[0].id.clone();
-    let terminating = bed
-        .moto
-        .simulate_az_rebalance(&bed.fleet.group, Some(&victim))
-        .await;
-    assert_eq!(terminating, victim);
-    let action = bed.moto.action_of(&victim).await;
-    assert!(
-        s(&action["cause"]).contains("balance instances in zones"),
-        "{action}"
-    );
-    let ended = bed
-        .moto
-        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
-        .await;
-    assert_completed_with_continue(&ended);
-    let node = bed.nodes[&victim].clone();
-    let recorded = eventually(Duration::from_secs(15), || {
-        annotation(&bed.sim, &node, "termguard.io/drain-cause").as_deref() == Some("az-rebalance")
-    })
-    .await;
-    assert!(
-        recorded,
-        "{:?}",
-        annotation(&bed.sim, &node, "termguard.io/drain-cause")
-    );
-    tg.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_hands_in_flight_messages_back_undeleted() -> Result {
-    let mut spec = BedSpec::new("shutdown");
-    spec.workloads = "
-  - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 15000, terminationGracePeriodSeconds: 60}
-";
-    let bed = bed(spec).await?;
-    let tg = Termguard::start_with(&bed, "replica-a", |s| {
-        s.queue.visibility = Duration::from_secs(60)
-    })
-    .await?;
-    let action = scale_in(&bed).await?;
-    let node = bed.nodes[&s(&action["instance_id"])].clone();
-    let draining = eventually(Duration::from_secs(20), || {
-        annotation(&bed.sim, &node, "termguard.io/drain-phase").is_some()
-    })
-    .await;
-    assert!(draining);
-    tg.stop().await?;
-    // Visible again at once (not after the 60 s visibility timeout), and not deleted.
-    let (visible, _) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
-    assert_eq!(visible, 1);
-    let a = bed
-        .moto
-        .lifecycle_actions(&format!("token={}", s(&action["token"])))
-        .await;
-    assert_eq!(
-        a[0]["state"], "waiting",
-        "not completed by a half-handled message"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn termguard_run_reads_the_standard_aws_configuration_serves_health_and_stops_on_sigterm(
-) -> Result {
-    let bed = bed(BedSpec::new("binary")).await?;
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("queue-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    bed.sim.write_kubeconfig(&kubeconfig)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let health = format!("127.0.0.1:{port}");
-    let log = dir.join("termguard.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
-        .args([
-            "run",
-            "--queue-url",
-            &bed.fleet.queue_url,
-            "--health-listen",
-            &health,
-        ])
-        .args(["--visibility-timeout", "10s", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .env_remove("KUBECONFIG")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ENDPOINT_URL", &bed.moto.url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("TERMGUARD_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = moto::http(&health, "GET", "/readyz", None).await;
-        if status == 200 {
-            break;
+        for kind in [
+            "spot-interruption",
+            "rebalance-recommendation",
+            "state-change",
+            "scheduled-maintenance",
+        ] {
+            assert_eq!(
+                tg.metric(&format!("termguard_notices_total{{kind=\"{kind}\"}}")),
+                1.0,
+                "{kind}"
+            );
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz: {status} {body}\n{}",
-            logs()
+        assert_eq!(
+            tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+            4.0
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Nothing about these went to Auto Scaling.
+        assert!(bed.moto.lifecycle_actions("").await.is_empty());
+        tg.stop().await
     }
-    assert_eq!(moto::http(&health, "GET", "/healthz", None).await.0, 200);
+}
 
-    let action = scale_in(&bed).await?;
-    let ended = bed
-        .moto
-        .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+both_backends! {
+    async fn a_message_for_an_instance_outside_the_cluster_is_released_until_its_deadline_then_dropped(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "foreign")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        // A Spot interruption for another cluster's instance whose two-minute deadline is 8 s away.
+        let mut v: Value = serde_json::from_str(&event_fixture(
+            "eventbridge-spot-interruption-warning.json",
+            "i-0f0f0f0f0f0f0f0f0",
+        )?)?;
+        let time = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(112);
+        v["time"] = Value::String(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        bed.moto
+            .send(&bed.fleet.queue_url, &serde_json::to_string(&v)?)
+            .await;
+
+        let released = eventually(Duration::from_secs(10), || {
+            tg.metric("termguard_messages_disposed_total{reason=\"released\"}") >= 2.0
+        })
         .await;
-    assert_completed_with_continue(&ended);
-    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
-    let (status, metrics) = moto::http(&health, "GET", "/metrics", None).await;
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("termguard_messages_received_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("termguard_messages_disposed_total{reason=\"deleted\"} 1"),
-        "{metrics}"
-    );
+        assert!(
+            released,
+            "released (and received again) before its deadline"
+        );
+        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        assert_eq!(
+            visible + inflight,
+            1,
+            "still on the queue before its deadline"
+        );
+        assert_eq!(tg.metric("termguard_foreign_expired_total"), 0.0);
 
-    let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(45)).await,
+            "dropped after its deadline"
+        );
+        assert_eq!(tg.metric("termguard_foreign_expired_total"), 1.0);
+        // No node of this cluster was touched.
+        for node in bed.nodes.values() {
+            assert!(!cordoned(&bed, node).await, "{node}");
+        }
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    async fn a_managed_group_instance_that_is_not_a_node_is_completed_at_once(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "managed");
+        spec.managed = true;
+        spec.without_node = &[5];
+        let bed = bed(spec).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let outsider = bed.fleet.instances[5].id.clone();
+        bed.moto
+            .asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(&outsider)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await?;
+        let action = bed.moto.action_of(&outsider).await;
+        let ended = bed
+            .moto
+            .wait_action_ended(&s(&action["token"]), Duration::from_secs(20))
+            .await;
+        assert_completed_with_continue(&ended);
+        assert_eq!(ended["heartbeat_count"], 0, "completed at once: {ended}");
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        for node in bed.nodes.values() {
+            assert!(!cordoned(&bed, node).await, "{node}");
+        }
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    async fn the_same_message_delivered_twice_drains_the_node_once(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "twice");
+        spec.workloads = "
+      - {kind: Deployment, name: web, replicas: 12, shutdownMs: 2000}
+    ";
+        let bed = bed(spec).await?;
+        // The lifecycle message is on the queue before termguard starts; a copy joins it.
+        let action = scale_in(&bed).await?;
+        let body = serde_json::to_string(&action["notification"]["body"])?;
+        assert!(
+            body.contains("EC2 Instance-terminate Lifecycle Action"),
+            "{body}"
+        );
+        bed.moto.send(&bed.fleet.queue_url, &body).await;
+        let instance = s(&action["instance_id"]);
+        let node = bed.nodes[&instance].clone();
+        let pods = workload_pods_on(&bed, &node).await;
+
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let ended = bed
+            .moto
+            .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+            .await;
+        assert_completed_with_continue(&ended);
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(10)).await,
+            "both copies deleted"
+        );
+        // A third copy after the drain finished: acknowledged without draining again.
+        bed.moto.send(&bed.fleet.queue_url, &body).await;
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(15)).await,
+            "late copy deleted"
+        );
+
+        assert_eq!(events_about(&bed, &node, "DrainStarted").await?, 1);
+        for p in &pods {
+            assert_eq!(evictions_of(&bed, p), 1, "{}", p["metadata"]["name"]);
+        }
+        assert_eq!(
+            tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"),
+            3.0
+        );
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    async fn a_restart_mid_drain_resumes_heartbeats_and_completes_once(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "restart");
+        spec.workloads = "
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 12000, terminationGracePeriodSeconds: 60}
+    ";
+        let bed = bed(spec).await?;
+        let first = Termguard::start(&bed, "replica-a").await?;
+        let action = scale_in(&bed).await?;
+        let token = s(&action["token"]);
+        let node = bed.nodes[&s(&action["instance_id"])].clone();
+        let pods = workload_pods_on(&bed, &node).await;
+        let evicting = eventually(Duration::from_secs(20), || {
+            pods.iter().any(|p| evictions_of(&bed, p) > 0)
+        })
+        .await;
+        assert!(evicting, "the drain started");
+        first.crash().await;
+        let crashed_at = jiff::Timestamp::now().as_millisecond();
+        assert_eq!(
+            annotation(&bed, &node, "termguard.io/drain-owner").await.as_deref(),
+            Some("replica-a")
+        );
+
+        // The message reappears after its visibility timeout; another replica takes over the drain
+        // once the first owner's lease lapses, heartbeating from the start.
+        let second = Termguard::start(&bed, "replica-b").await?;
+        let ended = bed
+            .moto
+            .wait_action_ended(&token, Duration::from_secs(90))
+            .await;
+        assert_completed_with_continue(&ended);
+        let beats: Vec<u64> = ended["heartbeats_ms"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert!(
+            beats.iter().any(|b| *b as i64 > crashed_at),
+            "heartbeats after the restart: {ended}"
+        );
+        assert_eq!(
+            annotation(&bed, &node, "termguard.io/drain-owner").await.as_deref(),
+            Some("replica-b")
+        );
+        assert_eq!(
+            annotation(&bed, &node, "termguard.io/drain-phase").await.as_deref(),
+            Some("drained")
+        );
+        assert!(workload_pods_on(&bed, &node).await.is_empty());
+        for p in &pods {
+            assert!(
+                evictions_of(&bed, p) <= 1,
+                "{} evicted once",
+                p["metadata"]["name"]
+            );
+        }
+        assert!(wait_queue_empty(&bed, Duration::from_secs(15)).await);
+        // Completed exactly once: a second completion would have been refused, and moto keeps one action.
+        assert_eq!(
+            bed.moto
+                .lifecycle_actions(&format!("token={token}"))
+                .await
+                .len(),
+            1
+        );
+        second.stop().await
+    }
+}
+
+both_backends! {
+    async fn malformed_message_is_left_on_the_queue_and_counted(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "poison")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        bed.moto
+            .send(&bed.fleet.queue_url, "this is not JSON")
+            .await;
+        let counted = eventually(Duration::from_secs(30), || {
+            tg.metric("termguard_messages_invalid_total{reason=\"not-json\"}") >= 2.0
+        })
+        .await;
+        assert!(
+            counted,
+            "received again after its visibility timeout, and counted each time"
+        );
+        tg.stop().await?;
+        // Still there, with a growing receive count for the redrive policy to act on.
+        let out = bed
+            .moto
+            .sqs
+            .receive_message()
+            .queue_url(&bed.fleet.queue_url)
+            .wait_time_seconds(10)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await?;
+        let msg = out
+            .messages()
+            .first()
+            .expect("the poison message is still on the queue");
+        assert_eq!(msg.body(), Some("this is not JSON"));
+        let count: u32 = msg
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        assert!(count >= 3, "receive count {count}");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn az_rebalance_is_recorded_as_the_drain_cause(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "rebalance")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let victim = bed.fleet.instances[0].id.clone();
+        let terminating = bed
+            .moto
+            .simulate_az_rebalance(&bed.fleet.group, Some(&victim))
+            .await;
+        assert_eq!(terminating, victim);
+        let action = bed.moto.action_of(&victim).await;
+        assert!(
+            s(&action["cause"]).contains("balance instances in zones"),
+            "{action}"
+        );
+        let ended = bed
+            .moto
+            .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+            .await;
+        assert_completed_with_continue(&ended);
+        let node = bed.nodes[&victim].clone();
+        let recorded = eventually_async(Duration::from_secs(15), || async {
+            annotation(&bed, &node, "termguard.io/drain-cause")
+                .await
+                .as_deref()
+                == Some("az-rebalance")
+        })
+        .await;
+        assert!(
+            recorded,
+            "{:?}",
+            annotation(&bed, &node, "termguard.io/drain-cause").await
+        );
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    async fn shutdown_hands_in_flight_messages_back_undeleted(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "shutdown");
+        spec.workloads = "
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 15000, terminationGracePeriodSeconds: 60}
+    ";
+        let bed = bed(spec).await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| {
+            s.queue.visibility = Duration::from_secs(60)
+        })
         .await?;
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
-    assert!(status.success(), "exit {status:?}\n{}", logs());
-    assert!(logs().contains("shutdown requested"), "{}", logs());
-    Ok(())
+        let action = scale_in(&bed).await?;
+        let node = bed.nodes[&s(&action["instance_id"])].clone();
+        let draining = eventually_async(Duration::from_secs(20), || async {
+            annotation(&bed, &node, "termguard.io/drain-phase")
+                .await
+                .is_some()
+        })
+        .await;
+        assert!(draining);
+        tg.stop().await?;
+        // Visible again at once (not after the 60 s visibility timeout), and not deleted.
+        let (visible, _) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        assert_eq!(visible, 1);
+        let a = bed
+            .moto
+            .lifecycle_actions(&format!("token={}", s(&action["token"])))
+            .await;
+        assert_eq!(
+            a[0]["state"], "waiting",
+            "not completed by a half-handled message"
+        );
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn termguard_run_reads_the_standard_aws_configuration_serves_health_and_stops_on_sigterm(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "binary")).await?;
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("queue-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = bed.cluster.kubeconfig().to_path_buf();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let health = format!("127.0.0.1:{port}");
+        let log = dir.join("termguard.log");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+            .args([
+                "run",
+                "--queue-url",
+                &bed.fleet.queue_url,
+                "--health-listen",
+                &health,
+            ])
+            .args(["--visibility-timeout", "10s", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env_remove("KUBECONFIG")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_ENDPOINT_URL", &bed.moto.url)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("TERMGUARD_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = moto::http(&health, "GET", "/readyz", None).await;
+            if status == 200 {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz: {status} {body}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(moto::http(&health, "GET", "/healthz", None).await.0, 200);
+
+        let action = scale_in(&bed).await?;
+        let ended = bed
+            .moto
+            .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
+            .await;
+        assert_completed_with_continue(&ended);
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        let (status, metrics) = moto::http(&health, "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("termguard_messages_received_total 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("termguard_messages_disposed_total{reason=\"deleted\"} 1"),
+            "{metrics}"
+        );
+
+        let pid = child.id().expect("running").to_string();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await?;
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+        assert!(status.success(), "exit {status:?}\n{}", logs());
+        assert!(logs().contains("shutdown requested"), "{}", logs());
+        Ok(())
+    }
 }
 
 const LAUNCH_HOOK: &str = "termguard-launch";
@@ -978,6 +996,30 @@ async fn scale_out(bed: &Bed) -> Result<Value> {
     }
 }
 
+/// A new instance's Node registers: in the simulator, or as a KWOK node on the real cluster
+/// (KWOK makes it Ready within moments, as a kubelet would).
+async fn register_node(bed: &Bed, spec: &kube_sim::scenario::NodeSpec) -> Result {
+    match bed.cluster.sim() {
+        Some(sim) => {
+            sim.add_node(spec)?;
+        }
+        None => {
+            let obj = termguard::kwok::kwok_node(spec, "us-east-1", "queue-mode");
+            let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": obj["metadata"],
+                "spec": obj["spec"], "status": obj["status"]
+            }))?;
+            kube::Api::<kube::api::DynamicObject>::all_with(
+                bed.cluster.admin.clone(),
+                &termguard::kwok::api_resource(&kube_sim::resources::NODES),
+            )
+            .create(&Default::default(), &obj)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The instance's LifecycleState in DescribeAutoScalingInstances.
 async fn lifecycle_state(bed: &Bed, instance: &str) -> Result<String> {
     let out = bed
@@ -995,96 +1037,102 @@ async fn lifecycle_state(bed: &Bed, instance: &str) -> Result<String> {
         .to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn launch_action_is_completed_once_the_new_node_is_ready() -> Result {
-    let mut spec = BedSpec::new("launch");
-    spec.size = 3;
-    let bed = bed(spec).await?;
-    add_launch_hook(&bed).await?;
-    let tg = Termguard::start_with(&bed, "replica-a", |s| {
-        s.handler.complete_launch = true;
-        // Keep leaves the message invisible until its visibility timeout: bring it back soon.
-        s.queue.visibility = Duration::from_secs(3);
-        s.queue.extend_every = Duration::from_secs(1);
-    })
-    .await?;
-    let action = scale_out(&bed).await?;
-    let token = s(&action["token"]);
-    let instance = s(&action["instance_id"]);
-    assert_eq!(action["state"], "waiting", "{action}");
-    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+both_backends! {
+    async fn launch_action_is_completed_once_the_new_node_is_ready(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "launch");
+        spec.size = 3;
+        let bed = bed(spec).await?;
+        add_launch_hook(&bed).await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| {
+            s.handler.complete_launch = true;
+            // Keep leaves the message invisible until its visibility timeout: bring it back soon.
+            s.queue.visibility = Duration::from_secs(3);
+            s.queue.extend_every = Duration::from_secs(1);
+        })
+        .await?;
+        let action = scale_out(&bed).await?;
+        let token = s(&action["token"]);
+        let instance = s(&action["instance_id"]);
+        assert_eq!(action["state"], "waiting", "{action}");
+        assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
 
-    // No Node for the instance yet: termguard receives the message, keeps it (it comes back
-    // after the visibility timeout, more than once here) and leaves the action waiting.
-    let until = tokio::time::Instant::now() + Duration::from_secs(8);
-    while tokio::time::Instant::now() < until {
-        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
-        assert_eq!(
-            visible + inflight,
-            1,
-            "the launch message stays on the queue"
+        // No Node for the instance yet: termguard receives the message, keeps it (it comes back
+        // after the visibility timeout, more than once here) and leaves the action waiting.
+        let until = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < until {
+            let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+            assert_eq!(
+                visible + inflight,
+                1,
+                "the launch message stays on the queue"
+            );
+            let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+            assert_eq!(now[0]["state"], "waiting", "{}", now[0]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let received = tg.metric("termguard_messages_received_total");
+        assert!(
+            received >= 2.0,
+            "the message was received and kept {received} time(s)"
         );
-        let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
-        assert_eq!(now[0]["state"], "waiting", "{}", now[0]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let received = tg.metric("termguard_messages_received_total");
-    assert!(
-        received >= 2.0,
-        "the message was received and kept {received} time(s)"
-    );
-    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+        assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
 
-    // The Node registers (Ready at once): the next delivery completes the action with CONTINUE.
-    let zone = bed
-        .moto
-        .instances(&bed.fleet.group)
-        .await
-        .into_iter()
-        .find(|i| i.id == instance)
-        .map(|i| i.zone)
-        .expect("the new instance is a member");
-    bed.sim.add_node(&kube_sim::scenario::NodeSpec {
-        name: "ip-10-0-9-99.ec2.internal".into(),
-        zone,
-        instance_id: instance.clone(),
-        instance_type: "m5.large".into(),
-        group: bed.fleet.group.clone(),
-        capacity: Default::default(),
-        labels: BTreeMap::new(),
-        taints: Vec::new(),
-    })?;
-    let ended = assert_deleted_only_after_completion(&bed, &token).await?;
-    assert_completed_with_continue(&ended);
-    assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while lifecycle_state(&bed, &instance).await? != "InService" {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{instance} not InService after CONTINUE"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The Node registers (Ready at once): the next delivery completes the action with CONTINUE.
+        let zone = bed
+            .moto
+            .instances(&bed.fleet.group)
+            .await
+            .into_iter()
+            .find(|i| i.id == instance)
+            .map(|i| i.zone)
+            .expect("the new instance is a member");
+        register_node(
+            &bed,
+            &kube_sim::scenario::NodeSpec {
+                name: "ip-10-0-9-99.ec2.internal".into(),
+                zone,
+                instance_id: instance.clone(),
+                instance_type: "m5.large".into(),
+                group: bed.fleet.group.clone(),
+                capacity: Default::default(),
+                labels: BTreeMap::new(),
+                taints: Vec::new(),
+            },
+        )
+        .await?;
+        let ended = assert_deleted_only_after_completion(&bed, &token).await?;
+        assert_completed_with_continue(&ended);
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lifecycle_state(&bed, &instance).await? != "InService" {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{instance} not InService after CONTINUE"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tg.stop().await
     }
-    tg.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn launch_action_is_acknowledged_and_left_alone_without_complete_launch() -> Result {
-    let mut spec = BedSpec::new("launch-off");
-    spec.size = 3;
-    let bed = bed(spec).await?;
-    add_launch_hook(&bed).await?;
-    let tg = Termguard::start(&bed, "replica-a").await?;
-    let action = scale_out(&bed).await?;
-    let token = s(&action["token"]);
-    let instance = s(&action["instance_id"]);
-    assert!(
-        wait_queue_empty(&bed, Duration::from_secs(20)).await,
-        "the launch message is deleted"
-    );
-    let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
-    assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
-    assert_eq!(now[0]["heartbeat_count"], 0, "{}", now[0]);
-    assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
-    tg.stop().await
+both_backends! {
+    async fn launch_action_is_acknowledged_and_left_alone_without_complete_launch(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "launch-off");
+        spec.size = 3;
+        let bed = bed(spec).await?;
+        add_launch_hook(&bed).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let action = scale_out(&bed).await?;
+        let token = s(&action["token"]);
+        let instance = s(&action["instance_id"]);
+        assert!(
+            wait_queue_empty(&bed, Duration::from_secs(20)).await,
+            "the launch message is deleted"
+        );
+        let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+        assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
+        assert_eq!(now[0]["heartbeat_count"], 0, "{}", now[0]);
+        assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+        tg.stop().await
+    }
 }
