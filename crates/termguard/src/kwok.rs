@@ -193,13 +193,30 @@ pub async fn apply(client: &Client, s: &Scenario) -> Result<Applied, ApplyError>
         if ns == "default" || ns == "kube-system" {
             continue;
         }
-        let exists = api(client, &resources::NAMESPACES, None)
-            .get_opt(ns)
-            .await
-            .map_err(|source| ApplyError::Read {
-                what: format!("namespace {ns}"),
-                source,
-            })?;
+        // A namespace an earlier run deleted may still be terminating: pods cannot be
+        // created in it, so wait until it is gone.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let exists = loop {
+            let found = api(client, &resources::NAMESPACES, None)
+                .get_opt(ns)
+                .await
+                .map_err(|source| ApplyError::Read {
+                    what: format!("namespace {ns}"),
+                    source,
+                })?;
+            match found {
+                Some(n) if n.metadata.deletion_timestamp.is_some() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ApplyError::NotSettled {
+                            limit: Duration::from_secs(60),
+                            waiting: format!("namespace {ns} is still terminating"),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other,
+            }
+        };
         if exists.is_none() {
             let obj = json!({"metadata": {"name": ns, "labels": {SCENARIO_LABEL: label}}});
             create(client, &resources::NAMESPACES, None, obj).await?;
