@@ -305,8 +305,10 @@ EOF
   done
   if [[ -n $scenario ]]; then
     log "applying scenario $scenario"
-    termguard_bin sim apply --kubeconfig "$DIR/kubeconfig" "$scenario" --wait ||
-      die "applying $scenario failed"
+    if ! termguard_bin sim apply --kubeconfig "$DIR/kubeconfig" "$scenario" --wait 180s; then
+      cmd_down "$DIR" --keep
+      die "applying $scenario failed; the components' logs are in $DIR/logs/"
+    fi
   fi
   log "control plane up in $((SECONDS - t0)) s ($("$bin/kube-apiserver" --version))"
   echo "admin kubeconfig:     $DIR/kubeconfig"
