@@ -1,27 +1,35 @@
-//! The drain engine against the Kubernetes API simulator, over HTTP through kube-rs: every
-//! selection rule and option, the wave order, PodDisruptionBudgets, deadlines, resuming and
-//! concurrent drains, Events, node marking, and the `termguard drain`/`uncordon` commands.
+//! The drain engine over HTTP through kube-rs, on two backends with one test body each
+//! (`name::sim`, `name::real`; tests/common/cluster.rs): the project's simulator, and a real
+//! control plane (kube-apiserver under RBAC, kube-controller-manager, kube-scheduler, KWOK
+//! kubelets; `scripts/cluster.sh up DIR`, `TERMGUARD_CLUSTER_DIR=DIR`). Every selection rule
+//! and option, the wave order, PodDisruptionBudgets, deadlines, resuming and concurrent
+//! drains, Events, node marking, and the `termguard drain`/`uncordon` commands.
+//!
+//! Test bodies read the cluster through the API only. The code under test uses `c.client`,
+//! which on the real backend is the `termguard` user with exactly the ClusterRole shipped in
+//! deploy/kubernetes/termguard.yaml; request counts are the simulator's counters or the real
+//! API server's audit log for that user.
 //!
 //! Scenarios are small and fast (pods start and stop in a few hundred milliseconds); tests
 //! assert orders, counts and states, never wall-clock limits.
 
-mod common;
 #[path = "common/cluster.rs"]
 #[macro_use]
 mod cluster;
+mod common;
 
+use cluster::{healthy, terminating, uid, PodFeed, TestCluster};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_sim::controllers::ExitKind;
-use kube_sim::resources::PODS;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use termguard::cluster::drain::filters::{DAEMONSET_FATAL, LOCAL_STORAGE_FATAL, UNMANAGED_FATAL};
 use termguard::cluster::drain::{
-    DrainOptions, DrainReport, Outcome, PodAction, PodResult, PodSelector, Role,
+    DrainOptions, DrainReport, Outcome, PodAction, PodResult, PodSelector, Progress, Role,
 };
 use termguard::cluster::events::Events;
 use termguard::cluster::nodes;
@@ -46,8 +54,10 @@ fn result_of<'a>(report: &'a DrainReport, pod: &Value) -> &'a PodResult {
         .unwrap_or_else(|| panic!("no result for {key} in {report:#?}"))
 }
 
-fn pods_named(sim: &kube_sim::Sim, prefix: &str) -> Vec<std::sync::Arc<Value>> {
-    pods_on(sim, NODE)
+/// The pods on `node-a` whose name starts with `prefix`.
+async fn pods_named(c: &TestCluster, prefix: &str) -> Vec<Value> {
+    c.pods_on(NODE)
+        .await
         .into_iter()
         .filter(|p| name(p).starts_with(prefix))
         .collect()
@@ -60,414 +70,480 @@ fn is_skipped(report: &DrainReport, pod: &Value, rule: &str) -> bool {
         .any(|s| s.pod.to_string() == ns_name(pod) && s.rule == rule)
 }
 
+fn listed_not_graceful<'a>(report: &'a DrainReport, pod: &Value) -> Option<&'a String> {
+    let prefix = format!("{}: ", ns_name(pod));
+    report.not_graceful.iter().find(|n| n.starts_with(&prefix))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Selection rules and options
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemonset_pods_refuse_the_drain_without_ignore_daemonsets_and_stay_running_with_it(
-) -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web, replicas: 2}\n",
-    ))
-    .await;
-    let ds = pods_named(&sim, "agent-");
-    assert_eq!(ds.len(), 1);
-    let web = pods_named(&sim, "web-");
-    sim.faults.reset_counts();
+both_backends! {
+    async fn daemonset_pods_refuse_the_drain_without_ignore_daemonsets_and_stay_running_with_it(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web, replicas: 2}\n",
+            ),
+        )
+        .await;
+        let ds = pods_named(&c, "agent-").await;
+        assert_eq!(ds.len(), 1);
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 2);
+        c.reset_counts();
 
-    let refused = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(refused.outcome, Outcome::Refused);
-    let message = refused.refused.clone().unwrap_or_default();
-    assert!(
-        message.contains(&format!("{DAEMONSET_FATAL}: {}", ns_name(&ds[0]))),
-        "{message}"
-    );
-    assert_eq!(verb_count(&sim, "evict"), 0, "nothing is evicted");
-    assert_eq!(verb_count(&sim, "delete"), 0, "nothing is deleted");
-    assert!(pods_on(&sim, NODE).iter().all(|p| !terminating(p)));
-    assert_eq!(
-        node(&sim, NODE)["spec"]["unschedulable"],
-        true,
-        "stays cordoned"
-    );
-    assert_eq!(
-        node(&sim, NODE)["metadata"]["annotations"][nodes::PHASE],
-        "failed"
-    );
-
-    let opts = DrainOptions {
-        ignore_daemonsets: true,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.evicted, 2);
-    assert!(is_skipped(&report, &ds[0], "daemonset"), "{report:#?}");
-    let still = pod(&sim, &namespace(&ds[0]), &name(&ds[0])).expect("DaemonSet pod stays");
-    assert_eq!(uid(&still), uid(&ds[0]));
-    assert!(healthy(&still), "the DaemonSet pod keeps running");
-    assert_eq!(evictions_of(&sim, &ds[0]) + deletes_of(&sim, &ds[0]), 0);
-    for p in &web {
-        assert!(!pod_uid_exists(&sim, &uid(p)), "{} is gone", name(p));
-        assert_eq!(result_of(&report, p).action, PodAction::Evicted);
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mirror_pods_are_never_touched() -> Result {
-    let sim = start_settled(&one_node(&format!(
-        "- {{kind: StaticPod, name: kube-proxy, namespace: kube-system, node: {NODE}}}\n- {{kind: Deployment, name: web}}\n"
-    )))
-    .await;
-    let mirror = pods_named(&sim, "kube-proxy-");
-    assert_eq!(mirror.len(), 1);
-    assert!(mirror[0]["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
-
-    let report = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.evicted, 1);
-    assert!(is_skipped(&report, &mirror[0], "mirror-pod"), "{report:#?}");
-    assert_eq!(
-        evictions_of(&sim, &mirror[0]) + deletes_of(&sim, &mirror[0]),
-        0
-    );
-    let still = pod(&sim, "kube-system", &name(&mirror[0])).expect("mirror pod stays");
-    assert_eq!(uid(&still), uid(&mirror[0]));
-    assert!(!terminating(&still));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emptydir_pods_refuse_the_drain_without_delete_emptydir_data() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: cache, emptyDir: true}\n- {kind: Deployment, name: web}\n",
-    ))
-    .await;
-    let cache = pods_named(&sim, "cache-");
-    sim.faults.reset_counts();
-
-    let refused = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(refused.outcome, Outcome::Refused);
-    let message = refused.refused.clone().unwrap_or_default();
-    assert!(
-        message.contains(&format!("{LOCAL_STORAGE_FATAL}: {}", ns_name(&cache[0]))),
-        "{message}"
-    );
-    assert_eq!(verb_count(&sim, "evict") + verb_count(&sim, "delete"), 0);
-    assert!(pods_on(&sim, NODE).iter().all(|p| !terminating(p)));
-
-    let opts = DrainOptions {
-        delete_emptydir_data: true,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(result_of(&report, &cache[0]).action, PodAction::Evicted);
-    assert!(!pod_uid_exists(&sim, &uid(&cache[0])));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bare_pods_refuse_the_drain_without_force_and_are_removed_with_it() -> Result {
-    let sim = start_settled(&one_node(&format!(
-        "- {{kind: Pod, name: debug, node: {NODE}}}\n- {{kind: Deployment, name: web}}\n"
-    )))
-    .await;
-    let bare = pod(&sim, "default", "debug").expect("bare pod");
-    sim.faults.reset_counts();
-
-    let refused = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(refused.outcome, Outcome::Refused);
-    let message = refused.refused.clone().unwrap_or_default();
-    assert!(
-        message.contains(&format!("{UNMANAGED_FATAL}: default/debug")),
-        "{message}"
-    );
-    assert_eq!(verb_count(&sim, "evict") + verb_count(&sim, "delete"), 0);
-    assert!(!terminating(
-        &pod(&sim, "default", "debug").expect("still there")
-    ));
-
-    let opts = DrainOptions {
-        force: true,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(result_of(&report, &bare).action, PodAction::Evicted);
-    assert!(
-        pod(&sim, "default", "debug").is_none(),
-        "gone, not recreated"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finished_pods_are_deleted_without_force_or_emptydir_data() -> Result {
-    let sim = start_settled(&one_node(&format!(
-        "- {{kind: Pod, name: job-done, node: {NODE}, emptyDir: true}}\n- {{kind: Deployment, name: web}}\n"
-    )))
-    .await;
-    sim.store.update(&PODS, "default", "job-done", |p| {
-        p["status"]["phase"] = json!("Succeeded");
-        Ok(())
-    })?;
-    let done = pod(&sim, "default", "job-done").expect("finished pod");
-    sim.faults.reset_counts();
-
-    let report = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    let r = result_of(&report, &done);
-    assert_eq!(r.action, PodAction::Deleted);
-    assert_eq!(r.wave, 1);
-    assert_eq!(deletes_of(&sim, &done), 1);
-    assert_eq!(evictions_of(&sim, &done), 0);
-    assert!(pod(&sim, "default", "job-done").is_none());
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_selector_limits_the_drain_to_matching_pods() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: web, replicas: 2}\n- {kind: Deployment, name: api, replicas: 2}\n",
-    ))
-    .await;
-    let web = pods_named(&sim, "web-");
-    let api = pods_named(&sim, "api-");
-    assert_eq!((web.len(), api.len()), (2, 2));
-
-    let opts = DrainOptions {
-        pod_selector: PodSelector::parse("app=web")?,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.evicted, 2);
-    for p in &web {
-        assert!(!pod_uid_exists(&sim, &uid(p)));
-    }
-    for p in &api {
-        let still = pod(&sim, "default", &name(p)).expect("api pod stays");
-        assert_eq!(uid(&still), uid(p));
-        assert!(healthy(&still));
-        assert_eq!(evictions_of(&sim, p), 0);
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disable_eviction_deletes_and_bypasses_disruption_budgets() -> Result {
-    // A budget that allows no disruption at all: only DELETE can drain this node.
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: web, replicas: 3, pdb: {minAvailable: 3}}\n",
-    ))
-    .await;
-    let web = pods_named(&sim, "web-");
-    sim.faults.reset_counts();
-
-    let opts = DrainOptions {
-        disable_eviction: true,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(verb_count(&sim, "evict"), 0, "{:?}", sim.faults.counts());
-    assert!(verb_count(&sim, "delete") >= 3, "{:?}", sim.faults.counts());
-    for p in &web {
-        assert_eq!(result_of(&report, p).action, PodAction::Deleted);
-        assert_eq!(deletes_of(&sim, p), 1);
-        assert!(!pod_uid_exists(&sim, &uid(p)));
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grace_period_override_reaches_the_server() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: web, replicas: 2, terminationGracePeriodSeconds: 30}\n",
-    ))
-    .await;
-    let feed = PodFeed::start(&sim);
-    let web = feed.initial_on(NODE);
-    assert_eq!(web.len(), 2);
-
-    let opts = DrainOptions {
-        grace_period: Some(3),
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    feed.sync(&sim).await;
-    for p in &web {
-        assert_eq!(result_of(&report, p).action, PodAction::Evicted);
-        assert_eq!(
-            feed.deletion_grace_seconds(&uid(p)),
-            Some(3),
-            "deletionGracePeriodSeconds of {}",
-            name(p)
-        );
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skip_wait_for_delete_timeout_leaves_pods_that_outlive_their_deletion() -> Result {
-    let sim = start_settled(&one_node("- {kind: Deployment, name: web, replicas: 3}\n")).await;
-    let web = pods_named(&sim, "web-");
-    // The instance is gone: its pods will never finish terminating.
-    sim.kill_node(NODE)?;
-    // One pod was deleted earlier; its deletionTimestamp is now more than 1 s old.
-    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client(&sim), "default");
-    api.delete(
-        &name(&web[0]),
-        &kube::api::DeleteParams {
-            grace_period_seconds: Some(1),
-            ..Default::default()
-        },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-
-    let opts = DrainOptions {
-        grace_period: Some(1),
-        skip_wait_for_delete_timeout: Some(Duration::from_secs(1)),
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert!(is_skipped(&report, &web[0], "skip-deleted"), "{report:#?}");
-    assert_eq!(evictions_of(&sim, &web[0]), 0);
-    for p in &web[1..] {
-        assert_eq!(result_of(&report, p).action, PodAction::Evicted);
-    }
-    for p in &web {
-        let still = pod(&sim, "default", &name(p)).expect("still in the API");
-        assert!(terminating(&still), "{} is terminating", name(p));
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skip_wait_for_delete_timeout_still_waits_for_pods_within_their_grace_period() -> Result {
-    // deletionTimestamp = request time + 30 s: it is in the future for the whole shutdown.
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: slow, replicas: 2, shutdownMs: 2500, terminationGracePeriodSeconds: 30}\n",
-    ))
-    .await;
-    let slow = pods_named(&sim, "slow-");
-    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = warnings.clone();
-    let d = drainer(&sim, "t").with_progress(move |p| {
-        if let termguard::cluster::drain::Progress::Warning(w) = p {
-            seen.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(w.clone());
-        }
-    });
-    let opts = DrainOptions {
-        skip_wait_for_delete_timeout: Some(Duration::from_secs(1)),
-        ..Default::default()
-    };
-    let report = d.drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    for p in &slow {
+        let refused = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(refused.outcome, Outcome::Refused);
+        let message = refused.refused.clone().unwrap_or_default();
         assert!(
-            !pod_uid_exists(&sim, &uid(p)),
-            "{} was still terminating when the drain said it was done",
-            name(p)
+            message.contains(&format!("{DAEMONSET_FATAL}: {}", ns_name(&ds[0]))),
+            "{message}"
         );
+        assert_eq!(c.verb_count("evict"), 0, "nothing is evicted");
+        assert_eq!(c.verb_count("delete"), 0, "nothing is deleted");
+        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        let n = c.node(NODE).await;
+        assert_eq!(n["spec"]["unschedulable"], true, "stays cordoned");
+        assert_eq!(n["metadata"]["annotations"][nodes::PHASE], "failed");
+
+        let opts = DrainOptions {
+            ignore_daemonsets: true,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 2);
+        assert!(is_skipped(&report, &ds[0], "daemonset"), "{report:#?}");
+        let still = c
+            .pod(&namespace(&ds[0]), &name(&ds[0]))
+            .await
+            .expect("DaemonSet pod stays");
+        assert_eq!(uid(&still), uid(&ds[0]));
+        assert!(healthy(&still), "the DaemonSet pod keeps running");
+        assert_eq!(c.evictions_of(&ds[0]) + c.deletes_of(&ds[0]), 0);
+        for p in &web {
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+            assert_eq!(result_of(&report, p).action, PodAction::Evicted);
+        }
+        Ok(())
     }
-    let warnings = warnings.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert!(
-        !warnings.iter().any(|w| w.contains("skipping")),
-        "{warnings:?}"
-    );
-    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_chunk_size_pages_the_pod_list_and_still_drains_every_pod() -> Result {
-    let sim = start_settled(&one_node("- {kind: Deployment, name: web, replicas: 5}\n")).await;
-    let web = pods_named(&sim, "web-");
-    assert_eq!(web.len(), 5);
-    sim.faults.reset_counts();
+both_backends! {
+    async fn mirror_pods_are_never_touched(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(&format!(
+                "- {{kind: StaticPod, name: kube-proxy, namespace: kube-system, node: {NODE}}}\n\
+                 - {{kind: Deployment, name: web}}\n"
+            )),
+        )
+        .await;
+        let mirror = pods_named(&c, "kube-proxy-").await;
+        assert_eq!(mirror.len(), 1);
+        assert!(mirror[0]["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
 
-    let opts = DrainOptions {
-        chunk_size: 2,
-        ..Default::default()
-    };
-    let report = drainer(&sim, "t").drain(&request(NODE, opts)).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.evicted, 5);
-    for p in &web {
-        assert!(!pod_uid_exists(&sim, &uid(p)));
+        let report = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 1);
+        assert!(is_skipped(&report, &mirror[0], "mirror-pod"), "{report:#?}");
+        assert_eq!(c.evictions_of(&mirror[0]) + c.deletes_of(&mirror[0]), 0);
+        let still = c
+            .pod("kube-system", &name(&mirror[0]))
+            .await
+            .expect("mirror pod stays");
+        assert_eq!(uid(&still), uid(&mirror[0]));
+        assert!(!terminating(&still));
+        Ok(())
     }
-    // Three pages of two for the plan, one list for the pod watcher.
-    assert!(
-        verb_count(&sim, "list") >= 4,
-        "list requests: {:?}",
-        sim.faults.counts()
-    );
-    Ok(())
+}
+
+both_backends! {
+    async fn emptydir_pods_refuse_the_drain_without_delete_emptydir_data(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: cache, emptyDir: true}\n\
+                 - {kind: Deployment, name: web}\n",
+            ),
+        )
+        .await;
+        let cache = pods_named(&c, "cache-").await;
+        assert_eq!(cache.len(), 1);
+        c.reset_counts();
+
+        let refused = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(refused.outcome, Outcome::Refused);
+        let message = refused.refused.clone().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{LOCAL_STORAGE_FATAL}: {}", ns_name(&cache[0]))),
+            "{message}"
+        );
+        assert_eq!(c.verb_count("evict") + c.verb_count("delete"), 0);
+        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+
+        let opts = DrainOptions {
+            delete_emptydir_data: true,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(result_of(&report, &cache[0]).action, PodAction::Evicted);
+        assert!(!c.pod_uid_exists(&uid(&cache[0])).await);
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn bare_pods_refuse_the_drain_without_force_and_are_removed_with_it(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(&format!(
+                "- {{kind: Pod, name: debug, node: {NODE}}}\n- {{kind: Deployment, name: web}}\n"
+            )),
+        )
+        .await;
+        let bare = c.pod("default", "debug").await.expect("bare pod");
+        c.reset_counts();
+
+        let refused = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(refused.outcome, Outcome::Refused);
+        let message = refused.refused.clone().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{UNMANAGED_FATAL}: default/debug")),
+            "{message}"
+        );
+        assert_eq!(c.verb_count("evict") + c.verb_count("delete"), 0);
+        assert!(!terminating(&c.pod("default", "debug").await.expect("still there")));
+
+        let opts = DrainOptions {
+            force: true,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(result_of(&report, &bare).action, PodAction::Evicted);
+        assert!(
+            c.pod("default", "debug").await.is_none(),
+            "gone, not recreated"
+        );
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn finished_pods_are_deleted_without_force_or_emptydir_data(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(&format!(
+                "- {{kind: Pod, name: job-done, node: {NODE}, emptyDir: true}}\n\
+                 - {{kind: Deployment, name: web}}\n"
+            )),
+        )
+        .await;
+        c.set_phase("default", "job-done", "Succeeded").await;
+        let done = c.pod("default", "job-done").await.expect("finished pod");
+        assert_eq!(done["status"]["phase"], "Succeeded");
+        c.reset_counts();
+
+        let report = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        let r = result_of(&report, &done);
+        assert_eq!(r.action, PodAction::Deleted);
+        assert_eq!(r.wave, 1);
+        assert_eq!(c.deletes_of(&done), 1);
+        assert_eq!(c.evictions_of(&done), 0);
+        assert!(c.pod("default", "job-done").await.is_none());
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn pod_selector_limits_the_drain_to_matching_pods(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: web, replicas: 2}\n\
+                 - {kind: Deployment, name: api, replicas: 2}\n",
+            ),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        let api = pods_named(&c, "api-").await;
+        assert_eq!((web.len(), api.len()), (2, 2));
+
+        let opts = DrainOptions {
+            pod_selector: PodSelector::parse("app=web")?,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 2);
+        for p in &web {
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        for p in &api {
+            let still = c.pod("default", &name(p)).await.expect("api pod stays");
+            assert_eq!(uid(&still), uid(p));
+            assert!(healthy(&still));
+            assert_eq!(c.evictions_of(p), 0);
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn disable_eviction_deletes_and_bypasses_disruption_budgets(backend) -> Result {
+        // A budget that allows no disruption at all: only DELETE can drain this node.
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3, pdb: {minAvailable: 3}}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        c.reset_counts();
+
+        let opts = DrainOptions {
+            disable_eviction: true,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        let counts = c.request_counts();
+        assert_eq!(c.verb_count("evict"), 0, "{counts:#?}");
+        assert!(c.verb_count("delete") >= 3, "{counts:#?}");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Deleted);
+            assert_eq!(c.deletes_of(p), 1);
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn grace_period_override_reaches_the_server(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: web, replicas: 2, terminationGracePeriodSeconds: 30}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let web = feed.initial_on(NODE);
+        assert_eq!(web.len(), 2);
+
+        let opts = DrainOptions {
+            grace_period: Some(3),
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        feed.sync().await;
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Evicted);
+            assert_eq!(
+                feed.deletion_grace_seconds(&uid(p)),
+                Some(3),
+                "deletionGracePeriodSeconds of {}",
+                name(p)
+            );
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn skip_wait_for_delete_timeout_leaves_pods_that_outlive_their_deletion(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        // The instance is gone: its pods will never finish terminating.
+        c.kill_node(NODE).await;
+        // One pod was deleted earlier; its deletionTimestamp is now more than 1 s old.
+        let api: Api<Pod> = Api::namespaced(c.admin.clone(), "default");
+        api.delete(
+            &name(&web[0]),
+            &DeleteParams {
+                grace_period_seconds: Some(1),
+                ..Default::default()
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        c.reset_counts();
+
+        let opts = DrainOptions {
+            grace_period: Some(1),
+            skip_wait_for_delete_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert!(is_skipped(&report, &web[0], "skip-deleted"), "{report:#?}");
+        assert_eq!(c.evictions_of(&web[0]), 0);
+        for p in &web[1..] {
+            assert_eq!(result_of(&report, p).action, PodAction::Evicted);
+            assert_eq!(c.evictions_of(p), 1);
+        }
+        for p in &web {
+            let still = c.pod("default", &name(p)).await.expect("still in the API");
+            assert!(terminating(&still), "{} is terminating", name(p));
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn skip_wait_for_delete_timeout_still_waits_for_pods_within_their_grace_period(
+        backend
+    ) -> Result {
+        // deletionTimestamp = request time + 30 s: it is in the future for the whole shutdown.
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: slow, replicas: 2, shutdownMs: 2500, \
+                 terminationGracePeriodSeconds: 30}\n",
+            ),
+        )
+        .await;
+        let slow = pods_named(&c, "slow-").await;
+        assert_eq!(slow.len(), 2);
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = warnings.clone();
+        let d = drainer(&c, "t").with_progress(move |p| {
+            if let Progress::Warning(w) = p {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(w.clone());
+            }
+        });
+        let opts = DrainOptions {
+            skip_wait_for_delete_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let report = d.drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        for p in &slow {
+            assert!(
+                !c.pod_uid_exists(&uid(p)).await,
+                "{} was still terminating when the drain said it was done",
+                name(p)
+            );
+        }
+        let warnings = warnings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            !warnings.iter().any(|w| w.contains("skipping")),
+            "{warnings:?}"
+        );
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn a_small_chunk_size_pages_the_pod_list_and_still_drains_every_pod(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 5}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 5);
+        c.reset_counts();
+
+        let opts = DrainOptions {
+            chunk_size: 2,
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 5);
+        // Three pages of two for the plan, one list for the pod watcher (counted before the
+        // test's own reads below, which the simulator would count too).
+        let counts = c.request_counts();
+        assert!(c.verb_count("list") >= 4, "requests: {counts:#?}");
+        for p in &web {
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Waves
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_last_pods_are_evicted_only_after_every_ordinary_pod_is_gone() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: worker, replicas: 3, shutdownMs: 300}\n\
-         - {kind: Deployment, name: pgbouncer, replicas: 2, annotations: {termguard.io/drain-order: last}}\n\
-         - {kind: Deployment, name: coredns, namespace: kube-system, priorityClassName: system-cluster-critical}\n",
-    ))
-    .await;
-    let feed = PodFeed::start(&sim);
-    let initial = feed.initial_on(NODE);
-    let (workers, last): (Vec<_>, Vec<_>) =
-        initial.iter().partition(|p| name(p).starts_with("worker-"));
-    assert_eq!((workers.len(), last.len()), (3, 3));
+both_backends! {
+    async fn drain_last_pods_are_evicted_only_after_every_ordinary_pod_is_gone(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, replicas: 3, shutdownMs: 300}\n\
+                 - {kind: Deployment, name: pgbouncer, replicas: 2, \
+                 annotations: {termguard.io/drain-order: last}}\n\
+                 - {kind: Deployment, name: coredns, namespace: kube-system, \
+                 priorityClassName: system-cluster-critical}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let initial = feed.initial_on(NODE);
+        let (workers, last): (Vec<_>, Vec<_>) =
+            initial.iter().partition(|p| name(p).starts_with("worker-"));
+        assert_eq!((workers.len(), last.len()), (3, 3));
 
-    let report = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.waves, 2);
-    feed.sync(&sim).await;
+        let report = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.waves, 2);
+        feed.sync().await;
 
-    let worker_gone = workers
-        .iter()
-        .map(|p| feed.removed_rv(&uid(p)).expect("worker removed"))
-        .max()
-        .unwrap_or(0);
-    let last_asked = last
-        .iter()
-        .map(|p| feed.deletion_requested_rv(&uid(p)).expect("pooler deleted"))
-        .min()
-        .unwrap_or(0);
-    assert!(
-        worker_gone < last_asked,
-        "last worker removed at rv {worker_gone}, first drain-last pod asked to go at rv {last_asked}"
-    );
-    for p in &workers {
-        assert_eq!(result_of(&report, p).wave, 1);
+        // Positions in the watch, which delivers changes in the order the server committed them.
+        let worker_gone = workers
+            .iter()
+            .map(|p| feed.removed_at(&uid(p)).expect("worker removed"))
+            .max()
+            .unwrap_or(0);
+        let last_asked = last
+            .iter()
+            .map(|p| feed.deletion_requested_at(&uid(p)).expect("pooler deleted"))
+            .min()
+            .unwrap_or(0);
+        assert!(
+            worker_gone < last_asked,
+            "last worker removed at change {worker_gone}, first drain-last pod asked to go at \
+             change {last_asked}"
+        );
+        for p in &workers {
+            assert_eq!(result_of(&report, p).wave, 1);
+        }
+        for p in &last {
+            assert_eq!(result_of(&report, p).wave, 2);
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        Ok(())
     }
-    for p in &last {
-        assert_eq!(result_of(&report, p).wave, 2);
-        assert!(!pod_uid_exists(&sim, &uid(p)));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,290 +551,334 @@ async fn drain_last_pods_are_evicted_only_after_every_ordinary_pod_is_gone() -> 
 
 /// Three replicas on `node-a` under `minAvailable: 2`; `node-b` joins afterwards, so every
 /// replacement has to start there.
-async fn budgeted_web() -> kube_sim::Sim {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: web, replicas: 3, startupMs: 300, pdb: {minAvailable: 2}}\n",
-    ))
+async fn budgeted_web(backend: cluster::Backend) -> TestCluster {
+    let c = TestCluster::start_settled(
+        backend,
+        &one_node(
+            "- {kind: Deployment, name: web, replicas: 3, startupMs: 300, pdb: {minAvailable: 2}}\n",
+        ),
+    )
     .await;
-    assert_eq!(pods_named(&sim, "web-").len(), 3);
-    add_node(&sim, "node-b");
-    sim
+    assert_eq!(pods_named(&c, "web-").await.len(), 3);
+    c.add_node("node-b").await;
+    c
 }
 
 fn is_web(p: &Value) -> bool {
     p["metadata"]["labels"]["app"] == "web"
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_eviction_blocked_by_a_budget_is_retried_until_a_replacement_is_ready_elsewhere(
-) -> Result {
-    let sim = budgeted_web().await;
-    let feed = PodFeed::start(&sim);
-    let web = feed.initial_on(NODE);
+both_backends! {
+    async fn an_eviction_blocked_by_a_budget_is_retried_until_a_replacement_is_ready_elsewhere(
+        backend
+    ) -> Result {
+        let c = budgeted_web(backend).await;
+        let feed = PodFeed::start(&c).await;
+        let web = feed.initial_on(NODE);
+        assert_eq!(web.len(), 3);
 
-    let report = drainer(&sim, "t")
-        .drain(&request(NODE, DrainOptions::default()))
-        .await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    assert_eq!(report.evicted, 3);
-    let retried = web
-        .iter()
-        .filter(|p| result_of(&report, p).attempts > 1)
-        .count();
-    assert!(retried >= 2, "only one disruption at a time: {report:#?}");
-    for p in &web {
-        assert_eq!(result_of(&report, p).action, PodAction::Evicted);
-        assert!(!pod_uid_exists(&sim, &uid(p)));
+        let report = drainer(&c, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 3);
+        let retried = web
+            .iter()
+            .filter(|p| result_of(&report, p).attempts > 1)
+            .count();
+        assert!(retried >= 2, "only one disruption at a time: {report:#?}");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Evicted);
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        feed.sync().await;
+        assert!(
+            feed.min_healthy(is_web) >= 2,
+            "fewer than minAvailable web pods were Ready at some point"
+        );
+        // The replacements run on the other node.
+        c.settle().await;
+        let on_b = c.pods_on("node-b").await;
+        assert_eq!(on_b.iter().filter(|p| is_web(p)).count(), 3);
+        Ok(())
     }
-    feed.sync(&sim).await;
-    assert!(
-        feed.min_healthy(is_web) >= 2,
-        "fewer than minAvailable web pods were Ready at some point"
-    );
-    // The replacements run on the other node.
-    settle(&sim).await;
-    assert_eq!(
-        pods_on(&sim, "node-b").iter().filter(|p| is_web(p)).count(),
-        3
-    );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Deadlines
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deadline_clips_grace_periods_and_the_pods_still_get_sigterm() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: slow, replicas: 2, terminationGracePeriodSeconds: 30, shutdownMs: 60000}\n\
-         - {kind: Deployment, name: quick, terminationGracePeriodSeconds: 30}\n",
-    ))
-    .await;
-    let feed = PodFeed::start(&sim);
-    let pods = feed.initial_on(NODE);
-    let mut req = request(NODE, DrainOptions::default());
-    // Clipped to about 7 s; the pods are gone ~3 s before the instance.
-    req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(10));
-    req.margin = Duration::from_secs(3);
+both_backends! {
+    async fn a_deadline_clips_grace_periods_and_the_pods_still_get_sigterm(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: slow, replicas: 2, terminationGracePeriodSeconds: 30, \
+                 shutdownMs: 60000}\n\
+                 - {kind: Deployment, name: quick, terminationGracePeriodSeconds: 30}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let pods = feed.initial_on(NODE);
+        assert_eq!(pods.len(), 3);
+        c.reset_counts();
+        let mut req = request(NODE, DrainOptions::default());
+        // Clipped to about 7 s; the pods are gone ~3 s before the instance.
+        req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(10));
+        req.margin = Duration::from_secs(3);
 
-    let report = drainer(&sim, "t").drain(&req).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    feed.sync(&sim).await;
-    let exits: BTreeMap<String, ExitKind> = sim
-        .cluster
-        .exits()
-        .into_iter()
-        .map(|e| (e.uid, e.kind))
-        .collect();
-    for p in &pods {
-        let r = result_of(&report, p);
-        assert_eq!(r.action, PodAction::DeletedClipped, "{r:?}");
-        let granted = r.grace_period_seconds.unwrap_or(0);
-        assert!((1..30).contains(&granted), "{r:?}");
-        let on_server = feed.deletion_grace_seconds(&uid(p)).unwrap_or(0);
-        assert!((1..30).contains(&on_server), "server grace {on_server}");
-        assert_eq!(
-            evictions_of(&sim, p),
-            0,
-            "past D - g the pod is deleted, not evicted"
-        );
-        let exit = exits.get(&uid(p)).copied();
-        let expected = if name(p).starts_with("slow-") {
-            ExitKind::GraceExpired
-        } else {
-            ExitKind::Graceful
-        };
-        assert_eq!(exit, Some(expected), "{} got SIGTERM", name(p));
+        let report = drainer(&c, "t").drain(&req).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        feed.sync().await;
+        for p in &pods {
+            let r = result_of(&report, p);
+            assert_eq!(r.action, PodAction::DeletedClipped, "{r:?}");
+            let granted = r.grace_period_seconds.unwrap_or(0);
+            assert!((1..30).contains(&granted), "{r:?}");
+            // A grace period of at least a second: the kubelet sends SIGTERM, never SIGKILL
+            // straight away.
+            let on_server = feed.deletion_grace_seconds(&uid(p)).unwrap_or(0);
+            assert!((1..30).contains(&on_server), "server grace {on_server}");
+            assert_eq!(
+                c.evictions_of(p),
+                0,
+                "past D - g the pod is deleted, not evicted"
+            );
+            assert_eq!(c.deletes_of(p), 1);
+        }
+        // Only the simulator's kubelet records how each container ended.
+        if let Some(sim) = c.sim() {
+            let exits: BTreeMap<String, ExitKind> = sim
+                .cluster
+                .exits()
+                .into_iter()
+                .map(|e| (e.uid, e.kind))
+                .collect();
+            for p in &pods {
+                let expected = if name(p).starts_with("slow-") {
+                    ExitKind::GraceExpired
+                } else {
+                    ExitKind::Graceful
+                };
+                assert_eq!(exits.get(&uid(p)).copied(), Some(expected), "{}", name(p));
+            }
+        }
+        for p in pods.iter().filter(|p| name(p).starts_with("slow-")) {
+            let listed = listed_not_graceful(&report, p)
+                .unwrap_or_else(|| panic!("{} not listed: {:?}", name(p), report.not_graceful));
+            assert!(listed.contains("clipped"), "{listed}");
+        }
+        // The quick pod stopped on its own well within the shorter grace period: not cut short.
+        for p in pods.iter().filter(|p| name(p).starts_with("quick-")) {
+            assert!(
+                listed_not_graceful(&report, p).is_none(),
+                "{} stopped by itself: {:?}",
+                name(p),
+                report.not_graceful
+            );
+        }
+        Ok(())
     }
-    for p in pods.iter().filter(|p| name(p).starts_with("slow-")) {
-        let listed = report
-            .not_graceful
-            .iter()
-            .find(|n| n.starts_with(&format!("{}: ", ns_name(p))))
-            .unwrap_or_else(|| panic!("{} not listed: {:?}", name(p), report.not_graceful));
-        assert!(listed.contains("clipped"), "{listed}");
-    }
-    // The quick pod stopped on its own well within the shorter grace period: not cut short.
-    for p in pods.iter().filter(|p| name(p).starts_with("quick-")) {
-        assert!(
-            !report
-                .not_graceful
-                .iter()
-                .any(|n| n.starts_with(&format!("{}: ", ns_name(p)))),
-            "{} stopped by itself: {:?}",
-            name(p),
-            report.not_graceful
-        );
-    }
-    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_whose_deadline_has_passed_deletes_with_one_second_and_does_not_wait() -> Result {
-    let sim = start_settled(&one_node("- {kind: Deployment, name: web, replicas: 2}\n")).await;
-    let feed = PodFeed::start(&sim);
-    let web = feed.initial_on(NODE);
-    // The pods can never leave: their node is gone.
-    sim.kill_node(NODE)?;
-    let mut req = request(NODE, DrainOptions::default());
-    // The notice arrived late: the deadline passed ten minutes ago.
-    req.deadline = Some(Timestamp::now() - SignedDuration::from_mins(10));
+both_backends! {
+    async fn a_drain_whose_deadline_has_passed_deletes_with_one_second_and_does_not_wait(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let web = feed.initial_on(NODE);
+        assert_eq!(web.len(), 2);
+        // The pods can never leave: their node is gone.
+        c.kill_node(NODE).await;
+        let mut req = request(NODE, DrainOptions::default());
+        // The notice arrived late: the deadline passed ten minutes ago.
+        req.deadline = Some(Timestamp::now() - SignedDuration::from_mins(10));
 
-    // Not a speed check: a drain past its deadline must not wait ten more minutes.
-    let report = tokio::time::timeout(Duration::from_secs(180), drainer(&sim, "t").drain(&req))
-        .await
-        .expect("a drain past its deadline returns")?;
-    assert_eq!(report.outcome, Outcome::TimedOut, "{report:#?}");
-    feed.sync(&sim).await;
-    for p in &web {
-        assert_eq!(result_of(&report, p).action, PodAction::Remained);
-        assert_eq!(feed.deletion_grace_seconds(&uid(p)), Some(1), "never 0");
+        // Not a speed check: a drain past its deadline must not wait ten more minutes.
+        let report =
+            tokio::time::timeout(Duration::from_secs(180), drainer(&c, "t").drain(&req))
+                .await
+                .expect("a drain past its deadline returns")?;
+        assert_eq!(report.outcome, Outcome::TimedOut, "{report:#?}");
+        feed.sync().await;
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Remained);
+            assert_eq!(feed.deletion_grace_seconds(&uid(p)), Some(1), "never 0");
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Resuming and concurrent drains
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_killed_halfway_resumes_without_evicting_anything_twice() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: worker, replicas: 2, shutdownMs: 4000}\n\
-         - {kind: Deployment, name: pgbouncer, annotations: {termguard.io/drain-order: last}}\n",
-    ))
-    .await;
-    let feed = PodFeed::start(&sim);
-    let pods = feed.initial_on(NODE);
-    let workers: Vec<_> = pods
-        .iter()
-        .filter(|p| name(p).starts_with("worker-"))
-        .cloned()
-        .collect();
-    let first_deadline = Timestamp::now() + SignedDuration::from_mins(10);
-
-    let mut req = request(NODE, DrainOptions::default());
-    req.deadline = Some(first_deadline);
-    req.notice = "msg-1".into();
-    let a = drainer(&sim, "replica-a");
-    let task = tokio::spawn(async move { a.drain(&req).await });
-    let started = eventually(Duration::from_secs(30), || {
-        workers
+both_backends! {
+    async fn a_drain_killed_halfway_resumes_without_evicting_anything_twice(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, replicas: 2, shutdownMs: 4000}\n\
+                 - {kind: Deployment, name: pgbouncer, \
+                 annotations: {termguard.io/drain-order: last}}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let pods = feed.initial_on(NODE);
+        assert_eq!(pods.len(), 3);
+        let workers: Vec<_> = pods
             .iter()
-            .all(|w| pod(&sim, "default", &name(w)).is_some_and(|p| terminating(&p)))
-    })
-    .await;
-    assert!(started, "the first wave started");
-    task.abort();
-    assert!(task.await.is_err_and(|e| e.is_cancelled()));
-    assert!(
-        pods.iter().any(|p| pod_uid_exists(&sim, &uid(p))),
-        "the drain was cut short"
-    );
-    assert_eq!(
-        node(&sim, NODE)["metadata"]["annotations"][nodes::OWNER],
-        "replica-a"
-    );
+            .filter(|p| name(p).starts_with("worker-"))
+            .cloned()
+            .collect();
+        let first_deadline = Timestamp::now() + SignedDuration::from_mins(10);
+        c.reset_counts();
 
-    // Its lease runs out (made stale here instead of waiting nodes::LEASE).
-    let stale = (Timestamp::now() - SignedDuration::from_mins(5)).to_string();
-    let api: Api<Node> = Api::all(client(&sim));
-    api.patch(
-        NODE,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {nodes::RENEWED: stale}}})),
-    )
-    .await?;
+        let mut req = request(NODE, DrainOptions::default());
+        req.deadline = Some(first_deadline);
+        req.notice = "msg-1".into();
+        let a = drainer(&c, "replica-a");
+        let task = tokio::spawn(async move { a.drain(&req).await });
+        let (cr, wr) = (&c, &workers);
+        let started = eventually(Duration::from_secs(30), move || async move {
+            let now = cr.pods_on(NODE).await;
+            wr.iter()
+                .all(|w| now.iter().any(|p| uid(p) == uid(w) && terminating(p)))
+        })
+        .await;
+        assert!(started, "the first wave started");
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        let mut left = 0;
+        for p in &pods {
+            left += usize::from(c.pod_uid_exists(&uid(p)).await);
+        }
+        assert!(left > 0, "the drain was cut short");
+        assert_eq!(
+            c.node(NODE).await["metadata"]["annotations"][nodes::OWNER],
+            "replica-a"
+        );
 
-    let mut req = request(NODE, DrainOptions::default());
-    req.notice = "msg-1".into();
-    let report = drainer(&sim, "replica-b").drain(&req).await?;
-    assert_eq!(report.role, Role::Resumed, "{report:#?}");
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
-    feed.sync(&sim).await;
-    for p in &pods {
-        assert!(!pod_uid_exists(&sim, &uid(p)), "{} is gone", name(p));
-        assert_eq!(evictions_of(&sim, p), 1, "{} evicted once", name(p));
-        assert_eq!(feed.deletion_requests(&uid(p)), 1);
+        // Its lease runs out (made stale here instead of waiting nodes::LEASE).
+        let stale = (Timestamp::now() - SignedDuration::from_mins(5)).to_string();
+        let api: Api<Node> = Api::all(c.admin.clone());
+        api.patch(
+            NODE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {nodes::RENEWED: stale}}})),
+        )
+        .await?;
+
+        let mut req = request(NODE, DrainOptions::default());
+        req.notice = "msg-1".into();
+        let report = drainer(&c, "replica-b").drain(&req).await?;
+        assert_eq!(report.role, Role::Resumed, "{report:#?}");
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        feed.sync().await;
+        for p in &pods {
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+            assert_eq!(c.evictions_of(p), 1, "{} evicted once", name(p));
+            assert_eq!(feed.deletion_requests(&uid(p)), 1);
+        }
+        for w in &workers {
+            assert_eq!(result_of(&report, w).action, PodAction::AlreadyTerminating);
+        }
+        // The resumed drain keeps the deadline the first one recorded (spec §5.5 rule 13).
+        let kept = report.deadline.expect("the recorded deadline is kept");
+        assert!(kept <= first_deadline, "{kept} vs {first_deadline}");
+        let n = c.node(NODE).await;
+        let annotations = &n["metadata"]["annotations"];
+        assert_eq!(annotations[nodes::OWNER], "replica-b");
+        assert_eq!(annotations[nodes::PHASE], "drained");
+        Ok(())
     }
-    for w in &workers {
-        assert_eq!(result_of(&report, w).action, PodAction::AlreadyTerminating);
-    }
-    // The resumed drain keeps the deadline the first one recorded (spec §5.5 rule 13).
-    let kept = report.deadline.expect("the recorded deadline is kept");
-    assert!(kept <= first_deadline, "{kept} vs {first_deadline}");
-    let annotations = &node(&sim, NODE)["metadata"]["annotations"];
-    assert_eq!(annotations[nodes::OWNER], "replica-b");
-    assert_eq!(annotations[nodes::PHASE], "drained");
-    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aborted_drain_stops_renewing_its_lease() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: worker, shutdownMs: 30000}\n",
-    ))
-    .await;
-    let a = drainer(&sim, "replica-a");
-    let task = tokio::spawn(async move { a.drain(&request(NODE, DrainOptions::default())).await });
-    let started = eventually(Duration::from_secs(30), || {
-        pods_named(&sim, "worker-").iter().any(|p| terminating(p))
-    })
-    .await;
-    assert!(started);
-    task.abort();
-    assert!(task.await.is_err_and(|e| e.is_cancelled()));
-    let renewed = node(&sim, NODE)["metadata"]["annotations"][nodes::RENEWED].clone();
-    assert!(renewed.is_string());
+both_backends! {
+    async fn an_aborted_drain_stops_renewing_its_lease(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: worker, shutdownMs: 30000}\n"),
+        )
+        .await;
+        let a = drainer(&c, "replica-a");
+        let task =
+            tokio::spawn(async move { a.drain(&request(NODE, DrainOptions::default())).await });
+        let cr = &c;
+        let started = eventually(Duration::from_secs(30), move || async move {
+            pods_named(cr, "worker-").await.iter().any(terminating)
+        })
+        .await;
+        assert!(started);
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        let renewed = c.node(NODE).await["metadata"]["annotations"][nodes::RENEWED].clone();
+        assert!(renewed.is_string());
 
-    tokio::time::sleep(nodes::RENEW_EVERY + Duration::from_secs(3)).await;
-    assert_eq!(
-        node(&sim, NODE)["metadata"]["annotations"][nodes::RENEWED],
-        renewed,
-        "a drain that no longer runs must not keep its lease alive"
-    );
-    Ok(())
+        tokio::time::sleep(nodes::RENEW_EVERY + Duration::from_secs(3)).await;
+        assert_eq!(
+            c.node(NODE).await["metadata"]["annotations"][nodes::RENEWED],
+            renewed,
+            "a drain that no longer runs must not keep its lease alive"
+        );
+        Ok(())
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_drains_of_one_node_at_once_do_the_work_once_and_report_the_same_result() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: worker, replicas: 3, shutdownMs: 300}\n\
-         - {kind: Deployment, name: pgbouncer, annotations: {termguard.io/drain-order: last}}\n",
-    ))
-    .await;
-    let pods = pods_on(&sim, NODE);
-    let (a, b) = (drainer(&sim, "replica-a"), drainer(&sim, "replica-b"));
-    let (ra, rb) = (
-        request(NODE, DrainOptions::default()),
-        request(NODE, DrainOptions::default()),
-    );
-    let (ra, rb) = tokio::join!(a.drain(&ra), b.drain(&rb));
-    let (ra, rb) = (ra?, rb?);
-    let roles: BTreeSet<_> = [ra.role, rb.role]
-        .into_iter()
-        .map(|r| format!("{r:?}"))
-        .collect();
-    assert_eq!(
-        roles,
-        BTreeSet::from(["Followed".to_string(), "Owner".to_string()]),
-        "{ra:#?} {rb:#?}"
-    );
-    assert_eq!(ra.outcome, Outcome::Drained);
-    assert_eq!(rb.outcome, ra.outcome);
-    assert_eq!(ra.evicted, 4);
-    assert_eq!(rb.evicted, ra.evicted);
-    for p in &pods {
-        assert_eq!(evictions_of(&sim, p), 1, "{} evicted once", name(p));
-        assert!(!pod_uid_exists(&sim, &uid(p)));
+both_backends! {
+    async fn two_drains_of_one_node_at_once_do_the_work_once_and_report_the_same_result(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, replicas: 3, shutdownMs: 300}\n\
+                 - {kind: Deployment, name: pgbouncer, \
+                 annotations: {termguard.io/drain-order: last}}\n",
+            ),
+        )
+        .await;
+        let pods = c.pods_on(NODE).await;
+        assert_eq!(pods.len(), 4);
+        c.reset_counts();
+        let (a, b) = (drainer(&c, "replica-a"), drainer(&c, "replica-b"));
+        let (ra, rb) = (
+            request(NODE, DrainOptions::default()),
+            request(NODE, DrainOptions::default()),
+        );
+        let (ra, rb) = tokio::join!(a.drain(&ra), b.drain(&rb));
+        let (ra, rb) = (ra?, rb?);
+        let roles: BTreeSet<_> = [ra.role, rb.role]
+            .into_iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        assert_eq!(
+            roles,
+            BTreeSet::from(["Followed".to_string(), "Owner".to_string()]),
+            "{ra:#?} {rb:#?}"
+        );
+        assert_eq!(ra.outcome, Outcome::Drained);
+        assert_eq!(rb.outcome, ra.outcome);
+        assert_eq!(ra.evicted, 4);
+        assert_eq!(rb.evicted, ra.evicted);
+        for p in &pods {
+            assert_eq!(c.evictions_of(p), 1, "{} evicted once", name(p));
+            assert!(!c.pod_uid_exists(&uid(p)).await);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Events
 
-async fn event_reasons(sim: &kube_sim::Sim) -> anyhow::Result<Vec<(String, String, String)>> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client(sim));
+async fn event_reasons(c: &TestCluster) -> anyhow::Result<Vec<(String, String, String)>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(c.admin.clone());
     Ok(api
         .list(&ListParams::default())
         .await?
@@ -775,8 +895,8 @@ async fn event_reasons(sim: &kube_sim::Sim) -> anyhow::Result<Vec<(String, Strin
         .collect())
 }
 
-async fn core_event_reasons(sim: &kube_sim::Sim) -> anyhow::Result<Vec<(String, String, String)>> {
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::all(client(sim));
+async fn core_event_reasons(c: &TestCluster) -> anyhow::Result<Vec<(String, String, String)>> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::all(c.admin.clone());
     Ok(api
         .list(&ListParams::default())
         .await?
@@ -798,62 +918,68 @@ fn has(events: &[(String, String, String)], reason: &str, kind: &str, name: &str
         .any(|(r, k, n)| r == reason && k == kind && n == name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_publishes_events_on_the_node_and_on_each_pod() -> Result {
-    let sim = budgeted_web().await;
-    let web = pods_named(&sim, "web-");
-    let d = drainer(&sim, "t").with_events(Events::new(client(&sim), "test"));
-    let report = d.drain(&request(NODE, DrainOptions::default())).await?;
-    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+both_backends! {
+    async fn a_drain_publishes_events_on_the_node_and_on_each_pod(backend) -> Result {
+        let c = budgeted_web(backend).await;
+        let web = pods_named(&c, "web-").await;
+        let d = drainer(&c, "t").with_events(Events::new(c.client.clone(), "test"));
+        let report = d.drain(&request(NODE, DrainOptions::default())).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
 
-    for events in [event_reasons(&sim).await?, core_event_reasons(&sim).await?] {
-        assert!(has(&events, "DrainStarted", "Node", NODE), "{events:?}");
-        assert!(has(&events, "DrainCompleted", "Node", NODE), "{events:?}");
-        for p in &web {
-            assert!(has(&events, "PodEvicted", "Pod", &name(p)), "{events:?}");
+        for events in [event_reasons(&c).await?, core_event_reasons(&c).await?] {
+            assert!(has(&events, "DrainStarted", "Node", NODE), "{events:?}");
+            assert!(has(&events, "DrainCompleted", "Node", NODE), "{events:?}");
+            for p in &web {
+                assert!(has(&events, "PodEvicted", "Pod", &name(p)), "{events:?}");
+            }
+            assert!(
+                events
+                    .iter()
+                    .any(|(r, k, n)| r == "EvictionBlocked" && k == "Pod" && n.starts_with("web-")),
+                "{events:?}"
+            );
+            assert!(!events.iter().any(|(r, ..)| r == "DrainTimedOut"));
         }
-        assert!(
-            events
-                .iter()
-                .any(|(r, k, n)| r == "EvictionBlocked" && k == "Pod" && n.starts_with("web-")),
-            "{events:?}"
-        );
-        assert!(!events.iter().any(|(r, ..)| r == "DrainTimedOut"));
+        Ok(())
     }
-    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_that_cannot_finish_by_its_deadline_reports_drain_timed_out() -> Result {
-    let sim = start_settled(&one_node("- {kind: Deployment, name: web, replicas: 2}\n")).await;
-    let web = pods_named(&sim, "web-");
-    sim.kill_node(NODE)?;
-    let mut req = request(NODE, DrainOptions::default());
-    req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(3));
-    req.margin = Duration::from_secs(1);
-    let d = drainer(&sim, "t").with_events(Events::new(client(&sim), "test"));
-    let report = d.drain(&req).await?;
-    assert_eq!(report.outcome, Outcome::TimedOut, "{report:#?}");
-    for p in &web {
-        assert_eq!(result_of(&report, p).action, PodAction::Remained);
-        assert!(
-            report
-                .not_graceful
-                .iter()
-                .any(|n| n.starts_with(&format!("{}: ", ns_name(p)))),
-            "{:?}",
-            report.not_graceful
+both_backends! {
+    async fn a_drain_that_cannot_finish_by_its_deadline_reports_drain_timed_out(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 2);
+        c.kill_node(NODE).await;
+        let mut req = request(NODE, DrainOptions::default());
+        req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(3));
+        req.margin = Duration::from_secs(1);
+        let d = drainer(&c, "t").with_events(Events::new(c.client.clone(), "test"));
+        let report = d.drain(&req).await?;
+        assert_eq!(report.outcome, Outcome::TimedOut, "{report:#?}");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Remained);
+            assert!(
+                listed_not_graceful(&report, p).is_some(),
+                "{:?}",
+                report.not_graceful
+            );
+        }
+        assert_eq!(
+            c.node(NODE).await["metadata"]["annotations"][nodes::PHASE],
+            "timed-out"
         );
+        let events = event_reasons(&c).await?;
+        assert!(has(&events, "DrainStarted", "Node", NODE), "{events:?}");
+        assert!(has(&events, "DrainTimedOut", "Node", NODE), "{events:?}");
+        assert!(!has(&events, "DrainCompleted", "Node", NODE), "{events:?}");
+        Ok(())
     }
-    assert_eq!(
-        node(&sim, NODE)["metadata"]["annotations"][nodes::PHASE],
-        "timed-out"
-    );
-    let events = event_reasons(&sim).await?;
-    assert!(has(&events, "DrainStarted", "Node", NODE), "{events:?}");
-    assert!(has(&events, "DrainTimedOut", "Node", NODE), "{events:?}");
-    assert!(!has(&events, "DrainCompleted", "Node", NODE), "{events:?}");
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,238 +991,241 @@ fn taint<'a>(node: &'a Value, key: &str) -> Option<&'a Value> {
         .and_then(|ts| ts.iter().find(|t| t["key"] == key))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drained_node_is_marked_and_uncordon_removes_only_what_termguard_added() -> Result {
-    let sim = start_settled(&format!(
-        "defaults: {{startupMs: 100, shutdownMs: 100}}\n\
-         nodes:\n\
-         - {{name: {NODE}, zone: us-east-1a, labels: {{team: infra}}, taints: [{{key: example.com/dedicated, value: db, effect: PreferNoSchedule}}]}}\n\
-         - {{name: node-c, zone: us-east-1c, labels: {{node.kubernetes.io/exclude-from-external-load-balancers: 'true'}}}}\n\
-         workloads:\n\
-         - {{kind: Deployment, name: web, replicas: 2}}\n"
-    ))
-    .await;
-    for n in [NODE, "node-c"] {
-        let mut req = request(n, DrainOptions::default());
-        req.cause = "spot-interruption".into();
-        req.notice = "msg-7".into();
-        let report = drainer(&sim, "t").drain(&req).await?;
-        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+both_backends! {
+    async fn a_drained_node_is_marked_and_uncordon_removes_only_what_termguard_added(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &format!(
+                "defaults: {{startupMs: 100, shutdownMs: 100}}\n\
+                 nodes:\n\
+                 - {{name: {NODE}, zone: us-east-1a, labels: {{team: infra}}, \
+                 taints: [{{key: example.com/dedicated, value: db, effect: PreferNoSchedule}}]}}\n\
+                 - {{name: node-c, zone: us-east-1c, \
+                 labels: {{node.kubernetes.io/exclude-from-external-load-balancers: 'true'}}}}\n\
+                 workloads:\n\
+                 - {{kind: Deployment, name: web, replicas: 2}}\n"
+            ),
+        )
+        .await;
+        for n in [NODE, "node-c"] {
+            let mut req = request(n, DrainOptions::default());
+            req.cause = "spot-interruption".into();
+            req.notice = "msg-7".into();
+            let report = drainer(&c, "t").drain(&req).await?;
+            assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        }
+
+        let a = c.node(NODE).await;
+        assert_eq!(a["spec"]["unschedulable"], true);
+        let ours = taint(&a, nodes::TERMINATING_TAINT).expect("termguard taint");
+        assert_eq!(ours["effect"], "NoSchedule");
+        assert_eq!(ours["value"], "spot-interruption");
+        assert!(taint(&a, "example.com/dedicated").is_some());
+        assert_eq!(a["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL], "termguard");
+        assert_eq!(a["metadata"]["labels"]["team"], "infra");
+        let annotations = &a["metadata"]["annotations"];
+        assert_eq!(annotations[nodes::PHASE], "drained");
+        assert_eq!(annotations[nodes::NOTICE], "msg-7");
+        assert_eq!(annotations[nodes::CAUSE], "spot-interruption");
+        assert_eq!(annotations[nodes::OWNER], "t");
+        let nc = c.node("node-c").await;
+        assert_eq!(
+            nc["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL],
+            "true",
+            "a label set by someone else is kept"
+        );
+
+        let run = c.termguard(&["uncordon", NODE]).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout.trim(), format!("node/{NODE} uncordoned"));
+        let a = c.node(NODE).await;
+        assert_ne!(a["spec"]["unschedulable"], true);
+        assert!(taint(&a, nodes::TERMINATING_TAINT).is_none());
+        assert_eq!(
+            taint(&a, "example.com/dedicated").map(|t| t["value"].clone()),
+            Some(json!("db"))
+        );
+        assert!(a["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null());
+        assert_eq!(a["metadata"]["labels"]["team"], "infra");
+        let left: Vec<&String> = a["metadata"]["annotations"]
+            .as_object()
+            .map(|m| m.keys().filter(|k| k.starts_with("termguard.io/")).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        // Someone else's annotation (the TTL controller's) is kept.
+        assert_eq!(a["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"], "0");
+
+        let run = c.termguard(&["uncordon", "node-c"]).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let nc = c.node("node-c").await;
+        assert_ne!(nc["spec"]["unschedulable"], true);
+        assert_eq!(nc["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL], "true");
+
+        let again = c.termguard(&["uncordon", NODE]).await;
+        assert_eq!(again.code, Some(0));
+        assert_eq!(again.stdout.trim(), format!("node/{NODE} already uncordoned"));
+        Ok(())
     }
-
-    let a = node(&sim, NODE);
-    assert_eq!(a["spec"]["unschedulable"], true);
-    let ours = taint(&a, nodes::TERMINATING_TAINT).expect("termguard taint");
-    assert_eq!(ours["effect"], "NoSchedule");
-    assert_eq!(ours["value"], "spot-interruption");
-    assert!(taint(&a, "example.com/dedicated").is_some());
-    assert_eq!(
-        a["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL],
-        "termguard"
-    );
-    assert_eq!(a["metadata"]["labels"]["team"], "infra");
-    let annotations = &a["metadata"]["annotations"];
-    assert_eq!(annotations[nodes::PHASE], "drained");
-    assert_eq!(annotations[nodes::NOTICE], "msg-7");
-    assert_eq!(annotations[nodes::CAUSE], "spot-interruption");
-    assert_eq!(annotations[nodes::OWNER], "t");
-    let c = node(&sim, "node-c");
-    assert_eq!(
-        c["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL],
-        "true",
-        "a label set by someone else is kept"
-    );
-
-    let run = termguard(&sim, &["uncordon", NODE]).await;
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(run.stdout.trim(), format!("node/{NODE} uncordoned"));
-    let a = node(&sim, NODE);
-    assert_ne!(a["spec"]["unschedulable"], true);
-    assert!(taint(&a, nodes::TERMINATING_TAINT).is_none());
-    assert_eq!(
-        taint(&a, "example.com/dedicated").map(|t| t["value"].clone()),
-        Some(json!("db"))
-    );
-    assert!(a["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null());
-    assert_eq!(a["metadata"]["labels"]["team"], "infra");
-    let left: Vec<&String> = a["metadata"]["annotations"]
-        .as_object()
-        .map(|m| {
-            m.keys()
-                .filter(|k| k.starts_with("termguard.io/"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
-    assert_eq!(
-        a["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"],
-        "0"
-    );
-
-    let run = termguard(&sim, &["uncordon", "node-c"]).await;
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let c = node(&sim, "node-c");
-    assert_ne!(c["spec"]["unschedulable"], true);
-    assert_eq!(c["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL], "true");
-
-    let again = termguard(&sim, &["uncordon", NODE]).await;
-    assert_eq!(again.code, Some(0));
-    assert_eq!(
-        again.stdout.trim(),
-        format!("node/{NODE} already uncordoned")
-    );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // The command line
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_drain_prints_kubectls_lines_and_exits_zero() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: DaemonSet, name: agent}\n\
-         - {kind: Deployment, name: web, replicas: 2}\n\
-         - {kind: Deployment, name: cache, emptyDir: true}\n",
-    ))
-    .await;
-    let evicted: Vec<_> = pods_on(&sim, NODE)
-        .into_iter()
-        .filter(|p| !name(p).starts_with("agent-"))
-        .collect();
-    let run = termguard(
-        &sim,
-        &[
-            "drain",
-            NODE,
-            "--ignore-daemonsets",
-            "--delete-emptydir-data",
-        ],
-    )
-    .await;
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(
-        lines.first(),
-        Some(&"node/node-a cordoned"),
-        "{}",
-        run.stdout
-    );
-    assert_eq!(lines.last(), Some(&"node/node-a drained"), "{}", run.stdout);
-    for p in &evicted {
-        let evicting = format!("evicting pod {}", ns_name(p));
-        let done = format!("pod/{} evicted", name(p));
-        let i = lines.iter().position(|l| *l == evicting);
-        let j = lines.iter().position(|l| *l == done);
-        assert!(i.is_some() && j.is_some() && i < j, "{}", run.stdout);
-    }
-    assert!(
-        run.stderr.contains("ignoring DaemonSet-managed Pods"),
-        "{}",
-        run.stderr
-    );
-    assert!(pods_named(&sim, "agent-").iter().all(|p| healthy(p)));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_dry_run_prints_the_waves_and_changes_nothing() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: Deployment, name: web, replicas: 2}\n\
-         - {kind: Deployment, name: pgbouncer, annotations: {termguard.io/drain-order: last}}\n",
-    ))
-    .await;
-    let before = node(&sim, NODE);
-    sim.faults.reset_counts();
-    let run = termguard(&sim, &["drain", NODE, "--dry-run"]).await;
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("wave 1 (ordinary): 2 pods"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("wave 2 (drain-last): 1 pod, after wave 1 is gone"),
-        "{}",
-        run.stdout
-    );
-    for p in pods_on(&sim, NODE) {
-        assert!(run.stdout.contains(&ns_name(&p)), "{}", run.stdout);
-        assert!(healthy(&p));
-    }
-    for verb in ["patch", "update", "evict", "delete", "create"] {
-        assert_eq!(
-            verb_count(&sim, verb),
-            0,
-            "{verb}: {:?}",
-            sim.faults.counts()
+both_backends! {
+    async fn cli_drain_prints_kubectls_lines_and_exits_zero(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: DaemonSet, name: agent}\n\
+                 - {kind: Deployment, name: web, replicas: 2}\n\
+                 - {kind: Deployment, name: cache, emptyDir: true}\n",
+            ),
+        )
+        .await;
+        let evicted: Vec<_> = c
+            .pods_on(NODE)
+            .await
+            .into_iter()
+            .filter(|p| !name(p).starts_with("agent-"))
+            .collect();
+        assert_eq!(evicted.len(), 3);
+        let run = c
+            .termguard(&["drain", NODE, "--ignore-daemonsets", "--delete-emptydir-data"])
+            .await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"node/node-a cordoned"), "{}", run.stdout);
+        assert_eq!(lines.last(), Some(&"node/node-a drained"), "{}", run.stdout);
+        for p in &evicted {
+            let evicting = format!("evicting pod {}", ns_name(p));
+            let done = format!("pod/{} evicted", name(p));
+            let i = lines.iter().position(|l| *l == evicting);
+            let j = lines.iter().position(|l| *l == done);
+            assert!(i.is_some() && j.is_some() && i < j, "{}", run.stdout);
+        }
+        assert!(
+            run.stderr.contains("ignoring DaemonSet-managed Pods"),
+            "{}",
+            run.stderr
         );
+        let agents = pods_named(&c, "agent-").await;
+        assert_eq!(agents.len(), 1);
+        assert!(agents.iter().all(healthy));
+        Ok(())
     }
-    let after = node(&sim, NODE);
-    assert_eq!(
-        after["metadata"]["resourceVersion"],
-        before["metadata"]["resourceVersion"]
-    );
-    assert_ne!(after["spec"]["unschedulable"], true);
-    Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_json_output_is_the_drain_report() -> Result {
-    let sim = start_settled(&one_node("- {kind: Deployment, name: web, replicas: 2}\n")).await;
-    let web = pods_on(&sim, NODE);
-    let run = termguard(&sim, &["drain", NODE, "--output", "json"]).await;
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let report: Value = serde_json::from_str(&run.stdout)?;
-    assert_eq!(report["outcome"], "drained", "{report:#}");
-    assert_eq!(report["node"], NODE);
-    assert_eq!(report["role"], "owner");
-    assert_eq!(report["evicted"], 2);
-    let pods: BTreeSet<String> = report["pods"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter(|p| p["action"] == "evicted")
-                .filter_map(|p| p["pod"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(pods, web.iter().map(|p| ns_name(p)).collect());
-    // It parses back into the library's type.
-    let typed: DrainReport = serde_json::from_value(report)?;
-    assert_eq!(typed.outcome, Outcome::Drained);
-    Ok(())
+both_backends! {
+    async fn cli_dry_run_prints_the_waves_and_changes_nothing(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: web, replicas: 2}\n\
+                 - {kind: Deployment, name: pgbouncer, \
+                 annotations: {termguard.io/drain-order: last}}\n",
+            ),
+        )
+        .await;
+        let before = c.node(NODE).await;
+        c.reset_counts();
+        let run = c.termguard(&["drain", NODE, "--dry-run"]).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        let counts = c.request_counts();
+        assert!(
+            run.stdout.contains("wave 1 (ordinary): 2 pods"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("wave 2 (drain-last): 1 pod, after wave 1 is gone"),
+            "{}",
+            run.stdout
+        );
+        let pods = c.pods_on(NODE).await;
+        assert_eq!(pods.len(), 3);
+        for p in &pods {
+            assert!(run.stdout.contains(&ns_name(p)), "{}", run.stdout);
+            assert!(healthy(p));
+        }
+        for verb in ["patch", "update", "evict", "delete", "create"] {
+            assert_eq!(c.verb_count(verb), 0, "{verb}: {counts:#?}");
+        }
+        let after = c.node(NODE).await;
+        assert_eq!(
+            after["metadata"]["resourceVersion"],
+            before["metadata"]["resourceVersion"]
+        );
+        assert_ne!(after["spec"]["unschedulable"], true);
+        Ok(())
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_refused_drain_exits_one_with_kubectls_message() -> Result {
-    let sim = start_settled(&one_node(
-        "- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web}\n",
-    ))
-    .await;
-    let ds = pods_named(&sim, "agent-");
-    let run = termguard(&sim, &["drain", NODE]).await;
-    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("node/node-a cordoned"),
-        "{}",
-        run.stdout
-    );
-    let expected = format!(
-        "error: unable to drain node \"{NODE}\" due to error: {DAEMONSET_FATAL}: {}, continuing command...",
-        ns_name(&ds[0])
-    );
-    assert!(run.stderr.contains(&expected), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains(&format!("There are pending nodes to be drained:\n {NODE}")),
-        "{}",
-        run.stderr
-    );
-    assert!(pods_on(&sim, NODE).iter().all(|p| !terminating(p)));
-    Ok(())
+both_backends! {
+    async fn cli_json_output_is_the_drain_report(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let web = c.pods_on(NODE).await;
+        assert_eq!(web.len(), 2);
+        let run = c.termguard(&["drain", NODE, "--output", "json"]).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["outcome"], "drained", "{report:#}");
+        assert_eq!(report["node"], NODE);
+        assert_eq!(report["role"], "owner");
+        assert_eq!(report["evicted"], 2);
+        let pods: BTreeSet<String> = report["pods"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["action"] == "evicted")
+                    .filter_map(|p| p["pod"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(pods, web.iter().map(ns_name).collect());
+        // It parses back into the library's type.
+        let typed: DrainReport = serde_json::from_value(report)?;
+        assert_eq!(typed.outcome, Outcome::Drained);
+        Ok(())
+    }
 }
 
+both_backends! {
+    async fn cli_refused_drain_exits_one_with_kubectls_message(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web}\n"),
+        )
+        .await;
+        let ds = pods_named(&c, "agent-").await;
+        assert_eq!(ds.len(), 1);
+        let run = c.termguard(&["drain", NODE]).await;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("node/node-a cordoned"), "{}", run.stdout);
+        let expected = format!(
+            "error: unable to drain node \"{NODE}\" due to error: {DAEMONSET_FATAL}: {}, \
+             continuing command...",
+            ns_name(&ds[0])
+        );
+        assert!(run.stderr.contains(&expected), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("There are pending nodes to be drained:\n {NODE}")),
+            "{}",
+            run.stderr
+        );
+        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        Ok(())
+    }
+}
+
+// No cluster: the help text is the same whatever the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_drain_help_says_where_termguard_deliberately_differs() -> Result {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))

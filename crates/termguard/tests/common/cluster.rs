@@ -55,7 +55,10 @@ pub fn real_available(test: &str) -> bool {
         std::env::var("TERMGUARD_REQUIRE_REAL_CLUSTER").as_deref() != Ok("1"),
         "{test}: TERMGUARD_REQUIRE_REAL_CLUSTER=1 but TERMGUARD_CLUSTER_DIR names no control plane"
     );
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "{test}: skipped on the real backend (start one with scripts/cluster.sh up DIR and set TERMGUARD_CLUSTER_DIR=DIR)"
     );
     false
@@ -90,7 +93,8 @@ macro_rules! both_backends {
 
 fn real_lock() -> Arc<tokio::sync::Mutex<()>> {
     static LOCK: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
-    LOCK.get_or_init(|| Arc::new(tokio::sync::Mutex::new(()))).clone()
+    LOCK.get_or_init(|| Arc::new(tokio::sync::Mutex::new(())))
+        .clone()
 }
 
 struct Real {
@@ -156,7 +160,10 @@ async fn wipe(admin: &kube::Client) -> anyhow::Result<()> {
     let lp = ListParams::default();
     let labelled = ListParams::default().labels(kwok::SCENARIO_LABEL);
     let mut namespaces = vec!["default".to_string(), "kube-system".to_string()];
-    for ns in api(admin, &resources::NAMESPACES, None).list(&labelled).await? {
+    for ns in api(admin, &resources::NAMESPACES, None)
+        .list(&labelled)
+        .await?
+    {
         let name = ns.metadata.name.clone().unwrap_or_default();
         api(admin, &resources::NAMESPACES, None)
             .delete(&name, &now)
@@ -289,9 +296,11 @@ impl TestCluster {
                 sim.wait_settled(Duration::from_secs(60)).await,
                 "the scenario did not settle"
             ),
-            (_, Some(real)) => kwok::wait_settled(&self.admin, &real.applied, Duration::from_secs(120))
-                .await
-                .expect("the scenario settles on the real cluster"),
+            (_, Some(real)) => {
+                kwok::wait_settled(&self.admin, &real.applied, Duration::from_secs(120))
+                    .await
+                    .expect("the scenario settles on the real cluster")
+            }
             _ => unreachable!("a test cluster has a backend"),
         }
     }
@@ -403,9 +412,15 @@ impl TestCluster {
             Some(sim) => {
                 sim.kill_node(name).expect("node killed");
             }
-            None => kwok::kill_node(&self.admin, name)
-                .await
-                .expect("node killed"),
+            None => {
+                kwok::kill_node(&self.admin, name)
+                    .await
+                    .expect("node killed");
+                // KWOK learns of it from its own watch of Nodes, separate from its watch of
+                // Pods: a pod change made right away could still be played on the node. There
+                // is nothing in the API to wait for (KWOK only stops renewing the node's Lease).
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 
@@ -595,12 +610,20 @@ impl PodFeed {
     /// Lists every pod and watches from the list's resourceVersion.
     pub async fn start(c: &TestCluster) -> Self {
         let pods = api(&c.admin, &resources::PODS, None);
-        let list = pods.list(&ListParams::default()).await.expect("pods listed");
+        let list = pods
+            .list(&ListParams::default())
+            .await
+            .expect("pods listed");
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let initial: Vec<Value> = list.items.iter().map(to_value).collect();
         let state: BTreeMap<String, Value> = initial
             .iter()
-            .map(|p| (p["metadata"]["uid"].as_str().unwrap_or("").to_string(), p.clone()))
+            .map(|p| {
+                (
+                    p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                    p.clone(),
+                )
+            })
             .collect();
         let log = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(Mutex::new(state));
@@ -704,7 +727,10 @@ impl PodFeed {
                 .map(|(uid, p)| {
                     (
                         uid.clone(),
-                        p["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string(),
+                        p["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
                     )
                 })
                 .collect();
