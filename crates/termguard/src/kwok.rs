@@ -515,13 +515,48 @@ fn ignore_missing<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
     }
 }
 
-/// Marks a node dead: KWOK stops managing it, so its lease is no longer renewed (the node
-/// lifecycle controller calls it NotReady after its grace period) and nothing confirms its
-/// pods gone.
+/// Holder a killed node's Lease is given: not KWOK's identity, so KWOK leaves the node alone.
+pub const KILLED_HOLDER: &str = "termguard-killed-node";
+
+/// Marks a node dead: KWOK stops playing anything on it — its heartbeats and its pods'
+/// stages — so nothing confirms its pods gone, and the node lifecycle controller calls it
+/// NotReady once its grace period passes without a renewal.
+///
+/// KWOK (0.8) does not let go of a node whose annotation stops matching its selector (its
+/// node informer drops the update rather than reporting the node gone), but it treats a node
+/// whose Lease has another holder as read-only. So the node's Lease in `kube-node-lease` is
+/// taken over, held for ten years and never renewed; the annotation is set to `dead` as well,
+/// a marker for whoever reads the cluster.
 pub async fn kill_node(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let leases = api(client, &resources::LEASES, Some(NODE_LEASES));
+    let renewed = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let spec = json!({
+        "holderIdentity": KILLED_HOLDER,
+        "leaseDurationSeconds": 10 * 365 * 24 * 3600,
+        "renewTime": renewed,
+    });
+    if leases.get_opt(name).await?.is_some() {
+        leases
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await?;
+    } else {
+        let lease: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": NODE_LEASES}, "spec": spec,
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        leases.create(&PostParams::default(), &lease).await?;
+    }
     let patch = json!({"metadata": {"annotations": {MANAGED: "dead"}}});
     api(client, &resources::NODES, None)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
 }
+
+/// The namespace of the nodes' Leases.
+pub const NODE_LEASES: &str = "kube-node-lease";

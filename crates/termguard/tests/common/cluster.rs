@@ -190,18 +190,24 @@ async fn wipe(admin: &kube::Client) -> anyhow::Result<()> {
     api(admin, &resources::NODES, None)
         .delete_collection(&now, &lp)
         .await?;
+    // A killed node's Lease has another holder than KWOK (kwok::kill_node): left behind, it
+    // would keep KWOK off the next node of that name.
+    let leases = api(admin, &resources::LEASES, Some(kwok::NODE_LEASES));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
+        leases.delete_collection(&now, &lp).await?;
         let pods = api(admin, &resources::PODS, None).list(&lp).await?;
         let nodes = api(admin, &resources::NODES, None).list(&lp).await?;
-        if pods.items.is_empty() && nodes.items.is_empty() {
+        let left_leases = leases.list(&lp).await?;
+        if pods.items.is_empty() && nodes.items.is_empty() && left_leases.items.is_empty() {
             return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "{} pods and {} nodes left over from an earlier test would not go",
+            "{} pods, {} nodes and {} node leases left over from an earlier test would not go",
             pods.items.len(),
-            nodes.items.len()
+            nodes.items.len(),
+            left_leases.items.len()
         );
         // Pods of a node killed by an earlier test are never confirmed gone: force them.
         for p in pods {
@@ -416,9 +422,9 @@ impl TestCluster {
                 kwok::kill_node(&self.admin, name)
                     .await
                     .expect("node killed");
-                // KWOK learns of it from its own watch of Nodes, separate from its watch of
+                // KWOK learns of it from its own watch of Leases, separate from its watch of
                 // Pods: a pod change made right away could still be played on the node. There
-                // is nothing in the API to wait for (KWOK only stops renewing the node's Lease).
+                // is nothing in the API to wait for (KWOK only stops renewing the Lease).
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
