@@ -551,11 +551,17 @@ both_backends! {
 
 /// Three replicas on `node-a` under `minAvailable: 2`; `node-b` joins afterwards, so every
 /// replacement has to start there.
+///
+/// Replacements take a second to become Ready: longer than the real API server's own retry of
+/// an eviction that lost the race to update the budget's status (500 ms later, within the one
+/// request; pkg/registry/core/pod/storage/eviction.go). With a faster start-up the server
+/// could hold a concurrent eviction until a replacement was Ready and then admit it, and the
+/// client would never see the refusal this scenario is about. The simulator refuses at once.
 async fn budgeted_web(backend: cluster::Backend) -> TestCluster {
     let c = TestCluster::start_settled(
         backend,
         &one_node(
-            "- {kind: Deployment, name: web, replicas: 3, startupMs: 300, pdb: {minAvailable: 2}}\n",
+            "- {kind: Deployment, name: web, replicas: 3, startupMs: 1000, pdb: {minAvailable: 2}}\n",
         ),
     )
     .await;
