@@ -91,6 +91,41 @@ macro_rules! both_backends {
     };
 }
 
+/// Says so (once per process) when the control plane's KWOK runs other pod stages than
+/// scripts/controlplane/kwok-stages.yaml: `scripts/cluster.sh build` copies them into its
+/// cache once, next to the binaries, and `up` uses that copy. Tests that depend on how pods
+/// stop can then fail for that reason alone.
+fn warn_if_stages_differ(dir: &Path) {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
+        let Some(bin) = env.lines().find_map(|l| l.strip_prefix("BIN=")) else {
+            return;
+        };
+        let running = Path::new(bin).with_file_name("kwok-stages.yaml");
+        let ours = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts/controlplane/kwok-stages.yaml");
+        let (Ok(running_text), Ok(ours_text)) = (
+            std::fs::read_to_string(&running),
+            std::fs::read_to_string(&ours),
+        ) else {
+            return;
+        };
+        if !running_text.trim_end().ends_with(ours_text.trim_end()) {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: the control plane in {} runs KWOK stages ({}) that differ from {}; \
+                 tests that depend on how pods stop may fail. Regenerate the cached copy and \
+                 restart the control plane.",
+                dir.display(),
+                running.display(),
+                ours.display()
+            );
+        }
+    });
+}
+
 fn real_lock() -> Arc<tokio::sync::Mutex<()>> {
     static LOCK: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
     LOCK.get_or_init(|| Arc::new(tokio::sync::Mutex::new(())))
@@ -248,6 +283,7 @@ impl TestCluster {
             Backend::Real => {
                 let turn = real_lock().lock_owned().await;
                 let dir = real_cluster_dir().expect("TERMGUARD_CLUSTER_DIR names a control plane");
+                warn_if_stages_differ(&dir);
                 let admin = client_from(&dir.join("kubeconfig")).await;
                 let client = client_from(&dir.join("termguard.kubeconfig")).await;
                 wipe(&admin).await.expect("cleaning up after earlier tests");
