@@ -72,6 +72,20 @@ struct StatusBody<'a> {
     code: u16,
 }
 
+/// The `StatusCause` reason of a field error, from the text field.ErrorType prints.
+fn cause_reason(detail: &str) -> &'static str {
+    [
+        ("Required value", "FieldValueRequired"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Too long", "FieldValueTooLong"),
+    ]
+    .iter()
+    .find(|(prefix, _)| detail.starts_with(prefix))
+    .map_or("FieldValueInvalid", |(_, r)| r)
+}
+
 fn resource_details(res: &ResourceDef, name: &str) -> StatusDetails {
     StatusDetails {
         name: name.to_string(),
@@ -127,6 +141,27 @@ impl ApiError {
         }
     }
 
+    /// 409 Conflict for a failed delete precondition. `rest.BeforeDelete` names the object
+    /// by its Kind (`Pod`, `PodDisruptionBudget.policy`), not its resource.
+    pub fn precondition_failed(res: &ResourceDef, name: &str, why: &str) -> Self {
+        let qualified = if res.group.is_empty() {
+            res.kind.to_string()
+        } else {
+            format!("{}.{}", res.kind, res.group)
+        };
+        ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"),
+            details: Some(Box::new(StatusDetails {
+                name: name.to_string(),
+                group: res.group.to_string(),
+                kind: res.kind.to_string(),
+                ..Default::default()
+            })),
+        }
+    }
+
     /// 409 Conflict for a stale resourceVersion.
     pub fn stale(res: &ResourceDef, name: &str) -> Self {
         Self::conflict(
@@ -136,7 +171,8 @@ impl ApiError {
         )
     }
 
-    /// 422 Invalid for one field.
+    /// 422 Invalid for one field; `detail` starts the way field.Error prints its type
+    /// (`Required value`, `Invalid value: …`, `Forbidden: …`), which picks the cause reason.
     pub fn invalid(res: &ResourceDef, name: &str, field: &str, detail: &str) -> Self {
         let prefix = if res.group.is_empty() {
             res.kind.to_string()
@@ -152,7 +188,7 @@ impl ApiError {
                 group: res.group.to_string(),
                 kind: res.kind.to_string(),
                 causes: vec![StatusCause {
-                    reason: "FieldValueInvalid".into(),
+                    reason: cause_reason(detail).into(),
                     message: detail.to_string(),
                     field: field.to_string(),
                 }],
@@ -171,13 +207,14 @@ impl ApiError {
         }
     }
 
-    /// 415 for an unsupported patch or body type.
-    pub fn unsupported_media(content_type: &str) -> Self {
+    /// 415 for an unsupported patch or body type: kube-apiserver answers a patch it has no
+    /// decoder for with the bare HTTP status text and empty details, whatever the type.
+    pub fn unsupported_media(_content_type: &str) -> Self {
         ApiError {
             code: 415,
             reason: "UnsupportedMediaType",
-            message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"),
-            details: None,
+            message: "415: Unsupported Media Type".into(),
+            details: Some(Box::default()),
         }
     }
 

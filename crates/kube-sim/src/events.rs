@@ -34,20 +34,6 @@ pub fn to_core(ev: &Value) -> Value {
         return ev.clone();
     };
     let mut out = renamed(m, true, "v1");
-    // kubectl's "LAST SEEN" reads lastTimestamp/eventTime; give core readers a timestamp.
-    if !out.contains_key("lastTimestamp") {
-        if let Some(t) = m.get("eventTime").and_then(Value::as_str) {
-            out.insert(
-                "lastTimestamp".into(),
-                json!(t
-                    .split('.')
-                    .next()
-                    .map(|s| format!("{s}Z"))
-                    .unwrap_or_default()
-                    .replace("ZZ", "Z")),
-            );
-        }
-    }
     if let Some(series) = m.get("series") {
         out.insert("count".into(), series["count"].clone());
     }
@@ -74,7 +60,8 @@ mod tests {
         assert_eq!(core["involvedObject"]["name"], "n1");
         assert_eq!(core["message"], "draining");
         assert_eq!(core["reportingComponent"], "termguard");
-        assert_eq!(core["lastTimestamp"], "2026-01-01T00:00:00Z");
+        // kube-apiserver invents no lastTimestamp for an event that has an eventTime.
+        assert!(core.get("lastTimestamp").is_none());
         assert_eq!(from_core(&core)["regarding"]["kind"], "Node");
     }
 }

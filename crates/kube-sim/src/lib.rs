@@ -4,6 +4,7 @@
 //! of `termguard lab`, and can be served on its own for kubectl.
 
 pub mod controllers;
+pub mod defaults;
 pub mod errors;
 pub mod events;
 pub mod faults;
@@ -17,6 +18,7 @@ pub mod scenario;
 pub mod selectors;
 pub mod store;
 pub mod table;
+pub mod validation;
 mod watch;
 
 use controllers::{Cluster, PodExit, Timings};

@@ -58,11 +58,11 @@ fn check_preconditions(
     let name = name_of(obj);
     if let Some(uid) = p.uid.as_deref().filter(|u| !u.is_empty()) {
         if uid != uid_of(obj) {
-            return Err(ApiError::conflict(
+            return Err(ApiError::precondition_failed(
                 res,
                 name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                     uid_of(obj)
                 ),
             ));
@@ -71,10 +71,10 @@ fn check_preconditions(
     if let Some(rv) = p.resource_version.as_deref().filter(|r| !r.is_empty()) {
         let have = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if rv != have {
-            return Err(ApiError::conflict(
+            return Err(ApiError::precondition_failed(
                 res,
                 name,
-                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"),
+                &format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({have}). The object might have been modified"),
             ));
         }
     }
@@ -107,9 +107,6 @@ pub fn delete(
             }),
         )));
     }
-    if opts.is_dry_run() {
-        return Ok(Deleted::Object(obj));
-    }
     let grace = opts
         .grace_period_seconds
         .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
@@ -122,10 +119,27 @@ pub fn delete(
         obj["status"]["phase"].as_str(),
         Some("Succeeded" | "Failed")
     );
+    if opts.is_dry_run() {
+        // What the delete would have stamped on the pod, stored nowhere.
+        let mut would = (*obj).clone();
+        let immediate = grace == 0 || !scheduled || finished;
+        if would["metadata"]["deletionTimestamp"].is_null() {
+            let secs = if immediate { 0 } else { grace };
+            let at = jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs(secs))
+                .unwrap_or_else(|_| jiff::Timestamp::now());
+            would["metadata"]["deletionTimestamp"] =
+                json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            would["metadata"]["deletionGracePeriodSeconds"] = json!(secs);
+        }
+        return Ok(Deleted::Object(Arc::new(would)));
+    }
     if grace == 0 || !scheduled || finished {
-        return store
-            .remove(&PODS, ns, name, Some(uid_of(&obj)))
-            .map(Deleted::Object);
+        // Removed at once; the reply still shows the deletion the server stamped on it.
+        let mut gone = (*store.remove(&PODS, ns, name, Some(uid_of(&obj)))?).clone();
+        gone["metadata"]["deletionTimestamp"] = json!(crate::store::now_rfc3339());
+        gone["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        return Ok(Deleted::Object(Arc::new(gone)));
     }
     let deadline = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(grace))

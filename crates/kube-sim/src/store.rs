@@ -57,6 +57,8 @@ struct State {
     tables: HashMap<&'static str, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<Change>>,
     history_cap: usize,
+    /// The revision history was compacted to (etcd's compaction; see [`Store::compact`]).
+    compacted: u64,
     /// Names for `generateName`; seedable so a simulation can be replayed.
     rng: fastrand::Rng,
 }
@@ -136,6 +138,7 @@ impl Store {
                 tables: HashMap::new(),
                 history: VecDeque::new(),
                 history_cap,
+                compacted: 0,
                 rng: fastrand::Rng::new(),
             }),
             tx,
@@ -260,13 +263,35 @@ impl Store {
     }
 
     /// Creates an object: fills uid, creationTimestamp, resourceVersion, generation and
-    /// namespace; resolves `generateName`.
+    /// namespace; resolves `generateName`; applies the API server's defaults.
     pub fn create(
         &self,
         res: &'static ResourceDef,
         ns: &str,
-        mut obj: Value,
+        obj: Value,
     ) -> Result<Arc<Value>, ApiError> {
+        self.create_or_try(res, ns, obj, false).map(|(obj, _)| obj)
+    }
+
+    /// What [`Store::create`] would store, without storing it (`?dryRun=All`): the same
+    /// checks, defaults, name, uid and creationTimestamp, but no resourceVersion.
+    pub fn dry_run_create(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_or_try(res, ns, obj, true)
+            .map(|(obj, _)| (*obj).clone())
+    }
+
+    fn create_or_try(
+        &self,
+        res: &'static ResourceDef,
+        ns: &str,
+        mut obj: Value,
+        dry: bool,
+    ) -> Result<(Arc<Value>, u64), ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request must be a JSON object",
@@ -319,23 +344,26 @@ impl Store {
         if table.contains_key(&key) {
             return Err(ApiError::already_exists(res, &name));
         }
-        st.rv += 1;
-        let rv = st.rv;
+        let suffix = random_suffix(rng);
+        crate::defaults::on_create(res, &mut obj, &suffix);
         let meta = &mut obj["metadata"];
         meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
-        meta["resourceVersion"] = json!(rv.to_string());
         if meta["creationTimestamp"].as_str().is_none_or(str::is_empty) {
             meta["creationTimestamp"] = json!(now_rfc3339());
         }
         if let Some(m) = meta.as_object_mut() {
             m.remove("deletionTimestamp");
             m.remove("deletionGracePeriodSeconds");
-        }
-        if obj.get("spec").is_some() && res.storage != "pods" {
-            obj["metadata"]["generation"] = json!(1);
+            m.remove("resourceVersion");
         }
         obj["kind"] = json!(res.kind);
         obj["apiVersion"] = json!(res.api_version());
+        if dry {
+            return Ok((Arc::new(obj), st.rv));
+        }
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let obj = Arc::new(obj);
         if let Some(t) = st.tables.get_mut(res.storage) {
             t.insert(key, obj.clone());
@@ -350,7 +378,7 @@ impl Store {
                 old: None,
             },
         );
-        Ok(obj)
+        Ok((obj, rv))
     }
 
     /// Updates an object in place through `f`. A change that leaves the object as it was
@@ -397,10 +425,11 @@ impl Store {
         }
         new["kind"] = json!(res.kind);
         new["apiVersion"] = json!(res.api_version());
+        crate::defaults::on_write(res, &mut new);
         if new == *old {
             return Ok(old);
         }
-        if res.storage != "pods"
+        if crate::defaults::has_generation(res)
             && new.get("spec") != old.get("spec")
             && old["metadata"].get("generation").is_some()
         {
@@ -442,11 +471,11 @@ impl Store {
         let old = current(&st, res, &key)?;
         if let Some(uid) = expect_uid {
             if uid_of(&old) != uid {
-                return Err(ApiError::conflict(
+                return Err(ApiError::precondition_failed(
                     res,
                     name,
                     &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                         uid_of(&old)
                     ),
                 ));
@@ -486,6 +515,20 @@ impl Store {
         let start = st.history.partition_point(|c| c.rv <= since);
         let backlog = st.history.range(start..).cloned().collect();
         Ok(Subscription { backlog, live })
+    }
+
+    /// Compacts the history at the current resourceVersion, as kube-apiserver's compactor
+    /// compacts etcd every five minutes. Watches served from the watch cache do not notice
+    /// (the history buffer stands for that cache); watches of resources the API server does
+    /// not cache (events) read etcd, and a version older than this is gone for them.
+    pub fn compact(&self) {
+        let mut st = self.lock();
+        st.compacted = st.rv;
+    }
+
+    /// The resourceVersion of the last [`Store::compact`] (0 if never compacted).
+    pub fn compacted_rv(&self) -> u64 {
+        self.lock().compacted
     }
 
     /// Subscribes to live changes only, with a snapshot of the given resource taken atomically.
@@ -611,7 +654,7 @@ mod tests {
         let err = s.remove(&PODS, "default", "a", Some("nope")).err();
         assert!(err.is_some_and(|e| e.code == 409
             && e.message
-                .contains("Precondition failed: UID in precondition: nope")));
+                .contains("the UID in the precondition (nope) does not match")));
     }
 
     #[test]

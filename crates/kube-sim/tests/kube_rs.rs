@@ -887,7 +887,7 @@ workloads:
     assert_eq!(err.reason, "Conflict");
     assert_eq!(
         err.message,
-        format!("Operation cannot be fulfilled on pods \"solo\": Precondition failed: UID in precondition: 00000000-0000-0000-0000-000000000000, UID in object meta: {uid}")
+        format!("Operation cannot be fulfilled on Pod \"solo\": the UID in the precondition (00000000-0000-0000-0000-000000000000) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
     );
     let untouched = pods.get("solo").await?;
     assert!(untouched.metadata.deletion_timestamp.is_none());
