@@ -9,7 +9,7 @@ use crate::resources::{self, ResourceDef, CORE_EVENTS, NAMESPACES, PODS};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{self, Store};
 use crate::table::{self, IncludeObject};
-use crate::{events, openapi, proto};
+use crate::{events, openapi, proto, validation};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
@@ -40,7 +40,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 
 pub(crate) type Resp = Response<Body>;
 
-pub(crate) const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+/// The Content-Type of a Table reply: kube-apiserver names no `as=Table` parameters in it,
+/// kubectl recognises the Table by its `kind`.
+pub(crate) const TABLE_CT: &str = "application/json";
 
 fn json_response(code: u16, body: &Value) -> Resp {
     let text = serde_json::to_vec(body).unwrap_or_default();
@@ -149,11 +151,37 @@ async fn handle(
         .unwrap_or("application/json")
         .to_string();
 
+    // Paths under an unserved group reach no API handler: the mux's plain-text 404.
+    if let ["apis", g, ..] = segs.as_slice() {
+        if !resources::GROUPS.iter().any(|(name, _)| name == g) {
+            return raw_response(
+                404,
+                "text/plain; charset=utf-8",
+                b"404 page not found\n".to_vec(),
+            );
+        }
+    }
+    // kubectl asks for aggregated discovery first (`as=APIGroupDiscoveryList`, v2).
+    let aggregated = accept.split(',').any(|range| {
+        let params: Vec<&str> = range.split(';').map(str::trim).collect();
+        ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
+            .iter()
+            .all(|p| params.contains(p))
+    });
     match (method.as_str(), segs.as_slice()) {
+        ("GET", ["api" | "apis"]) if aggregated => {
+            let doc = resources::aggregated(segs == ["api"]);
+            return raw_response(
+                200,
+                resources::AGGREGATED_CT,
+                serde_json::to_vec(&doc).unwrap_or_default(),
+            );
+        }
         ("GET", ["version"]) => {
             return json_response(
                 200,
-                &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-sim",
+                &json!({"major": "1", "minor": "32", "emulationMajor": "1", "emulationMinor": "32",
+                "minCompatibilityMajor": "1", "minCompatibilityMinor": "31", "gitVersion": "v1.32.0-kube-sim",
                 "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
                 "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
             )
@@ -466,12 +494,19 @@ fn create(
     if std::ptr::eq(target.res, &CORE_EVENTS) {
         obj = events::from_core(&obj);
     }
-    if q.get("dryRun").is_some_and(|d| d == "All") {
-        return Ok((201, obj));
+    if std::ptr::eq(target.res, &PODS) {
+        // The pod strategy's PrepareForCreate: a new pod's status is the server's.
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
     }
-    let created = app
-        .store
-        .create(target.res, target.ns.as_deref().unwrap_or(""), obj)?;
+    validation::validate(target.res, &obj)?;
+    let ns = target.ns.as_deref().unwrap_or("");
+    if q.get("dryRun").is_some_and(|d| d == "All") {
+        let would = app.store.dry_run_create(target.res, ns, obj)?;
+        return Ok((201, present(target.res, &would)));
+    }
+    let created = app.store.create(target.res, ns, obj)?;
     Ok((201, present(target.res, &created)))
 }
 
@@ -550,6 +585,31 @@ fn check_rv(
     }
 }
 
+/// The fields of a running pod's spec an update may change (`ValidatePodUpdate`).
+const POD_SPEC_MUTABLE: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// A pod spec without what an update may change, for comparing old and new.
+fn pod_spec_fixed(spec: &Value) -> Value {
+    let mut s = spec.clone();
+    if let Some(m) = s.as_object_mut() {
+        for field in [
+            "activeDeadlineSeconds",
+            "terminationGracePeriodSeconds",
+            "tolerations",
+        ] {
+            m.remove(field);
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.remove("image");
+            }
+        }
+    }
+    s
+}
+
 fn check_immutable(
     res: &ResourceDef,
     name: &str,
@@ -557,14 +617,24 @@ fn check_immutable(
     new: &Value,
 ) -> Result<(), ApiError> {
     if res.storage == "pods" {
-        let before = old["spec"]["nodeName"].as_str().unwrap_or("");
-        let after = new["spec"]["nodeName"].as_str().unwrap_or("");
-        if !before.is_empty() && before != after {
+        // Compared as the server compares them: after defaulting.
+        let mut after = new.clone();
+        crate::defaults::on_write(res, &mut after);
+        let tolerations = |p: &Value| {
+            p["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (was, now) = (tolerations(old), tolerations(&after));
+        let only_added = now.len() >= was.len() && now[..was.len()] == was[..];
+        if !only_added || pod_spec_fixed(&old["spec"]) != pod_spec_fixed(&after["spec"]) {
+            // The real message goes on with a diff of the internal PodSpec.
             return Err(ApiError::invalid(
                 res,
                 name,
-                "spec.nodeName",
-                &format!("Invalid value: {after:?}: field is immutable"),
+                "spec",
+                &format!("Forbidden: {POD_SPEC_MUTABLE}"),
             ));
         }
     }
@@ -586,9 +656,10 @@ fn update(
         wanted = events::from_core(&wanted);
     }
     if store::name_of(&wanted) != name {
-        return Err(ApiError::bad_request(
-            "the name of the object does not match the name on the URL",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            store::name_of(&wanted)
+        )));
     }
     let res = target.res;
     let sub = target.sub.clone();

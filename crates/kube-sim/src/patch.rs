@@ -126,13 +126,13 @@ pub fn apply(doc: &mut Value, ty: PatchType, body: &[u8]) -> Result<(), ApiError
             let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("json: cannot unmarshal JSON patch: {e}"))
             })?;
-            json_patch::patch(doc, &ops).map_err(|e| ApiError {
+            // kube-apiserver reports a failed operation (a `test` that does not hold, a path
+            // that is not there) as a bare 422 Invalid, the failure itself left out.
+            json_patch::patch(doc, &ops).map_err(|_| ApiError {
                 code: 422,
                 reason: "Invalid",
-                message: format!(
-                    "the server rejected our request due to an error in our request: {e}"
-                ),
-                details: None,
+                message: "the server rejected our request due to an error in our request".into(),
+                details: Some(Box::default()),
             })?;
         }
     }

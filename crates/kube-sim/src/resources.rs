@@ -184,13 +184,51 @@ pub static ALL: &[&ResourceDef] = &[
     &LEASES,
 ];
 
-/// The served groups (besides core) and their single version.
+/// The served groups (besides core) and their single version, in the order kube-apiserver
+/// lists them (kubectl resolves a name two groups share by this order).
 pub static GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("events.k8s.io", "v1"),
     ("policy", "v1"),
     ("coordination.k8s.io", "v1"),
-    ("events.k8s.io", "v1"),
 ];
+
+/// `storageVersionHash` of each served resource as kube-apiserver v1.34 reports it (a hash
+/// of the storage group/version/kind; clients use it to notice storage migrations).
+fn storage_version_hash(r: &ResourceDef) -> &'static str {
+    match (r.group, r.plural) {
+        ("", "namespaces") => "Q3oi5N2YM8M=",
+        ("", "nodes") => "XwShjMxG9Fs=",
+        ("", "pods") => "xPOwRZ+Yhw8=",
+        ("", "configmaps") => "qFsyl6wFWjQ=",
+        (_, "events") => "r2yiGXH7wu8=",
+        ("policy", "poddisruptionbudgets") => "EVWiDmWqyJw=",
+        ("apps", "deployments") => "8aSe+NMegvE=",
+        ("apps", "replicasets") => "P1RzHs8/mWQ=",
+        ("apps", "daemonsets") => "dd7pWHUlMKQ=",
+        ("apps", "statefulsets") => "H+vl74LkKdo=",
+        ("coordination.k8s.io", "leases") => "gqkMMb/YqFM=",
+        _ => "",
+    }
+}
+
+/// The `all` category (`kubectl get all`): pods and the workload controllers.
+fn categories(r: &ResourceDef) -> &'static [&'static str] {
+    match r.plural {
+        "pods" | "deployments" | "replicasets" | "daemonsets" | "statefulsets" => &["all"],
+        _ => &[],
+    }
+}
+
+/// The verbs of a resource: namespaces cannot be deleted as a collection.
+fn verbs(r: &ResourceDef) -> serde_json::Value {
+    let verbs: Vec<&str> = ALL_VERBS
+        .iter()
+        .copied()
+        .filter(|v| !(r.plural == "namespaces" && *v == "deletecollection"))
+        .collect();
+    serde_json::json!(verbs)
+}
 
 /// Finds the resource served at `group/version/plural`.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -202,10 +240,6 @@ pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resou
 /// Finds a resource by its storage key (the canonical def for that storage).
 pub fn by_storage(storage: &str) -> Option<&'static ResourceDef> {
     ALL.iter().copied().find(|r| r.storage == storage)
-}
-
-fn verbs_json() -> serde_json::Value {
-    serde_json::json!(ALL_VERBS)
 }
 
 /// The APIResourceList for one group/version, or `None` if it is not served.
@@ -224,11 +258,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
                 "singularName": r.singular,
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": verbs_json(),
+                "verbs": verbs(r),
             });
             if !r.short_names.is_empty() {
                 v["shortNames"] = serde_json::json!(r.short_names);
             }
+            if !categories(r).is_empty() {
+                v["categories"] = serde_json::json!(categories(r));
+            }
+            v["storageVersionHash"] = serde_json::json!(storage_version_hash(r));
             v
         })
         .collect();
@@ -270,12 +308,97 @@ pub fn resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
             }));
         }
     }
-    Some(serde_json::json!({
+    let mut list = serde_json::json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": group_version,
         "resources": resources,
-    }))
+    });
+    if group.is_empty() {
+        // The core group's list carries no apiVersion (kube-apiserver writes it that way).
+        if let Some(m) = list.as_object_mut() {
+            m.remove("apiVersion");
+        }
+    }
+    Some(list)
+}
+
+/// The Content-Type of an aggregated discovery document.
+pub const AGGREGATED_CT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// The subresources the simulator serves, per resource: (name, response group, version, kind,
+/// verbs). The eviction subresource answers with a policy/v1 Eviction.
+fn subresources(r: &ResourceDef) -> Vec<serde_json::Value> {
+    let status = |kind: &str| {
+        serde_json::json!({"subresource": "status", "responseKind": {"group": "", "version": "", "kind": kind},
+            "verbs": ["get", "patch", "update"]})
+    };
+    match (r.group, r.plural) {
+        ("", "pods") => vec![
+            serde_json::json!({"subresource": "eviction",
+                "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]}),
+            status("Pod"),
+        ],
+        ("", "nodes")
+        | ("policy", "poddisruptionbudgets")
+        | ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
+            vec![status(r.kind)]
+        }
+        _ => vec![],
+    }
+}
+
+/// The aggregated discovery document (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList) that
+/// kubectl asks for first: of the core group for `/api`, of the other groups for `/apis`.
+pub fn aggregated(core: bool) -> serde_json::Value {
+    let groups: Vec<(&str, &str)> = if core {
+        vec![("", "v1")]
+    } else {
+        GROUPS.to_vec()
+    };
+    let items: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|(g, v)| {
+            let mut defs: Vec<&&ResourceDef> = ALL
+                .iter()
+                .filter(|r| r.group == *g && r.version == *v)
+                .collect();
+            defs.sort_by_key(|r| r.plural);
+            let resources: Vec<serde_json::Value> = defs
+                .iter()
+                .map(|r| {
+                    let mut e = serde_json::json!({
+                        "resource": r.plural,
+                        "responseKind": {"group": "", "version": "", "kind": r.kind},
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.singular,
+                        "verbs": verbs(r),
+                    });
+                    if !r.short_names.is_empty() {
+                        e["shortNames"] = serde_json::json!(r.short_names);
+                    }
+                    if !categories(r).is_empty() {
+                        e["categories"] = serde_json::json!(categories(r));
+                    }
+                    let subs = subresources(r);
+                    if !subs.is_empty() {
+                        e["subresources"] = serde_json::json!(subs);
+                    }
+                    e
+                })
+                .collect();
+            let metadata = if g.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({"name": g})
+            };
+            serde_json::json!({"metadata": metadata, "versions": [
+                {"version": v, "resources": resources, "freshness": "Current"}]})
+        })
+        .collect();
+    serde_json::json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {}, "items": items})
 }
 
 /// The legacy `/apis` APIGroupList.

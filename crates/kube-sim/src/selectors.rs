@@ -11,88 +11,314 @@ enum LabelReq {
     NotIn(String, Vec<String>),
     Exists(String),
     NotExists(String),
+    Gt(String, i64),
+    Lt(String, i64),
 }
 
 /// A parsed `labelSelector` query string. Empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector(Vec<LabelReq>);
 
-fn split_top_level(s: &str) -> Vec<&str> {
-    // Commas inside parentheses belong to a set, not to the AND list.
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
-        .into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
+/// Tokens of apimachinery's label selector lexer (`labels/selector.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Error,
+    End,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    GreaterThan,
+    Ident,
+    In,
+    LessThan,
+    NotEquals,
+    NotIn,
+    OpenPar,
 }
 
-fn parse_set(s: &str) -> Option<Vec<String>> {
-    let s = s.trim();
-    let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+fn symbol(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosedPar,
+        "," => Tok::Comma,
+        "!" => Tok::DoesNotExist,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::GreaterThan,
+        "<" => Tok::LessThan,
+        "!=" => Tok::NotEquals,
+        "(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+fn is_special(c: char) -> bool {
+    "=!(),><".contains(c)
+}
+
+/// The lexer, token by token (`Lexer.Lex`).
+fn lex(s: &str) -> Vec<(Tok, String)> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    loop {
+        while i < chars.len() && " \t\r\n".contains(chars[i]) {
+            i += 1;
+        }
+        if i >= chars.len() {
+            out.push((Tok::End, String::new()));
+            return out;
+        }
+        if is_special(chars[i]) {
+            // Longest run of special characters that is still a token.
+            let mut buf = String::new();
+            let mut last: Option<(Tok, String)> = None;
+            while i < chars.len() && is_special(chars[i]) {
+                buf.push(chars[i]);
+                match symbol(&buf) {
+                    Some(t) => last = Some((t, buf.clone())),
+                    None if last.is_some() => break,
+                    None => {}
+                }
+                i += 1;
+            }
+            match last {
+                Some(t) => out.push(t),
+                None => {
+                    out.push((Tok::Error, format!("error expected: keyword found '{buf}'")));
+                    out.push((Tok::End, String::new()));
+                    return out;
+                }
+            }
+        } else {
+            let start = i;
+            while i < chars.len() && !is_special(chars[i]) && !" \t\r\n".contains(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let tok = match word.as_str() {
+                "in" => Tok::In,
+                "notin" => Tok::NotIn,
+                _ => Tok::Ident,
+            };
+            out.push((tok, word));
+        }
+    }
+}
+
+/// apimachinery's label selector parser, with its error texts.
+struct Parser {
+    toks: Vec<(Tok, String)>,
+    pos: usize,
+}
+
+impl Parser {
+    /// `lookahead(Values)`: in a value position `in` and `notin` are identifiers.
+    fn peek(&self, values: bool) -> (Tok, String) {
+        let (t, l) = self
+            .toks
+            .get(self.pos)
+            .cloned()
+            .unwrap_or((Tok::End, String::new()));
+        if values && matches!(t, Tok::In | Tok::NotIn) {
+            (Tok::Ident, l)
+        } else {
+            (t, l)
+        }
+    }
+
+    fn next(&mut self, values: bool) -> (Tok, String) {
+        let t = self.peek(values);
+        self.pos = (self.pos + 1).min(self.toks.len());
+        t
+    }
+
+    fn parse(&mut self) -> Result<Vec<LabelReq>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            let (tok, lit) = self.peek(true);
+            match tok {
+                Tok::Ident | Tok::DoesNotExist => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    let (t, l) = self.next(true);
+                    match t {
+                        Tok::End => return Ok(reqs),
+                        Tok::Comma => {
+                            let (t2, l2) = self.peek(true);
+                            if t2 != Tok::Ident && t2 != Tok::DoesNotExist {
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
+                            }
+                        }
+                        _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
+                    }
+                }
+                Tok::End => return Ok(reqs),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<LabelReq, String> {
+        let (mut tok, mut key) = self.next(true);
+        let not = tok == Tok::DoesNotExist;
+        if not {
+            (tok, key) = self.next(true);
+        }
+        if tok != Tok::Ident {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        let (t, _) = self.peek(true);
+        if not || t == Tok::End || t == Tok::Comma {
+            return Ok(if not {
+                LabelReq::NotExists(key)
+            } else {
+                LabelReq::Exists(key)
+            });
+        }
+        let (op, lit) = self.next(false);
+        match op {
+            Tok::In | Tok::NotIn => {
+                let values = self.values()?;
+                Ok(if op == Tok::In {
+                    LabelReq::In(key, values)
+                } else {
+                    LabelReq::NotIn(key, values)
+                })
+            }
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals => {
+                let v = self.exact_value()?;
+                Ok(if op == Tok::NotEquals {
+                    LabelReq::NotEq(key, v)
+                } else {
+                    LabelReq::Eq(key, v)
+                })
+            }
+            Tok::GreaterThan | Tok::LessThan => {
+                let v = self.exact_value()?;
+                let n: i64 = v.parse().map_err(|_| {
+                    format!("values[0]: Invalid value: \"{v}\": for 'Gt', 'Lt' operators, the value must be an integer")
+                })?;
+                Ok(if op == Tok::GreaterThan {
+                    LabelReq::Gt(key, n)
+                } else {
+                    LabelReq::Lt(key, n)
+                })
+            }
+            _ => Err(format!(
+                "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+            )),
+        }
+    }
+
+    fn values(&mut self) -> Result<Vec<String>, String> {
+        let (tok, lit) = self.next(true);
+        if tok != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (tok, lit) = self.peek(true);
+        match tok {
+            Tok::Ident | Tok::Comma => {
+                let s = self.identifiers()?;
+                if self.next(true).0 != Tok::ClosedPar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+                Ok(s)
+            }
+            Tok::ClosedPar => {
+                self.next(true);
+                Ok(vec![String::new()])
+            }
+            _ => Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+    }
+
+    fn identifiers(&mut self) -> Result<Vec<String>, String> {
+        let mut s: Vec<String> = Vec::new();
+        let insert = |s: &mut Vec<String>, v: String| {
+            if !s.contains(&v) {
+                s.push(v);
+            }
+        };
+        loop {
+            let (tok, lit) = self.next(true);
+            match tok {
+                Tok::Ident => {
+                    insert(&mut s, lit);
+                    let (t2, l2) = self.peek(true);
+                    match t2 {
+                        Tok::Comma => continue,
+                        Tok::ClosedPar => return Ok(s),
+                        _ => return Err(format!("found '{l2}', expected: ',' or ')'")),
+                    }
+                }
+                Tok::Comma => {
+                    if s.is_empty() {
+                        insert(&mut s, String::new());
+                    }
+                    match self.peek(true).0 {
+                        Tok::ClosedPar => {
+                            insert(&mut s, String::new());
+                            return Ok(s);
+                        }
+                        Tok::Comma => {
+                            self.next(true);
+                            insert(&mut s, String::new());
+                        }
+                        _ => {}
+                    }
+                }
+                _ => return Err(format!("found '{lit}', expected: ',', or identifier")),
+            }
+        }
+    }
+
+    fn exact_value(&mut self) -> Result<String, String> {
+        let (tok, _) = self.peek(true);
+        if tok == Tok::End || tok == Tok::Comma {
+            return Ok(String::new());
+        }
+        let (tok, lit) = self.next(true);
+        if tok == Tok::Ident {
+            Ok(lit)
+        } else {
+            Err(format!("found '{lit}', expected: identifier"))
+        }
+    }
 }
 
 impl LabelSelector {
-    /// Parses the query-string form (`app=web,tier in (a,b),!canary`).
+    /// Parses the query-string form (`app=web,tier in (a,b),!canary`) the way apimachinery's
+    /// `labels.Parse` does, refusing what it refuses with its messages.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let mut reqs = Vec::new();
-        for part in split_top_level(s) {
-            let bad = || ApiError::bad_request(format!("unable to parse requirement: {part}"));
-            let req = if let Some(key) = part.strip_prefix('!') {
-                LabelReq::NotExists(key.trim().to_string())
-            } else if let Some((k, v)) = part.split_once("!=") {
-                LabelReq::NotEq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = part.split_once("==") {
-                LabelReq::Eq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = part.split_once('=') {
-                LabelReq::Eq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some(idx) = part.find(" notin ") {
-                LabelReq::NotIn(
-                    part[..idx].trim().to_string(),
-                    parse_set(&part[idx + 7..]).ok_or_else(bad)?,
-                )
-            } else if let Some(idx) = part.find(" in ") {
-                LabelReq::In(
-                    part[..idx].trim().to_string(),
-                    parse_set(&part[idx + 4..]).ok_or_else(bad)?,
-                )
-            } else if part
-                .chars()
-                .all(|c| c.is_alphanumeric() || "-_./".contains(c))
-            {
-                LabelReq::Exists(part.to_string())
-            } else {
-                return Err(bad());
+        let mut p = Parser {
+            toks: lex(s),
+            pos: 0,
+        };
+        if let Some((_, msg)) = p.toks.iter().find(|(t, _)| *t == Tok::Error) {
+            // The lexer's error surfaces as the token the parser trips over.
+            let msg = msg.clone();
+            return match p.parse() {
+                Err(e) => Err(ApiError::bad_request(e)),
+                Ok(_) => Err(ApiError::bad_request(msg)),
             };
-            reqs.push(req);
         }
-        Ok(LabelSelector(reqs))
+        p.parse().map(LabelSelector).map_err(ApiError::bad_request)
     }
 
     /// Whether labels (a JSON object or null) satisfy every requirement.
     pub fn matches(&self, labels: &Value) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        let int = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
         self.0.iter().all(|r| match r {
             LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
             LabelReq::NotEq(k, v) => get(k) != Some(v.as_str()),
@@ -100,6 +326,8 @@ impl LabelSelector {
             LabelReq::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
             LabelReq::Exists(k) => get(k).is_some(),
             LabelReq::NotExists(k) => get(k).is_none(),
+            LabelReq::Gt(k, n) => int(k).is_some_and(|x| x > *n),
+            LabelReq::Lt(k, n) => int(k).is_some_and(|x| x < *n),
         })
     }
 }
