@@ -42,30 +42,92 @@ fn event_line(
     line
 }
 
-fn bookmark_line(res: &ResourceDef, rv: u64, initial_end: bool) -> Vec<u8> {
-    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
-    if initial_end {
-        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+/// The object of a BOOKMARK: an empty object of the watched kind, serialized the way Go
+/// writes a zero value (fields without `omitempty` show up as empty or null).
+fn zero_object(res: &ResourceDef) -> Value {
+    let template = json!({"metadata": {}, "spec": {"containers": null}});
+    match res.kind {
+        "Pod" => json!({"spec": {"containers": null}, "status": {}}),
+        "Node" => {
+            json!({"spec": {}, "status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "",
+                "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "",
+                "operatingSystem": "", "architecture": ""}}})
+        }
+        "Namespace" => json!({"spec": {}, "status": {}}),
+        "Event" if res.group.is_empty() => json!({"involvedObject": {}, "source": {},
+            "firstTimestamp": null, "lastTimestamp": null, "eventTime": null,
+            "reportingComponent": "", "reportingInstance": ""}),
+        "Event" => json!({"eventTime": null, "regarding": {}, "deprecatedSource": {},
+            "deprecatedFirstTimestamp": null, "deprecatedLastTimestamp": null}),
+        "Deployment" => json!({"spec": {"replicas": 0, "selector": null, "template": template,
+            "strategy": {}}, "status": {}}),
+        "ReplicaSet" => json!({"spec": {"replicas": 0, "selector": null, "template": template},
+            "status": {"replicas": 0}}),
+        "DaemonSet" => {
+            json!({"spec": {"selector": null, "template": template, "updateStrategy": {}},
+            "status": {"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0}})
+        }
+        "StatefulSet" => json!({"spec": {"replicas": 0, "selector": null, "template": template,
+            "serviceName": "", "updateStrategy": {}}, "status": {"replicas": 0, "availableReplicas": 0}}),
+        "PodDisruptionBudget" => json!({"spec": {}, "status": {"disruptionsAllowed": 0,
+            "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}}),
+        "Lease" => json!({"spec": {}}),
+        _ => json!({}),
     }
-    let kind = res.kind;
-    let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": res.api_version(), "metadata": meta}}))
-        .unwrap_or_default();
+}
+
+fn bookmark_line(res: &ResourceDef, rv: u64, initial_end: bool) -> Vec<u8> {
+    let mut object = zero_object(res);
+    object["kind"] = json!(res.kind);
+    object["apiVersion"] = json!(res.api_version());
+    object["metadata"] = json!({"resourceVersion": rv.to_string()});
+    if res.kind == "DaemonSet" {
+        // Defaulting reaches even the empty object.
+        object["metadata"]["annotations"] =
+            json!({"deprecated.daemonset.template.generation": "0"});
+    }
+    if initial_end {
+        object["metadata"]["annotations"]["k8s.io/initial-events-end"] = json!("true");
+    }
+    let mut line =
+        serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Resources kube-apiserver serves without a watch cache (`DefaultWatchCacheSizes`): their
+/// watches read etcd, where a compacted version is gone.
+fn uncached(res: &ResourceDef) -> bool {
+    res.storage == "events"
+}
+
+fn error_line(e: &ApiError) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// Translates a change into what a filtered watcher sees: an object that starts matching is
-/// ADDED, one that stops matching is DELETED (real server semantics, §6).
-fn translate(change: &Change, filter: &Filter) -> Option<&'static str> {
+/// ADDED, one that stops matching is DELETED — with the object as it was while it matched,
+/// at the change's resourceVersion, as the watch cache sends it (§6).
+fn translate(change: &Change, filter: &Filter) -> Option<(&'static str, Value)> {
     let now = filter.matches(&change.object);
     let before = change.old.as_deref().is_some_and(|o| filter.matches(o));
+    let current = || (*change.object).clone();
     match change.ty {
-        EventType::Added => now.then_some("ADDED"),
-        EventType::Deleted => before.then_some("DELETED"),
+        EventType::Added => now.then(|| ("ADDED", current())),
+        EventType::Deleted => before.then(|| ("DELETED", current())),
         EventType::Modified => match (before, now) {
-            (true, true) => Some("MODIFIED"),
-            (false, true) => Some("ADDED"),
-            (true, false) => Some("DELETED"),
+            (true, true) => Some(("MODIFIED", current())),
+            (false, true) => Some(("ADDED", current())),
+            (true, false) => {
+                let mut old = change.old.as_deref().cloned().unwrap_or_default();
+                old["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+                Some(("DELETED", old))
+            }
             (false, false) => None,
         },
     }
@@ -103,23 +165,32 @@ pub(crate) async fn watch(
         for obj in items.iter().filter(|o| filter.matches(o)) {
             initial.push(event_line(res, "ADDED", obj, wants_table, include));
         }
-        if send_initial {
+        // The initial events end with a bookmark saying so whenever the client takes
+        // bookmarks (kube-apiserver v1.34 marks it even without sendInitialEvents).
+        if send_initial || bookmarks {
             initial.push(bookmark_line(res, rv, true));
         }
         (live, Vec::new(), rv)
+    } else if uncached(res) && start_rv < app.store.compacted_rv() {
+        // etcd's answer for a compacted revision, not the watch cache's.
+        let e = ApiError {
+            code: 410,
+            reason: "Expired",
+            message: "The resourceVersion for the provided watch is too old.".into(),
+            details: None,
+        };
+        return stream_response(Body::from(error_line(&e)), wants_table);
     } else {
         match app.store.subscribe_since(start_rv) {
             Ok(sub) => (sub.live, sub.backlog, start_rv),
             Err(e) => {
                 // Too old: an ERROR event inside a 200 stream, never an HTTP 410 (§6, §12.7).
-                let mut line =
-                    serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()}))
-                        .unwrap_or_default();
-                line.push(b'\n');
-                return stream_response(Body::from(line), wants_table);
+                return stream_response(Body::from(error_line(&e)), wants_table);
             }
         }
     };
+    // The watch cache sends a bookmark only past the version the watch started at.
+    let started_at = last_rv;
 
     tokio::spawn(async move {
         let mut sent: u64 = 0;
@@ -133,14 +204,16 @@ pub(crate) async fn watch(
                 return;
             }
         }
+        // `last_rv` follows every change of the resource, matching or not: it is what a
+        // bookmark reports.
         let deliver = |change: &Change, last_rv: &mut u64, sent: &mut u64| -> Option<Vec<u8>> {
             if change.storage != res.storage || change.rv <= *last_rv {
                 return None;
             }
             *last_rv = change.rv;
-            let ty = translate(change, &filter)?;
+            let (ty, object) = translate(change, &filter)?;
             *sent += 1;
-            Some(event_line(res, ty, &change.object, wants_table, include))
+            Some(event_line(res, ty, &object, wants_table, include))
         };
         for change in backlog {
             if let Some(line) = deliver(&change, &mut last_rv, &mut sent) {
@@ -152,18 +225,25 @@ pub(crate) async fn watch(
                 }
             }
         }
-        let mut bookmark_tick = tokio::time::interval(Duration::from_secs(30));
+        // The watch cache's bookmarks: every minute, and once two seconds before the
+        // timeout, each only when the resource has moved past where the watch started.
+        let mut bookmark_tick = tokio::time::interval(Duration::from_secs(60));
         bookmark_tick.tick().await;
+        let pre_timeout = deadline.checked_sub(Duration::from_secs(2));
+        let mut pre_timeout_sent = timeout <= 2;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    if bookmarks {
-                        let _ = tx.send(Ok(Bytes::from(bookmark_line(res, last_rv, false)))).await;
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(pre_timeout.unwrap_or(deadline)), if !pre_timeout_sent => {
+                    pre_timeout_sent = true;
+                    if bookmarks && last_rv > started_at
+                        && tx.send(Ok(Bytes::from(bookmark_line(res, last_rv, false)))).await.is_err() {
+                        return;
                     }
-                    return;
                 }
                 _ = bookmark_tick.tick(), if bookmarks => {
-                    if tx.send(Ok(Bytes::from(bookmark_line(res, last_rv.max(1), false)))).await.is_err() {
+                    if last_rv > started_at
+                        && tx.send(Ok(Bytes::from(bookmark_line(res, last_rv, false)))).await.is_err() {
                         return;
                     }
                 }
@@ -182,9 +262,7 @@ pub(crate) async fn watch(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // A watcher too slow to keep up is told to re-list, like the watch cache does.
                         let e = ApiError::expired(last_rv, last_rv);
-                        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
-                        line.push(b'\n');
-                        let _ = tx.send(Ok(Bytes::from(line))).await;
+                        let _ = tx.send(Ok(Bytes::from(error_line(&e)))).await;
                         return;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
