@@ -380,6 +380,9 @@ pub fn node_object(n: &NodeSpec, region: &str) -> Value {
         "kubernetes.io/hostname": n.name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
+        // The node lifecycle controller adds the deprecated beta labels to every node.
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
         "topology.kubernetes.io/zone": n.zone,
         "topology.kubernetes.io/region": region,
         "failure-domain.beta.kubernetes.io/zone": n.zone,
@@ -410,6 +413,7 @@ pub fn node_object(n: &NodeSpec, region: &str) -> Value {
                 {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now, "message": "kubelet is posting ready status"}
             ],
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": n.name}, {"type": "InternalDNS", "address": n.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {"kubeletVersion": "v1.32.0-eks", "kubeProxyVersion": "v1.32.0-eks", "osImage": "Amazon Linux 2023",
                 "kernelVersion": "6.1.0", "containerRuntimeVersion": "containerd://1.7.0", "operatingSystem": "linux", "architecture": "amd64",
                 "machineID": "", "systemUUID": "", "bootID": ""}

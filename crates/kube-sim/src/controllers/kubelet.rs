@@ -28,6 +28,10 @@ pub(super) fn set_ready(pod: &mut Value, ready: bool) {
         pod["status"]["conditions"] = json!([]);
     }
     if let Some(cs) = pod["status"]["conditions"].as_array_mut() {
+        // No init containers: the pod is initialized as soon as the kubelet has it.
+        if !cs.iter().any(|c| c["type"] == "Initialized") {
+            cs.push(json!({"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        }
         for ty in ["Ready", "ContainersReady"] {
             match cs.iter_mut().find(|c| c["type"] == ty) {
                 Some(c) => {
@@ -72,7 +76,7 @@ fn container_statuses(pod: &Value, running: bool) -> Value {
                         json!({"waiting": {"reason": "ContainerCreating"}})
                     };
                     json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false,
-                        "restartCount": 0, "started": running, "state": state})
+                        "restartCount": 0, "started": running, "state": state, "lastState": {}})
                 })
                 .collect()
         })
@@ -175,6 +179,7 @@ pub(super) fn reconcile(
                 }
                 p["status"]["hostIP"] = json!(host_ip);
                 p["status"]["podIP"] = json!(pod_ip(uid));
+                p["status"]["podIPs"] = json!([{"ip": pod_ip(uid)}]);
                 set_ready(p, true);
                 Ok(())
             });

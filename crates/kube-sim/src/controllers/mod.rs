@@ -68,6 +68,37 @@ struct KubeletState {
 }
 
 /// The simulated cluster's controllers.
+const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// The node lifecycle controller's TaintNodesByCondition: a cordoned node carries the
+/// `node.kubernetes.io/unschedulable:NoSchedule` taint, an uncordoned one loses it.
+fn taint_unschedulable(store: &Store, nodes: &[Arc<Value>]) {
+    for node in nodes {
+        let cordoned = node["spec"]["unschedulable"] == true;
+        let tainted = node["spec"]["taints"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["key"] == UNSCHEDULABLE));
+        if cordoned == tainted {
+            continue;
+        }
+        let _ = store.update(&NODES, "", name_of(node), |n| {
+            let mut taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            taints.retain(|t| t["key"] != UNSCHEDULABLE);
+            if n["spec"]["unschedulable"] == true {
+                taints.push(json!({"key": UNSCHEDULABLE, "effect": "NoSchedule",
+                    "timeAdded": crate::store::now_rfc3339()}));
+            }
+            match n["spec"].as_object_mut() {
+                Some(spec) if taints.is_empty() => {
+                    spec.remove("taints");
+                }
+                _ => n["spec"]["taints"] = json!(taints),
+            }
+            Ok(())
+        });
+    }
+}
+
 pub struct Cluster {
     store: Arc<Store>,
     timings: Timings,
@@ -197,6 +228,7 @@ impl Cluster {
         let (nodes, _) = self.store.list(&NODES, None);
         let (pods, _) = self.store.list(&PODS, None);
         let dead = lock(&self.dead).clone();
+        taint_unschedulable(&self.store, &nodes);
         workloads::reconcile(&self.store, &nodes, &pods, &dead);
         pdb::reconcile(&self.store, &pods);
         scheduler::reconcile(&self.store, &nodes, &pods);

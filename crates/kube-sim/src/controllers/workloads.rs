@@ -5,7 +5,7 @@
 
 use super::podutil;
 use crate::resources::{DAEMONSETS, DEPLOYMENTS, PODS, REPLICASETS, STATEFULSETS};
-use crate::store::{name_of, namespace_of, uid_of, Store};
+use crate::store::{name_of, namespace_of, now_rfc3339, uid_of, Store};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -71,6 +71,10 @@ fn set_status(
         for (k, v) in s {
             m.insert(k.clone(), v.clone());
         }
+        // Go's omitempty: a zero count is left out.
+        if m.get("unavailableReplicas").is_some_and(|v| v == 0) {
+            m.remove("unavailableReplicas");
+        }
     }
     merged["observedGeneration"] = obj["metadata"]["generation"].clone();
     if merged != obj["status"] {
@@ -78,6 +82,46 @@ fn set_status(
             o["status"] = merged;
             Ok(())
         });
+    }
+}
+
+/// A Deployment condition, keeping its times while nothing about it changes.
+fn deployment_condition(
+    old: &Value,
+    ty: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+) -> Value {
+    let now = now_rfc3339();
+    let status = if status { "True" } else { "False" };
+    let prev = old["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
+    let transition = prev
+        .filter(|c| c["status"] == status)
+        .map_or(json!(now), |c| c["lastTransitionTime"].clone());
+    let update = prev
+        .filter(|c| c["status"] == status && c["reason"] == reason && c["message"] == message)
+        .map_or(json!(now), |c| c["lastUpdateTime"].clone());
+    json!({"type": ty, "status": status, "lastUpdateTime": update, "lastTransitionTime": transition,
+        "reason": reason, "message": message})
+}
+
+/// `maxSurge`/`maxUnavailable` of a rolling update, resolved against `replicas` (percentages
+/// round up for surge, down for unavailable).
+fn rolling(d: &Value, key: &str, replicas: i64, up: bool) -> i64 {
+    match &d["spec"]["strategy"]["rollingUpdate"][key] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(p) => {
+            let pct = p.trim_end_matches('%').parse::<i64>().unwrap_or(25);
+            if up {
+                (replicas * pct + 99) / 100
+            } else {
+                replicas * pct / 100
+            }
+        }
+        _ => 0,
     }
 }
 
@@ -101,10 +145,24 @@ fn deployments(store: &Store) {
                 template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
                 let mut selector = d["spec"]["selector"].clone();
                 selector["matchLabels"]["pod-template-hash"] = json!(hash);
+                let surge = rolling(d, "maxSurge", replicas, true);
+                let annotations = json!({"deployment.kubernetes.io/desired-replicas": replicas.to_string(),
+                    "deployment.kubernetes.io/max-replicas": (replicas + surge).to_string(),
+                    "deployment.kubernetes.io/revision": "1"});
                 let rs = json!({"metadata": {"name": rs_name, "namespace": ns, "labels": template["metadata"]["labels"],
-                        "ownerReferences": owner_ref("apps/v1", "Deployment", d)},
+                        "annotations": annotations, "ownerReferences": owner_ref("apps/v1", "Deployment", d)},
                     "spec": {"replicas": replicas, "selector": selector, "template": template}});
                 let _ = store.create(&REPLICASETS, ns, rs);
+                if d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].is_null() {
+                    let _ = store.update(&DEPLOYMENTS, ns, name_of(d), |o| {
+                        if !o["metadata"]["annotations"].is_object() {
+                            o["metadata"]["annotations"] = json!({});
+                        }
+                        o["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                            json!("1");
+                        Ok(())
+                    });
+                }
             }
             Some(rs) => {
                 if rs["spec"]["replicas"].as_i64() != Some(replicas) {
@@ -115,12 +173,48 @@ fn deployments(store: &Store) {
                 }
                 let ready = rs["status"]["readyReplicas"].as_i64().unwrap_or(0);
                 let have = rs["status"]["replicas"].as_i64().unwrap_or(0);
+                let min_available = replicas - rolling(d, "maxUnavailable", replicas, false);
+                let available = if ready >= min_available {
+                    deployment_condition(
+                        d,
+                        "Available",
+                        true,
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.".into(),
+                    )
+                } else {
+                    deployment_condition(
+                        d,
+                        "Available",
+                        false,
+                        "MinimumReplicasUnavailable",
+                        "Deployment does not have minimum availability.".into(),
+                    )
+                };
+                let progressing = if ready >= replicas && have == replicas {
+                    deployment_condition(
+                        d,
+                        "Progressing",
+                        true,
+                        "NewReplicaSetAvailable",
+                        format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+                    )
+                } else {
+                    deployment_condition(
+                        d,
+                        "Progressing",
+                        true,
+                        "ReplicaSetUpdated",
+                        format!("ReplicaSet \"{rs_name}\" is progressing."),
+                    )
+                };
                 set_status(
                     store,
                     &DEPLOYMENTS,
                     d,
                     json!({"replicas": have, "readyReplicas": ready,
-                    "availableReplicas": ready, "updatedReplicas": have, "unavailableReplicas": (replicas - ready).max(0)}),
+                    "availableReplicas": ready, "updatedReplicas": have, "unavailableReplicas": (replicas - ready).max(0),
+                    "conditions": [available, progressing]}),
                 );
             }
         }
@@ -211,6 +305,23 @@ fn daemonsets(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>], dead: &H
         let ns = namespace_of(ds);
         let owned = owned_by(pods, ds);
         let template_pod = json!({"spec": ds["spec"]["template"]["spec"]});
+        let generation = ds["metadata"]["generation"]
+            .as_i64()
+            .unwrap_or(1)
+            .to_string();
+        if ds["metadata"]["annotations"]["deprecated.daemonset.template.generation"]
+            != generation.as_str()
+        {
+            let _ = store.update(&DAEMONSETS, ns, name_of(ds), |o| {
+                if !o["metadata"]["annotations"].is_object() {
+                    o["metadata"]["annotations"] = json!({});
+                }
+                o["metadata"]["annotations"]["deprecated.daemonset.template.generation"] =
+                    json!(generation);
+                Ok(())
+            });
+        }
+        let revision_hash = template_hash(&ds["spec"]["template"]);
         let mut desired = 0;
         for node in nodes {
             let node_name = name_of(node);
@@ -234,7 +345,7 @@ fn daemonsets(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>], dead: &H
             if !has && !dead.contains(node_name) {
                 let mut pod =
                     pod_from_template(ds, "DaemonSet", None, &format!("{}-", name_of(ds)));
-                pod["spec"]["nodeName"] = json!(node_name);
+                daemon_pod(&mut pod, node_name, &revision_hash, &generation);
                 let _ = store.create(&PODS, ns, pod);
             }
         }
@@ -248,6 +359,37 @@ fn daemonsets(store: &Store, nodes: &[Arc<Value>], pods: &[Arc<Value>], dead: &H
             "updatedNumberScheduled": owned.len(), "numberMisscheduled": 0}),
         );
     }
+}
+
+/// What the DaemonSet controller adds to a daemon pod: its revision labels, the node
+/// affinity that pins it to its node, and the tolerations every daemon pod has. (The real
+/// controller leaves the binding to the scheduler; the simulator binds it at once.)
+fn daemon_pod(pod: &mut Value, node: &str, revision_hash: &str, generation: &str) {
+    pod["metadata"]["labels"]["controller-revision-hash"] = json!(revision_hash);
+    pod["metadata"]["labels"]["pod-template-generation"] = json!(generation);
+    pod["spec"]["nodeName"] = json!(node);
+    pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
+    let mut tolerations = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (key, effect) in [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ] {
+        if !tolerations
+            .iter()
+            .any(|t| t["key"] == key && t["effect"] == effect)
+        {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": effect}));
+        }
+    }
+    pod["spec"]["tolerations"] = json!(tolerations);
 }
 
 pub(super) fn reconcile(
