@@ -79,7 +79,7 @@ cmd_build() {
   local home bin b
   home=$(cache_dir); bin=$home/bin
   if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager && -x $bin/kube-scheduler &&
-        -x $bin/etcd && -x $bin/kwok && -s $home/kwok-stages.yaml ]]; then
+        -x $bin/etcd && -x $bin/kwok && -s $home/kwok-node-stages.yaml ]]; then
     echo "$bin"; return
   fi
   command -v go >/dev/null || die "Go (1.26) is needed to build the control plane"
@@ -104,13 +104,13 @@ cmd_build() {
   log "building kwok v$KWOK_VERSION ($((SECONDS - t0)) s so far)"
   (cd "$CP/kwok" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$bin.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok) ||
     die "building kwok v$KWOK_VERSION failed"
-  # KWOK's own node stages (initialise, heartbeat with a lease), from its module; ours for pods.
+  # KWOK's own node stages (initialise, heartbeat with a lease), from its module; `up` adds
+  # ours for pods from the tree, so a change to them takes effect at the next start.
   local stages
   stages=$(cd "$CP/kwok" && go list -mod=readonly -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage/node
   { cat "$stages/fast/node-initialize.yaml"; echo '---'
-    cat "$stages/heartbeat-with-lease/node-heartbeat-with-lease.yaml"; echo '---'
-    cat "$CP/kwok-stages.yaml"; } > "$bin.tmp/../kwok-stages.yaml.tmp"
-  rm -rf "$bin"; mv "$bin.tmp" "$bin"; mv "$home/kwok-stages.yaml.tmp" "$home/kwok-stages.yaml"
+    cat "$stages/heartbeat-with-lease/node-heartbeat-with-lease.yaml"; } > "$home/kwok-node-stages.yaml.tmp"
+  rm -rf "$bin"; mv "$bin.tmp" "$bin"; mv "$home/kwok-node-stages.yaml.tmp" "$home/kwok-node-stages.yaml"
   log "built in $((SECONDS - t0)) s: $bin"
   "$bin/kube-apiserver" --version >&2
   echo "$bin"
@@ -238,6 +238,7 @@ KCM_PORT=$KCM_PORT
 SCHED_PORT=$SCHED_PORT
 KWOK_PORT=$KWOK_PORT
 BIN=$bin
+KWOK_STAGES=$DIR/kwok-stages.yaml
 EOF
 
   start etcd "$bin/etcd" --name=termguard-test --data-dir="$DIR/etcd" \
@@ -278,10 +279,11 @@ EOF
   wait_healthy kube-controller-manager 90 "https://127.0.0.1:$KCM_PORT/healthz" -k
   wait_healthy kube-scheduler 90 "https://127.0.0.1:$SCHED_PORT/healthz" -k
 
-  # KWOK manages the nodes annotated kwok.x-k8s.io/node=fake (changing the annotation kills
-  # the node: its lease stops and nothing confirms its pods gone). Leases last 40 s; the
-  # controller manager calls a node NotReady 90 s after the last renewal.
-  start kwok "$bin/kwok" --kubeconfig="$DIR/kwok.kubeconfig" --config="$home/kwok-stages.yaml" \
+  # KWOK manages the nodes annotated kwok.x-k8s.io/node=fake (termguard::kwok::kill_node
+  # takes a node's Lease away from it: its pods are then never confirmed gone). Leases last
+  # 40 s; the controller manager calls a node NotReady 90 s after the last renewal.
+  { cat "$home/kwok-node-stages.yaml"; echo '---'; cat "$CP/kwok-stages.yaml"; } > "$DIR/kwok-stages.yaml"
+  start kwok "$bin/kwok" --kubeconfig="$DIR/kwok.kubeconfig" --config="$DIR/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --server-address="127.0.0.1:$KWOK_PORT" --node-port="$KWOK_PORT" --node-ip=127.0.0.1 \
     --cidr=10.244.0.0/16 --node-lease-duration-seconds=40

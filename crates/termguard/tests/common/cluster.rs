@@ -92,17 +92,17 @@ macro_rules! both_backends {
 }
 
 /// Says so (once per process) when the control plane's KWOK runs other pod stages than
-/// scripts/controlplane/kwok-stages.yaml: `scripts/cluster.sh build` copies them into its
-/// cache once, next to the binaries, and `up` uses that copy. Tests that depend on how pods
-/// stop can then fail for that reason alone.
+/// scripts/controlplane/kwok-stages.yaml (`scripts/cluster.sh up` reads them when it starts,
+/// so a control plane started before a change runs the old ones). Tests that depend on how
+/// pods stop can then fail for that reason alone.
 fn warn_if_stages_differ(dir: &Path) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
-        let Some(bin) = env.lines().find_map(|l| l.strip_prefix("BIN=")) else {
+        let Some(running) = env.lines().find_map(|l| l.strip_prefix("KWOK_STAGES=")) else {
             return;
         };
-        let running = Path::new(bin).with_file_name("kwok-stages.yaml");
+        let running = Path::new(running);
         let ours = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../scripts/controlplane/kwok-stages.yaml");
         let (Ok(running_text), Ok(ours_text)) = (
@@ -116,8 +116,7 @@ fn warn_if_stages_differ(dir: &Path) {
             let _ = writeln!(
                 std::io::stderr(),
                 "warning: the control plane in {} runs KWOK stages ({}) that differ from {}; \
-                 tests that depend on how pods stop may fail. Regenerate the cached copy and \
-                 restart the control plane.",
+                 tests that depend on how pods stop may fail. Restart the control plane.",
                 dir.display(),
                 running.display(),
                 ours.display()
