@@ -389,7 +389,13 @@ fn list(
             let name = parts.next();
             match (rv, ns, name) {
                 (Some(rv), Some(ns), Some(name)) => (rv, Some((ns.to_string(), name.to_string()))),
-                _ => return Err(ApiError::bad_request("continue key is not valid")),
+                // kube-apiserver's prefix; what follows is its decoder's complaint about
+                // the token's bytes (real tokens are base64 JSON, these are not).
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid continue token: continue key is not valid: not a token this server issued",
+                    ))
+                }
             }
         }
         None => (app.store.current_rv(), None),
