@@ -1041,6 +1041,7 @@ const CASES: &[&str] = &[
     "watch nodes from 0 with bookmarks",
     "watch pod from the list's resourceVersion",
     "watch by label: enter and leave",
+    "watch pods on a node (spec.nodeName)",
     "watch as a Table (kubectl get -w)",
     "watch that times out quietly",
     "watch as a streaming list (sendInitialEvents)",
@@ -1395,6 +1396,25 @@ async fn run_case(name: &str, c: &mut Ctx) {
             c.must(req(Method::PATCH, &format!("{pods}/bare")).body(
                 MERGE,
                 &json!({"metadata": {"labels": {"conformance": null}}}),
+            ))
+            .await;
+        }
+        "watch pods on a node (spec.nodeName)" => {
+            let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE_C}");
+            let rv = c.list_rv(&path).await;
+            c.bind("rv", rv);
+            let w = c
+                .watch(&get(&format!(
+                    "{path}&watch=true&resourceVersion=<rv>&allowWatchBookmarks=true&timeoutSeconds=30"
+                )))
+                .await;
+            c.must(req(Method::POST, pods).json(&case_pod("conf-watch-node", NODE_C)))
+                .await;
+            let a = w.read(Until::Events(1), Duration::from_secs(10)).await;
+            c.answers.push((String::new(), a));
+            c.try_send(req(
+                Method::DELETE,
+                &format!("{pods}/conf-watch-node?gracePeriodSeconds=0"),
             ))
             .await;
         }
