@@ -106,7 +106,7 @@ fn warn_if_stages_differ(dir: &Path) {
         let ours = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../scripts/controlplane/kwok-stages.yaml");
         let (Ok(running_text), Ok(ours_text)) = (
-            std::fs::read_to_string(&running),
+            std::fs::read_to_string(running),
             std::fs::read_to_string(&ours),
         ) else {
             return;
