@@ -31,7 +31,7 @@ use termguard::cluster::drain::filters::{DAEMONSET_FATAL, LOCAL_STORAGE_FATAL, U
 use termguard::cluster::drain::{
     DrainOptions, DrainReport, Outcome, PodAction, PodResult, PodSelector, Progress, Role,
 };
-use termguard::cluster::events::Events;
+use termguard::cluster::events::{Events, Reason};
 use termguard::cluster::nodes;
 
 type Result = anyhow::Result<()>;
@@ -946,6 +946,39 @@ both_backends! {
             );
             assert!(!events.iter().any(|(r, ..)| r == "DrainTimedOut"));
         }
+        Ok(())
+    }
+}
+
+both_backends! {
+    /// The same Event twice within the recorder's window becomes one Event with a series of
+    /// two (kube-runtime's Recorder PATCHes the first one): the reason the ClusterRole grants
+    /// `patch` on events.k8s.io events (a node drained again by one replica, a resumed drain).
+    async fn a_repeated_event_is_one_event_with_a_series(backend) -> Result {
+        let c = TestCluster::start_settled(backend, &one_node("- {kind: Deployment, name: web}\n"))
+            .await;
+        let events = Events::new(c.client.clone(), "test");
+        let node_uid = uid(&c.node(NODE).await);
+        let regarding = termguard::cluster::events::node_ref(NODE, Some(&node_uid));
+        for _ in 0..2 {
+            events
+                .publish(&regarding, Reason::DrainStarted, "draining".into())
+                .await;
+        }
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(c.admin.clone());
+        let started: Vec<_> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DrainStarted"))
+            .collect();
+        assert_eq!(started.len(), 1, "{started:#?}");
+        assert_eq!(
+            started[0].series.as_ref().map(|s| s.count),
+            Some(2),
+            "{started:#?}"
+        );
         Ok(())
     }
 }
