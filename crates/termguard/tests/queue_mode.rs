@@ -197,24 +197,6 @@ async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Waits until the async condition holds (checked every 50 ms), for at most `limit`.
-async fn eventually_async<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cordoned(bed: &Bed, name: &str) -> bool {
     bed.cluster.node(name).await["spec"]["unschedulable"] == true
 }
@@ -369,7 +351,7 @@ both_backends! {
             "message deleted"
         );
         // Why: SetDesiredCapacity's scaling activity.
-        let recorded = eventually_async(Duration::from_secs(10), || async {
+        let recorded = cluster::eventually(Duration::from_secs(10), || async {
             annotation(&bed, &node, "termguard.io/drain-cause")
                 .await
                 .as_deref()
@@ -813,7 +795,7 @@ both_backends! {
             .await;
         assert_completed_with_continue(&ended);
         let node = bed.nodes[&victim].clone();
-        let recorded = eventually_async(Duration::from_secs(15), || async {
+        let recorded = cluster::eventually(Duration::from_secs(15), || async {
             annotation(&bed, &node, "termguard.io/drain-cause")
                 .await
                 .as_deref()
@@ -842,7 +824,7 @@ both_backends! {
         .await?;
         let action = scale_in(&bed).await?;
         let node = bed.nodes[&s(&action["instance_id"])].clone();
-        let draining = eventually_async(Duration::from_secs(20), || async {
+        let draining = cluster::eventually(Duration::from_secs(20), || async {
             annotation(&bed, &node, "termguard.io/drain-phase")
                 .await
                 .is_some()

@@ -357,21 +357,18 @@ impl TestCluster {
 
     /// Every pod bound to `node`.
     pub async fn pods_on(&self, node: &str) -> Vec<Value> {
-        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-        api(&self.admin, &resources::PODS, None)
-            .list(&lp)
+        self.list_pods(&ListParams::default().fields(&format!("spec.nodeName={node}")))
             .await
-            .expect("pods listed")
-            .items
-            .iter()
-            .map(to_value)
-            .collect()
     }
 
     /// Every pod of the cluster.
     pub async fn all_pods(&self) -> Vec<Value> {
+        self.list_pods(&ListParams::default()).await
+    }
+
+    async fn list_pods(&self, lp: &ListParams) -> Vec<Value> {
         api(&self.admin, &resources::PODS, None)
-            .list(&ListParams::default())
+            .list(lp)
             .await
             .expect("pods listed")
             .items
@@ -862,6 +859,25 @@ impl PodFeed {
             min = min.min(count(&state));
         }
         min
+    }
+}
+
+/// Waits until the async condition holds (checked every 50 ms), for at most `limit`; returns
+/// whether it did.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

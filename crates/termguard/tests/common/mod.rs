@@ -8,7 +8,6 @@
 
 use crate::cluster::TestCluster;
 use serde_json::Value;
-use std::future::Future;
 use std::time::Duration;
 use termguard::cluster::drain::{Backoff, DrainOptions, DrainRequest, Drainer};
 
@@ -50,21 +49,4 @@ pub fn ns_name(obj: &Value) -> String {
     format!("{}/{}", namespace(obj), name(obj))
 }
 
-/// Waits until `f` resolves to true (checked every 50 ms), for at most `limit`; returns
-/// whether it did.
-pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use crate::cluster::eventually;
