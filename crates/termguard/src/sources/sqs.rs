@@ -364,11 +364,7 @@ impl Inner {
         let work = futures::future::join_all(notices.iter().map(|n| self.handle(n)));
         let dispositions = tokio::select! {
             d = work => d,
-            () = self.keep_invisible(&msg) => return,
-            _ = stopped(&mut shutdown) => {
-                if self.config.release_on_shutdown {
-                    self.change_visibility(&msg, Duration::ZERO).await;
-                }
+            () = self.keep_invisible_until_shutdown(&msg, &mut shutdown) => {
                 Metrics::count(&self.metrics.messages_disposed, "abandoned-on-shutdown");
                 return;
             }
@@ -407,16 +403,32 @@ impl Inner {
         }
     }
 
-    /// Extends the message's invisibility for as long as the work runs; never returns unless
-    /// SQS's 12-hour limit is reached.
-    async fn keep_invisible(&self, msg: &Received) {
+    /// Extends the message's invisibility for as long as the work runs; returns only on
+    /// shutdown, once the message has been handed back (when configured to). Extending and
+    /// handing back are one sequence of requests: a hand-back raced by an extension still on
+    /// the wire could reach SQS first and leave the message hidden for a whole visibility
+    /// timeout.
+    async fn keep_invisible_until_shutdown(
+        &self,
+        msg: &Received,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let mut limit_reached = false;
         loop {
-            tokio::time::sleep(self.config.extend_every).await;
-            let Some(next) = next_visibility(msg.at.elapsed(), self.config.visibility) else {
-                tracing::warn!("the message reached SQS's 12-hour visibility limit; it will reappear and its work resume from the Node's state");
-                return std::future::pending().await;
-            };
-            self.change_visibility(msg, next).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.extend_every), if !limit_reached => {}
+                _ = stopped(shutdown) => break,
+            }
+            match next_visibility(msg.at.elapsed(), self.config.visibility) {
+                Some(next) => self.change_visibility(msg, next).await,
+                None => {
+                    tracing::warn!("the message reached SQS's 12-hour visibility limit; it will reappear and its work resume from the Node's state");
+                    limit_reached = true;
+                }
+            }
+        }
+        if self.config.release_on_shutdown {
+            self.change_visibility(msg, Duration::ZERO).await;
         }
     }
 
