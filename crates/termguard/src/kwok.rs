@@ -273,6 +273,15 @@ pub async fn apply(client: &Client, s: &Scenario) -> Result<Applied, ApplyError>
         applied.nodes.push(n.name.clone());
     }
 
+    // Workloads only once every node is Ready and untainted: pods created earlier would all
+    // land on the first nodes KWOK initialises, and the scheduler never moves them, where the
+    // simulator (whose nodes are Ready at once) spreads them.
+    let just_nodes = Applied {
+        nodes: applied.nodes.clone(),
+        ..Default::default()
+    };
+    wait_settled(client, &just_nodes, Duration::from_secs(60)).await?;
+
     for w in &s.workloads {
         let (objects, statics) = scenario::workload_objects(w, &s.defaults, &nodes);
         for (def, mut obj) in objects {

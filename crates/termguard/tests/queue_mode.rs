@@ -50,8 +50,10 @@ struct BedSpec<'a> {
     workloads: &'a str,
 }
 
+// CPU requests make kube-scheduler spread the replicas evenly (its least-allocated scoring),
+// as the simulator's scheduler does anyway: every node the tests terminate runs pods.
 const WEB: &str = "
-  - {kind: Deployment, name: web, replicas: 12, shutdownMs: 800}
+  - {kind: Deployment, name: web, replicas: 12, shutdownMs: 800, requests: {cpu: 250m}}
   - {kind: DaemonSet, name: agent, namespace: kube-system, tolerations: [{operator: Exists}]}
 ";
 
@@ -384,7 +386,7 @@ both_backends! {
         // to shut down, so the action would expire without heartbeats.
         let mut spec = BedSpec::new(backend, "slow-drain");
         spec.workloads = "
-      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 20000, terminationGracePeriodSeconds: 60}
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 20000, requests: {cpu: 250m}, terminationGracePeriodSeconds: 60}
     ";
         let bed = bed(spec).await?;
         let tg = Termguard::start(&bed, "replica-a").await?;
@@ -616,7 +618,7 @@ both_backends! {
     async fn the_same_message_delivered_twice_drains_the_node_once(backend) -> Result {
         let mut spec = BedSpec::new(backend, "twice");
         spec.workloads = "
-      - {kind: Deployment, name: web, replicas: 12, shutdownMs: 2000}
+      - {kind: Deployment, name: web, replicas: 12, shutdownMs: 2000, requests: {cpu: 250m}}
     ";
         let bed = bed(spec).await?;
         // The lifecycle message is on the queue before termguard starts; a copy joins it.
@@ -664,7 +666,7 @@ both_backends! {
     async fn a_restart_mid_drain_resumes_heartbeats_and_completes_once(backend) -> Result {
         let mut spec = BedSpec::new(backend, "restart");
         spec.workloads = "
-      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 12000, terminationGracePeriodSeconds: 60}
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 12000, requests: {cpu: 250m}, terminationGracePeriodSeconds: 60}
     ";
         let bed = bed(spec).await?;
         let first = Termguard::start(&bed, "replica-a").await?;
@@ -815,7 +817,7 @@ both_backends! {
     async fn shutdown_hands_in_flight_messages_back_undeleted(backend) -> Result {
         let mut spec = BedSpec::new(backend, "shutdown");
         spec.workloads = "
-      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 15000, terminationGracePeriodSeconds: 60}
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 15000, requests: {cpu: 250m}, terminationGracePeriodSeconds: 60}
     ";
         let bed = bed(spec).await?;
         let tg = Termguard::start_with(&bed, "replica-a", |s| {
@@ -824,6 +826,10 @@ both_backends! {
         .await?;
         let action = scale_in(&bed).await?;
         let node = bed.nodes[&s(&action["instance_id"])].clone();
+        assert!(
+            !workload_pods_on(&bed, &node).await.is_empty(),
+            "the chosen node runs a slow pod"
+        );
         let draining = cluster::eventually(Duration::from_secs(20), || async {
             annotation(&bed, &node, "termguard.io/drain-phase")
                 .await
