@@ -173,7 +173,12 @@ impl Ctx {
         pairs.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         let mut out = s.to_string();
         for (k, v) in pairs {
-            if v.len() >= 3 {
+            if v.len() < 3 {
+                continue;
+            }
+            if v.bytes().all(|b| b.is_ascii_digit()) {
+                out = replace_number(&out, v, k);
+            } else {
                 out = out.replace(v.as_str(), k);
             }
         }
@@ -416,6 +421,23 @@ pub(crate) async fn etcd_post(addr: &str, path: &str, body: &str) -> Value {
         _ => "null",
     };
     serde_json::from_str(json).expect("etcd answers JSON")
+}
+
+/// `s` with every whole number `n` (not part of a longer run of digits) replaced by `with`.
+pub(crate) fn replace_number(s: &str, n: &str, with: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(n) {
+        let before = rest[..i].bytes().last();
+        let after = rest[i + n.len()..].bytes().next();
+        let whole = !before.is_some_and(|b| b.is_ascii_digit())
+            && !after.is_some_and(|b| b.is_ascii_digit());
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { with } else { n });
+        rest = &rest[i + n.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 pub(crate) fn mask_uuids(s: &str) -> String {
