@@ -348,6 +348,6 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   pin) cmd_pin ;;
-  -h|--help|help|"") sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help|"") sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command $1 (build, up, down, pin)" ;;
 esac
