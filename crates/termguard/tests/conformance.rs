@@ -24,8 +24,7 @@
 //!   `sim.termguard.io/scenario`, the node label `type: kwok`, the node annotation
 //!   `kwok.x-k8s.io/node`;
 //! - what KWOK, standing in for the kubelets, writes and a kubelet does not: a node's
-//!   `status.phase: Running` (deprecated, never set by kubelets) and `reason:
-//!   ContainersNotReady` on pod conditions that are `True`;
+//!   `status.phase: Running` (deprecated, never set by kubelets);
 //! - the keys of `status.disruptedPods` (pod names).
 //!
 //! Every difference is either fixed in the simulator or listed, with why it does not matter,

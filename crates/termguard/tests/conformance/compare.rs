@@ -127,19 +127,10 @@ pub(crate) fn strip_artifacts(v: &mut Value) {
                 }
             }
             // KWOK, the real backend's kubelet, not kube-apiserver: a node's status.phase
-            // (deprecated; kubelets never set it), and a reason on true pod conditions.
+            // (deprecated; kubelets never set it).
             if let Some(Value::Object(st)) = m.get_mut("status") {
                 if st.contains_key("nodeInfo") && st.get("phase").is_some_and(|p| p == "Running") {
                     st.remove("phase");
-                }
-                if let Some(Value::Array(cs)) = st.get_mut("conditions") {
-                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                        if c.get("status").is_some_and(|s| s == "True")
-                            && c.get("reason").is_some_and(|r| r == "ContainersNotReady")
-                        {
-                            c.remove("reason");
-                        }
-                    }
                 }
             }
             if let Some(Value::Object(d)) = m.get_mut("disruptedPods") {
