@@ -20,7 +20,8 @@ pub struct VerbFault {
 }
 
 /// The whole fault configuration. Verbs: get, list, watch, create, update, patch, delete,
-/// deletecollection, evict.
+/// deletecollection, evict; a key `"<verb> <resource>"` (`"get daemonsets"`) narrows one to a
+/// resource and takes precedence over the bare verb.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultConfig {
@@ -68,8 +69,25 @@ impl Faults {
         *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Some(fastrand::Rng::with_seed(seed));
     }
 
+    /// Counts a request and decides whether to delay or fail it: by the faults configured
+    /// for `"<verb> <resource>"` (`"get daemonsets"`) when there are any, else for the verb.
+    pub fn decide_for(&self, verb: &str, resource: &str) -> Decision {
+        let key = format!("{verb} {resource}");
+        let specific = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .verbs
+            .contains_key(&key);
+        self.decide_as(verb, if specific { &key } else { verb })
+    }
+
     /// Counts a request and decides whether to delay or fail it.
     pub fn decide(&self, verb: &str) -> Decision {
+        self.decide_as(verb, verb)
+    }
+
+    fn decide_as(&self, verb: &str, key: &str) -> Decision {
         self.total.fetch_add(1, Ordering::Relaxed);
         *self
             .counters
@@ -78,7 +96,7 @@ impl Faults {
             .entry(verb.to_string())
             .or_default() += 1;
         let cfg = self.config.read().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = cfg.verbs.get(verb) else {
+        let Some(f) = cfg.verbs.get(key) else {
             return Decision {
                 delay: Duration::ZERO,
                 fail_with: None,
@@ -172,6 +190,25 @@ mod tests {
         assert_eq!(f.decide("get").fail_with, None);
         assert_eq!(f.counts().get("evict"), Some(&1));
         assert_eq!(f.total(), 2);
+    }
+
+    #[test]
+    fn a_resource_narrowed_fault_takes_precedence_over_its_verb() {
+        let f = Faults::default();
+        let mut cfg = FaultConfig::default();
+        cfg.verbs.insert(
+            "get daemonsets".into(),
+            VerbFault {
+                error_rate: 1.0,
+                error_code: Some(429),
+                latency_ms: 0,
+            },
+        );
+        f.set(cfg);
+        assert_eq!(f.decide_for("get", "daemonsets").fail_with, Some(429));
+        assert_eq!(f.decide_for("get", "nodes").fail_with, None);
+        assert_eq!(f.decide_for("list", "daemonsets").fail_with, None);
+        assert_eq!(f.counts().get("get"), Some(&2), "counted under the verb");
     }
 
     #[test]

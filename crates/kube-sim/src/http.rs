@@ -228,7 +228,7 @@ async fn handle(
         ("DELETE", None, _) => "deletecollection",
         (m, _, _) => return error_response(&ApiError::method_not_allowed(m)),
     };
-    let decision = app.faults.decide(verb);
+    let decision = app.faults.decide_for(verb, target.res.plural);
     app.faults.count_path(verb, path);
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
