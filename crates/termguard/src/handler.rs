@@ -282,6 +282,10 @@ impl Handler {
             return None;
         }
         let mut report: DrainReport = serde_json::from_str(state.result.as_deref()?).ok()?;
+        if unfinished(report.outcome) && before_deadline(req) {
+            // This notice's earlier attempt did not drain the node: try again.
+            return None;
+        }
         report.role = crate::cluster::drain::Role::Followed;
         tracing::info!(node = %req.node, notice = %req.notice, "this notice's drain already finished; not draining again");
         Some(report)
@@ -302,6 +306,22 @@ impl Handler {
                     if let (Some(m), false) = (self.metrics.get(), r.role == Role::Followed) {
                         Metrics::count(&m.drains, outcome_label(r.outcome));
                         m.drain_seconds.observe(r.duration_ms as f64 / 1000.0);
+                    }
+                    // A drain that could not run to the end (a lookup that failed, an eviction
+                    // refused for good) is not a drained node: completing the lifecycle action
+                    // now would terminate the instance with its pods. Retry until the pods are
+                    // gone or the deadline comes, where the drain clips and deletes instead.
+                    if unfinished(r.outcome) && before_deadline(req) {
+                        tracing::warn!(
+                            node = %req.node,
+                            outcome = outcome_label(r.outcome),
+                            reason = r.refused.as_deref().unwrap_or(""),
+                            retry_in = ?delay,
+                            "the drain did not finish; retrying (the lifecycle action keeps waiting)"
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                        continue;
                     }
                     return Ok(r);
                 }
@@ -602,6 +622,16 @@ async fn heartbeat_loop(
             }
         }
     }
+}
+
+/// Outcomes after which pods that could still move may be left on the node.
+fn unfinished(o: Outcome) -> bool {
+    matches!(o, Outcome::Refused | Outcome::Failed)
+}
+
+/// Whether a notice-driven drain's deadline is still ahead (a drain without one is manual).
+fn before_deadline(req: &DrainRequest) -> bool {
+    req.deadline.is_some_and(|d| d > Timestamp::now())
 }
 
 /// How a drain outcome reads in logs.

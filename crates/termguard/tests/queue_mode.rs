@@ -380,6 +380,57 @@ both_backends! {
     }
 }
 
+/// A drain whose plan cannot be made (kubectl's DaemonSet rule needs a GET that the API server
+/// keeps refusing, as API Priority and Fairness does with 429s) is not a drained node: the
+/// lifecycle action keeps waiting, the drain is retried, and the action is completed only once
+/// the pods are gone. Simulator only: the real API server cannot be told to fail one GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_cannot_be_planned_is_retried_and_never_completes_the_action_early() -> Result
+{
+    let bed = bed(BedSpec::new(Backend::Sim, "unplannable")).await?;
+    let sim = bed.cluster.sim().expect("the simulator backend");
+    sim.faults.set(serde_json::from_value(serde_json::json!({
+        "verbs": {"get daemonsets": {"errorRate": 1.0, "errorCode": 429}}
+    }))?);
+    let tg = Termguard::start(&bed, "replica-a").await?;
+    let action = scale_in(&bed).await?;
+    let token = s(&action["token"]);
+    let node = bed.nodes[&s(&action["instance_id"])].clone();
+    let pods = workload_pods_on(&bed, &node).await;
+    assert!(!pods.is_empty(), "the chosen node runs workload pods");
+
+    // The plan fails at least twice (a first try and a retry) while the action waits.
+    let ds_get = "/apis/apps/v1/namespaces/kube-system/daemonsets/agent";
+    let retried = eventually(Duration::from_secs(20), || {
+        bed.cluster.requests("get", ds_get) >= 2
+    })
+    .await;
+    assert!(retried, "the DaemonSet lookup was retried");
+    let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+    assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
+    for p in &pods {
+        assert_eq!(evictions_of(&bed, p), 0, "nothing evicted without a plan");
+    }
+    let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+    assert_eq!(visible + inflight, 1, "the message is kept");
+
+    // The API server recovers: the next attempt drains the node, then completes the action.
+    sim.faults.set(Default::default());
+    let ended = assert_deleted_only_after_completion(&bed, &token).await?;
+    assert_completed_with_continue(&ended);
+    assert!(workload_pods_on(&bed, &node).await.is_empty());
+    assert_eq!(
+        annotation(&bed, &node, "termguard.io/drain-phase")
+            .await
+            .as_deref(),
+        Some("drained")
+    );
+    for p in &pods {
+        assert_eq!(evictions_of(&bed, p), 1, "{}", p["metadata"]["name"]);
+    }
+    tg.stop().await
+}
+
 both_backends! {
     async fn heartbeats_are_sent_while_a_slow_drain_runs(backend) -> Result {
         // HeartbeatTimeout 30 s (AWS's minimum): termguard heartbeats every 15 s; the pods take 20 s
