@@ -536,6 +536,11 @@ pub const KILLED_HOLDER: &str = "termguard-killed-node";
 /// whose Lease has another holder as read-only. So the node's Lease in `kube-node-lease` is
 /// taken over, held for ten years and never renewed; the annotation is set to `dead` as well,
 /// a marker for whoever reads the cluster.
+///
+/// KWOK learns of the Lease from a watch of its own, separate from its watch of Pods, so a pod
+/// deleted right after could still have its exit played. The node's pods are therefore also
+/// marked `never-exit`: each pod's own watch delivers that mark before its deletion, so no
+/// stage ends them, whatever the timing.
 pub async fn kill_node(client: &Client, name: &str) -> Result<(), kube::Error> {
     let leases = api(client, &resources::LEASES, Some(NODE_LEASES));
     let renewed = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
@@ -563,9 +568,24 @@ pub async fn kill_node(client: &Client, name: &str) -> Result<(), kube::Error> {
     let patch = json!({"metadata": {"annotations": {MANAGED: "dead"}}});
     api(client, &resources::NODES, None)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+        .await?;
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
+    let never = json!({"metadata": {"annotations": {NEVER_EXIT: "true"}}});
+    for pod in api(client, &resources::PODS, None).list(&on_node).await? {
+        let (Some(ns), Some(pod_name)) = (pod.metadata.namespace, pod.metadata.name) else {
+            continue;
+        };
+        ignore_missing(
+            api(client, &resources::PODS, Some(&ns))
+                .patch(&pod_name, &PatchParams::default(), &Patch::Merge(&never))
+                .await,
+        )?;
+    }
+    Ok(())
 }
+
+/// The annotation that keeps a pod Terminating for ever, on both backends.
+pub const NEVER_EXIT: &str = kube_sim::controllers::podutil::NEVER_EXIT;
 
 /// The namespace of the nodes' Leases.
 pub const NODE_LEASES: &str = "kube-node-lease";

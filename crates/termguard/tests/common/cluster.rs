@@ -451,13 +451,11 @@ impl TestCluster {
                 sim.kill_node(name).expect("node killed");
             }
             None => {
+                // Also marks the node's pods never-exit, so nothing KWOK does after can end
+                // them, however late it learns of the Lease.
                 kwok::kill_node(&self.admin, name)
                     .await
                     .expect("node killed");
-                // KWOK learns of it from its own watch of Leases, separate from its watch of
-                // Pods: a pod change made right away could still be played on the node. There
-                // is nothing in the API to wait for (KWOK only stops renewing the Lease).
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
