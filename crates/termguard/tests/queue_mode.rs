@@ -380,18 +380,21 @@ both_backends! {
     }
 }
 
-/// A drain whose plan cannot be made (kubectl's DaemonSet rule needs a GET that the API server
-/// keeps refusing, as API Priority and Fairness does with 429s) is not a drained node: the
-/// lifecycle action keeps waiting, the drain is retried, and the action is completed only once
-/// the pods are gone. Simulator only: the real API server cannot be told to fail one GET.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_that_cannot_be_planned_is_retried_and_never_completes_the_action_early() -> Result
-{
-    let bed = bed(BedSpec::new(Backend::Sim, "unplannable")).await?;
+/// What a drain that cannot run to the end must not do: complete the lifecycle action while
+/// the pods are still there. With `fault` on (the API server refusing one kind of request),
+/// the drain fails and is retried (`attempts` counts the refused requests) while the action
+/// waits and the message is kept; once the fault is gone the node drains, and only then is the
+/// action completed. Simulator only: the real API server cannot be told to refuse one request.
+async fn a_failing_drain_is_retried_and_completes_only_once_drained(
+    name: &str,
+    fault: Value,
+    attempts: impl Fn(&Bed, &[Value]) -> u64,
+) -> Result {
+    let bed = bed(BedSpec::new(Backend::Sim, name)).await?;
     let sim = bed.cluster.sim().expect("the simulator backend");
-    sim.faults.set(serde_json::from_value(serde_json::json!({
-        "verbs": {"get daemonsets": {"errorRate": 1.0, "errorCode": 429}}
-    }))?);
+    sim.faults.set(serde_json::from_value(
+        serde_json::json!({ "verbs": fault }),
+    )?);
     let tg = Termguard::start(&bed, "replica-a").await?;
     let action = scale_in(&bed).await?;
     let token = s(&action["token"]);
@@ -399,18 +402,16 @@ async fn a_drain_that_cannot_be_planned_is_retried_and_never_completes_the_actio
     let pods = workload_pods_on(&bed, &node).await;
     assert!(!pods.is_empty(), "the chosen node runs workload pods");
 
-    // The plan fails at least twice (a first try and a retry) while the action waits.
-    let ds_get = "/apis/apps/v1/namespaces/kube-system/daemonsets/agent";
-    let retried = eventually(Duration::from_secs(20), || {
-        bed.cluster.requests("get", ds_get) >= 2
-    })
-    .await;
-    assert!(retried, "the DaemonSet lookup was retried");
+    // Refused at least twice (a first try and a retry) while the action waits.
+    let retried = eventually(Duration::from_secs(20), || attempts(&bed, &pods) >= 2).await;
+    assert!(retried, "the failing drain was retried");
     let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
     assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
-    for p in &pods {
-        assert_eq!(evictions_of(&bed, p), 0, "nothing evicted without a plan");
-    }
+    assert_eq!(
+        workload_pods_on(&bed, &node).await.len(),
+        pods.len(),
+        "no pod left"
+    );
     let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
     assert_eq!(visible + inflight, 1, "the message is kept");
 
@@ -425,10 +426,34 @@ async fn a_drain_that_cannot_be_planned_is_retried_and_never_completes_the_actio
             .as_deref(),
         Some("drained")
     );
-    for p in &pods {
-        assert_eq!(evictions_of(&bed, p), 1, "{}", p["metadata"]["name"]);
-    }
     tg.stop().await
+}
+
+/// kubectl's DaemonSet rule needs a GET that the API server keeps refusing, as API Priority
+/// and Fairness does with 429s: the drain cannot even be planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_cannot_be_planned_is_retried_and_never_completes_the_action_early() -> Result
+{
+    let ds_get = "/apis/apps/v1/namespaces/kube-system/daemonsets/agent";
+    a_failing_drain_is_retried_and_completes_only_once_drained(
+        "unplannable",
+        serde_json::json!({"get daemonsets": {"errorRate": 1.0, "errorCode": 429}}),
+        |bed, _| bed.cluster.requests("get", ds_get),
+    )
+    .await
+}
+
+/// Every eviction answers 403 (a webhook or an RBAC change refusing it): fatal for the pod, so
+/// the drain fails, with the instance's hours still ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_whose_evictions_are_refused_is_retried_and_never_completes_the_action_early(
+) -> Result {
+    a_failing_drain_is_retried_and_completes_only_once_drained(
+        "evictions-refused",
+        serde_json::json!({"evict": {"errorRate": 1.0, "errorCode": 403}}),
+        |bed, pods| pods.iter().map(|p| evictions_of(bed, p)).max().unwrap_or(0),
+    )
+    .await
 }
 
 both_backends! {
