@@ -11,7 +11,7 @@ SIGTERM/SIGINT (exit status 0). Any credentials and region work; the tests use u
 Why: moto 5.2.1 (the project's AWS test peer) answers CompleteLifecycleAction and
 RecordLifecycleActionHeartbeat with an HTML 500, returns no scaling activities, hard-codes a
 lifecycle hook's NotificationTargetARN/RoleARN/GlobalTimeout, and terminates instances at once
-instead of holding them in Terminating:Wait (../shared/spec/asg-and-imds.md §1.7). termguard's
+instead of holding them in Terminating:Wait (https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html). termguard's
 queue mode lives exactly there, so this launcher adds it, following AWS's documented semantics
 (spec §1, §5). Everything else is moto's own behaviour.
 

@@ -4,8 +4,10 @@
 //! Auto Scaling lifecycle actions — which hook to heartbeat and complete. It holds no I/O
 //! types: the queue source pairs it with its own ack handle. These are the domain types;
 //! reading AWS's wire values into them is the job of `sources::parse`.
-//! Facts cited below are from `../shared/spec/asg-and-imds.md` (§n) and
-//! `../shared/spec/events/README.md`.
+//! Facts cited below are from AWS's Auto Scaling lifecycle-hook documentation
+//! (<https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html>; the "§n"
+//! marks number its topics as this project has always cited them) and the message shapes in
+//! `tests/data/events/README.md`.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,5 @@
 //! AWS Health events (EventBridge `aws.health`): only EC2 `scheduledChange` events are acted
-//! on, as NTH and Karpenter do (`../shared/spec/events/README.md`, health fixtures).
+//! on, as NTH and Karpenter do (`tests/data/events/README.md`, health fixtures).
 
 use jiff::fmt::rfc2822::DateTimeParser;
 use jiff::Timestamp;

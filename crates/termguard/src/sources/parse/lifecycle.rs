@@ -7,7 +7,7 @@
 //! a return to the warm pool (`Destination`=`WarmPool`) stops or hibernates the instance, so
 //! "the node still goes away and must be drained, but the cause is warm-pool return"; and a
 //! replace-root-volume refresh reboots the node onto a new root volume: "drain it; do not
-//! treat it as gone for good" (`../shared/spec/events/README.md`, both fixtures; spec
+//! treat it as gone for good" (`tests/data/events/README.md`, both fixtures; spec
 //! `asg-and-imds.md` §1.1, §5). Both are told by the cause and `LifecycleHook::instance_returns`.
 
 use serde::Deserialize;

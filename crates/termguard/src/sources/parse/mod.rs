@@ -1,7 +1,7 @@
 //! Pure parsers: message bytes → `Notice` or a typed error.
 //!
 //! The body of an SQS message is one of three things, told apart from the body alone in the
-//! order NTH uses (`../shared/spec/events/README.md`, "dispatch order"): an EventBridge event
+//! order NTH uses (`tests/data/events/README.md`, "dispatch order"): an EventBridge event
 //! (has `detail-type`), an SNS notification (`Type` + `Message`, whose `Message` is re-parsed),
 //! or a direct Auto Scaling notification (`LifecycleTransition` or `Event`). One module per
 //! message family turns the family's fields into a [`Notice`].

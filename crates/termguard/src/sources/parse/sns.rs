@@ -1,6 +1,6 @@
 //! SNS envelopes: an Auto Scaling hook (or an EventBridge rule) publishes to a topic and the
 //! queue subscribes with raw message delivery off, so the SQS body is the SNS notification and
-//! its `Message` string holds the real message (`../shared/spec/events/README.md`, item 2).
+//! its `Message` string holds the real message (`tests/data/events/README.md`, item 2).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
