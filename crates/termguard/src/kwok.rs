@@ -157,6 +157,22 @@ pub fn kwok_node(n: &scenario::NodeSpec, region: &str, scenario_name: &str) -> V
     node
 }
 
+/// Creates one KWOK node (see [`kwok_node`]); KWOK makes it Ready within moments.
+pub async fn create_node(
+    client: &Client,
+    n: &scenario::NodeSpec,
+    region: &str,
+    scenario_name: &str,
+) -> Result<DynamicObject, ApplyError> {
+    create(
+        client,
+        &resources::NODES,
+        None,
+        kwok_node(n, region, scenario_name),
+    )
+    .await
+}
+
 fn label_value(s: &Scenario) -> String {
     let name: String = s
         .name
@@ -262,13 +278,7 @@ pub async fn apply(client: &Client, s: &Scenario) -> Result<Applied, ApplyError>
 
     let mut node_uids = std::collections::BTreeMap::new();
     for n in &nodes {
-        let created = create(
-            client,
-            &resources::NODES,
-            None,
-            kwok_node(n, &s.region, &label),
-        )
-        .await?;
+        let created = create_node(client, n, &s.region, &label).await?;
         node_uids.insert(n.name.clone(), created.metadata.uid.unwrap_or_default());
         applied.nodes.push(n.name.clone());
     }

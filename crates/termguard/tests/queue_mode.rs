@@ -1068,17 +1068,8 @@ async fn register_node(bed: &Bed, spec: &kube_sim::scenario::NodeSpec) -> Result
             sim.add_node(spec)?;
         }
         None => {
-            let obj = termguard::kwok::kwok_node(spec, "us-east-1", "queue-mode");
-            let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Node", "metadata": obj["metadata"],
-                "spec": obj["spec"], "status": obj["status"]
-            }))?;
-            kube::Api::<kube::api::DynamicObject>::all_with(
-                bed.cluster.admin.clone(),
-                &termguard::kwok::api_resource(&kube_sim::resources::NODES),
-            )
-            .create(&Default::default(), &obj)
-            .await?;
+            termguard::kwok::create_node(&bed.cluster.admin, spec, "us-east-1", "queue-mode")
+                .await?;
         }
     }
     Ok(())

@@ -16,8 +16,8 @@
 
 #![allow(dead_code)]
 
+use kube::api::WatchParams;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent};
-use kube::api::{PostParams, WatchParams};
 use kube_sim::resources::{self, ResourceDef};
 use kube_sim::scenario::{NodeSpec, Scenario};
 use kube_sim::Sim;
@@ -422,14 +422,7 @@ impl TestCluster {
                 sim.add_node(&spec).expect("node added");
             }
             (_, Some(real)) => {
-                let obj = kwok::kwok_node(&spec, &self.scenario.region, "added");
-                let obj: DynamicObject = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Node", "metadata": obj["metadata"],
-                    "spec": obj["spec"], "status": obj["status"]
-                }))
-                .expect("node object");
-                api(&self.admin, &resources::NODES, None)
-                    .create(&PostParams::default(), &obj)
+                kwok::create_node(&self.admin, &spec, &self.scenario.region, "added")
                     .await
                     .expect("node created");
                 let mut applied = real.applied.clone();
