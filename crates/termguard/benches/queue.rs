@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let setup = Instant::now();
     let moto = moto::Moto::start().await;
-    let fleet = moto.fleet("bench", o.notices as i32, 300, false).await;
+    let fleet = moto.fleet("bench", o.notices as i32, 300, &[]).await;
 
     let mut yaml =
         String::from("name: queue-bench\ndefaults: {startupMs: 20, shutdownMs: 50}\nnodes:\n");

@@ -191,11 +191,17 @@ pub struct RunArgs {
     /// Complete launch lifecycle actions once the new instance's node is Ready.
     #[arg(long)]
     pub complete_launch: bool,
-    /// The tag (KEY or KEY=VALUE) that marks an Auto Scaling group as managed by this cluster:
-    /// a lifecycle action of a managed group's instance that is not a node here is completed
-    /// at once; other groups' messages are left for their owner.
-    #[arg(long, default_value = crate::aws::groups::DEFAULT_MANAGED_TAG)]
-    pub managed_asg_tag: String,
+    /// This cluster's name. An Auto Scaling group is this cluster's when a tag names it:
+    /// `termguard.io/cluster=NAME`, `kubernetes.io/cluster/NAME` (set by EKS) or
+    /// `eks:cluster-name=NAME`. Only for this cluster's groups is the lifecycle action of an
+    /// instance that never became a node here completed at once; without a name, such actions
+    /// are always left for their owner.
+    #[arg(long, env = "TERMGUARD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// One more tag, KEY=VALUE, that marks an Auto Scaling group as this cluster's (a bare key
+    /// is refused: other clusters' groups may carry it too).
+    #[arg(long)]
+    pub managed_asg_tag: Option<String>,
     /// Safety margin kept before a deadline when clipping grace periods.
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub deadline_margin: std::time::Duration,

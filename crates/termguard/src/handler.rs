@@ -386,20 +386,7 @@ impl Handler {
             instance,
         };
         let Some(node) = node else {
-            return match self.groups.is_managed(&action.group).await {
-                Ok(true) => match self.complete(&action).await {
-                    Ok(msg) => Disposition::Done(format!(
-                        "instance is not a node of this cluster; group {} is managed: {msg}",
-                        action.group
-                    )),
-                    Err(e) => Disposition::Keep(e),
-                },
-                Ok(false) => self.foreign(notice),
-                Err(e) => {
-                    tracing::warn!(group = %action.group, error = %e, "group tag lookup failed");
-                    self.foreign(notice)
-                }
-            };
+            return self.not_a_node(notice, &action).await;
         };
         // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3). The
         // hook's timeouts are read by the heartbeat task, so a slow DescribeLifecycleHooks never
@@ -471,6 +458,36 @@ impl Handler {
                 report.outcome
             )),
             Err(e) => Disposition::Keep(e),
+        }
+    }
+
+    /// A lifecycle action of an instance that is not a node here. Completed at once only when
+    /// its group is this cluster's (a tag names the cluster) and every node can be matched to
+    /// its instance — a node without an AWS providerID could be this very instance, pods and
+    /// all. Anything else is left for its owner: another cluster sharing the queue may be
+    /// draining it right now.
+    async fn not_a_node(&self, notice: &Notice, action: &ActionRef) -> Disposition {
+        match self.groups.is_managed(&action.group).await {
+            Ok(true) => {
+                let unmatched = self.nodes.unmatched();
+                if !unmatched.is_empty() {
+                    tracing::warn!(group = %action.group, nodes = ?unmatched,
+                        "instance is not a node here, but some nodes have no AWS providerID and could be it: not completing its lifecycle action");
+                    return self.foreign(notice);
+                }
+                match self.complete(action).await {
+                    Ok(msg) => Disposition::Done(format!(
+                        "instance never joined this cluster; group {} is this cluster's: {msg}",
+                        action.group
+                    )),
+                    Err(e) => Disposition::Keep(e),
+                }
+            }
+            Ok(false) => self.foreign(notice),
+            Err(e) => {
+                tracing::warn!(group = %action.group, error = %e, "group tag lookup failed; leaving the action for now");
+                self.foreign(notice)
+            }
         }
     }
 

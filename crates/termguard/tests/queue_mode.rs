@@ -20,6 +20,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use termguard::aws::groups::ClusterTags;
 use termguard::cluster::drain::Backoff;
 use termguard::commands::run::{QueueMode, Settings};
 use termguard::report::metrics::Metrics;
@@ -27,6 +28,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 type Result<T = ()> = anyhow::Result<T>;
+
+/// The name termguard runs with (`--cluster-name`) in these tests.
+const CLUSTER: &str = "test-cluster";
+/// The tag that makes a group this cluster's.
+const OURS: &[(&str, &str)] = &[("termguard.io/cluster", CLUSTER)];
 
 /// A moto group, its queue, and a cluster whose Nodes are the group's instances.
 struct Bed {
@@ -43,7 +49,8 @@ struct BedSpec<'a> {
     name: &'a str,
     size: i32,
     heartbeat_timeout: i32,
-    managed: bool,
+    /// The group's tags.
+    tags: &'a [(&'a str, &'a str)],
     /// Indexes of instances that get no Node.
     without_node: &'a [usize],
     /// Workloads YAML (list items, indented by two spaces).
@@ -64,7 +71,7 @@ impl<'a> BedSpec<'a> {
             name,
             size: 6,
             heartbeat_timeout: 30,
-            managed: false,
+            tags: &[],
             without_node: &[],
             workloads: WEB,
         }
@@ -74,7 +81,7 @@ impl<'a> BedSpec<'a> {
 async fn bed(spec: BedSpec<'_>) -> Result<Bed> {
     let moto = Moto::start().await;
     let fleet = moto
-        .fleet(spec.name, spec.size, spec.heartbeat_timeout, spec.managed)
+        .fleet(spec.name, spec.size, spec.heartbeat_timeout, spec.tags)
         .await;
     let mut nodes = BTreeMap::new();
     let mut yaml =
@@ -133,6 +140,7 @@ impl Termguard {
                 .try_init();
         }
         let mut settings = Settings::new(&bed.fleet.queue_url, identity);
+        settings.cluster = ClusterTags::new(Some(CLUSTER), None).map_err(anyhow::Error::msg)?;
         settings.queue.wait_time = Duration::from_secs(2);
         settings.queue.visibility = Duration::from_secs(6);
         settings.queue.extend_every = Duration::from_secs(2);
@@ -663,7 +671,7 @@ both_backends! {
 both_backends! {
     async fn a_managed_group_instance_that_is_not_a_node_is_completed_at_once(backend) -> Result {
         let mut spec = BedSpec::new(backend, "managed");
-        spec.managed = true;
+        spec.tags = OURS;
         spec.without_node = &[5];
         let bed = bed(spec).await?;
         let tg = Termguard::start(&bed, "replica-a").await?;
@@ -683,6 +691,54 @@ both_backends! {
         assert_completed_with_continue(&ended);
         assert_eq!(ended["heartbeat_count"], 0, "completed at once: {ended}");
         assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        for node in bed.nodes.values() {
+            assert!(!cordoned(&bed, node).await, "{node}");
+        }
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    /// Two clusters share the queue (the EventBridge rules of both send every group's events to
+    /// it). The other cluster's groups carry its own name, or only the bare legacy key every
+    /// group may carry: their actions are never ours to complete, whoever receives them.
+    async fn another_clusters_lifecycle_actions_on_a_shared_queue_are_left_waiting(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "shared-a")).await?;
+        let theirs = bed
+            .moto
+            .fleet_on("shared-b", 2, 30, &[("termguard.io/cluster", "other-cluster")], Some(&bed.fleet.queue_url))
+            .await;
+        let legacy = bed
+            .moto
+            .fleet_on("shared-c", 2, 30, &[("termguard.io/managed", "true")], Some(&bed.fleet.queue_url))
+            .await;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let mut tokens = Vec::new();
+        for fleet in [&theirs, &legacy] {
+            let instance = fleet.instances[0].id.clone();
+            bed.moto
+                .asg
+                .terminate_instance_in_auto_scaling_group()
+                .instance_id(&instance)
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await?;
+            tokens.push(s(&bed.moto.action_of(&instance).await["token"]));
+        }
+        // Both messages are received and released again and again while their owner works.
+        let released = eventually(Duration::from_secs(20), || {
+            tg.metric("termguard_messages_disposed_total{reason=\"released\"}") >= 4.0
+        })
+        .await;
+        assert!(released, "released to their owner, repeatedly");
+        for token in &tokens {
+            let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+            assert_eq!(now[0]["state"], "waiting", "not completed by us: {}", now[0]);
+            assert_eq!(now[0]["heartbeat_count"], 0, "not heartbeaten by us: {}", now[0]);
+        }
+        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        assert_eq!(visible + inflight, 2, "both messages stay on the queue");
+        assert_eq!(tg.metric("termguard_messages_disposed_total{reason=\"deleted\"}"), 0.0);
         for node in bed.nodes.values() {
             assert!(!cordoned(&bed, node).await, "{node}");
         }

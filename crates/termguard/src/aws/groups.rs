@@ -1,7 +1,11 @@
-//! [`Groups`] over the Auto Scaling API: a group is one this cluster manages when it carries
-//! the managed tag (`DescribeAutoScalingGroups`; NTH's `aws-node-termination-handler/managed`
-//! check, spec asg-and-imds.md §8). Answers are cached: tags change rarely, and a burst of
-//! notices for one group must not become a burst of calls.
+//! [`Groups`] over the Auto Scaling API: a group is one this cluster manages when one of its
+//! tags names this cluster (`DescribeAutoScalingGroups`). The tags that count are the ones that
+//! carry the cluster's name — `termguard.io/cluster=NAME`, the `kubernetes.io/cluster/NAME`
+//! key that EKS and the cloud provider set, `eks:cluster-name=NAME` on EKS managed node groups —
+//! or one `KEY=VALUE` the operator names. A bare key is never enough: every cluster's groups
+//! could carry it, and cluster A would complete cluster B's lifecycle actions (NTH's
+//! `aws-node-termination-handler/managed` tag has this flaw). Answers are cached: tags change
+//! rarely, and a burst of notices for one group must not become a burst of calls.
 
 use super::sdk::classify_sdk;
 use super::Groups;
@@ -12,58 +16,85 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The tag key termguard looks for by default.
-pub const DEFAULT_MANAGED_TAG: &str = "termguard.io/managed";
+/// termguard's own cluster tag key: `termguard.io/cluster=NAME`.
+pub const CLUSTER_TAG: &str = "termguard.io/cluster";
+/// The prefix of the tag key EKS and the Kubernetes cloud provider use: `kubernetes.io/cluster/NAME`.
+pub const KUBERNETES_CLUSTER_TAG_PREFIX: &str = "kubernetes.io/cluster/";
+/// The tag EKS managed node groups carry: `eks:cluster-name=NAME`.
+pub const EKS_CLUSTER_TAG: &str = "eks:cluster-name";
 
 /// How long an answer is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// The tag that marks a group as managed: a key, and optionally the value it must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedTag {
-    /// Tag key.
-    pub key: String,
-    /// Required value; any value when `None`.
-    pub value: Option<String>,
+/// The tags that mark a group as this cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterTags {
+    /// The cluster's name (`--cluster-name`): the cluster-naming tags above.
+    pub cluster: Option<String>,
+    /// One more `KEY=VALUE` that marks a group as this cluster's (`--managed-asg-tag`).
+    pub extra: Option<(String, String)>,
 }
 
-impl ManagedTag {
-    /// Reads `key` or `key=value`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (key, value) = match s.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
-            None => (s.trim(), None),
+impl ClusterTags {
+    /// The tags of the cluster named `cluster` (when given) and the extra `KEY=VALUE` (when given).
+    pub fn new(cluster: Option<&str>, extra: Option<&str>) -> Result<Self, String> {
+        let cluster = cluster.map(str::trim).filter(|c| !c.is_empty());
+        let extra = match extra.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => match s.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Some((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "--managed-asg-tag {s:?}: give KEY=VALUE with a value that names this cluster; \
+                         a bare key matches every cluster's groups that carry it"
+                    ))
+                }
+            },
         };
-        if key.is_empty() {
-            return Err(format!("{s:?}: the managed tag needs a key"));
-        }
-        Ok(ManagedTag {
-            key: key.to_string(),
-            value,
+        Ok(ClusterTags {
+            cluster: cluster.map(str::to_string),
+            extra,
         })
     }
 
-    /// Whether a group with these tags (key, value) is managed.
+    /// Whether any group can be recognised as this cluster's.
+    pub fn is_configured(&self) -> bool {
+        self.cluster.is_some() || self.extra.is_some()
+    }
+
+    /// Whether a group with these tags (key, value) is this cluster's.
     pub fn matches<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
-        tags.into_iter()
-            .any(|(k, v)| k == self.key && self.value.as_deref().is_none_or(|want| want == v))
+        tags.into_iter().any(|(k, v)| {
+            let by_name = self.cluster.as_deref().is_some_and(|name| {
+                (k == CLUSTER_TAG || k == EKS_CLUSTER_TAG) && v == name
+                    || k.strip_prefix(KUBERNETES_CLUSTER_TAG_PREFIX) == Some(name)
+            });
+            let by_extra = self
+                .extra
+                .as_ref()
+                .is_some_and(|(key, value)| k == key && v == value);
+            by_name || by_extra
+        })
     }
 }
 
-impl Default for ManagedTag {
-    fn default() -> Self {
-        ManagedTag {
-            key: DEFAULT_MANAGED_TAG.into(),
-            value: None,
-        }
-    }
-}
-
-impl std::fmt::Display for ManagedTag {
+impl std::fmt::Display for ClusterTags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "{}={v}", self.key),
-            None => f.write_str(&self.key),
+        let mut parts = Vec::new();
+        if let Some(name) = &self.cluster {
+            parts.push(format!(
+                "{CLUSTER_TAG}={name}, {KUBERNETES_CLUSTER_TAG_PREFIX}{name}, {EKS_CLUSTER_TAG}={name}"
+            ));
+        }
+        if let Some((k, v)) = &self.extra {
+            parts.push(format!("{k}={v}"));
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(", "))
         }
     }
 }
@@ -71,16 +102,16 @@ impl std::fmt::Display for ManagedTag {
 /// Group tag checks through the AWS SDK.
 pub struct SdkGroups {
     client: aws_sdk_autoscaling::Client,
-    tag: ManagedTag,
+    tags: ClusterTags,
     cache: Mutex<HashMap<GroupName, (bool, Instant)>>,
 }
 
 impl SdkGroups {
-    /// Checks groups for `tag` through `client`.
-    pub fn new(client: aws_sdk_autoscaling::Client, tag: ManagedTag) -> Self {
+    /// Checks groups for the cluster's `tags` through `client`.
+    pub fn new(client: aws_sdk_autoscaling::Client, tags: ClusterTags) -> Self {
         SdkGroups {
             client,
-            tag,
+            tags,
             cache: Mutex::default(),
         }
     }
@@ -97,6 +128,9 @@ impl SdkGroups {
 impl Groups for SdkGroups {
     fn is_managed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<bool, String>> {
         async move {
+            if !self.tags.is_configured() {
+                return Ok(false);
+            }
             if let Some(managed) = self.cached(group) {
                 return Ok(managed);
             }
@@ -113,7 +147,7 @@ impl Groups for SdkGroups {
                 .iter()
                 .filter(|g| g.auto_scaling_group_name() == Some(group.as_str()))
                 .any(|g| {
-                    self.tag.matches(
+                    self.tags.matches(
                         g.tags()
                             .iter()
                             .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
@@ -134,32 +168,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn managed_tag_parses_key_or_key_value() {
-        assert_eq!(
-            ManagedTag::parse("termguard.io/managed"),
-            Ok(ManagedTag::default())
-        );
-        assert_eq!(
-            ManagedTag::parse("team=platform"),
-            Ok(ManagedTag {
-                key: "team".into(),
-                value: Some("platform".into())
-            })
-        );
-        assert!(ManagedTag::parse("=x").is_err());
-        assert_eq!(
-            ManagedTag::parse("team=platform").map(|t| t.to_string()),
-            Ok("team=platform".into())
-        );
+    fn a_bare_key_is_refused_for_it_would_match_every_cluster() {
+        assert!(ClusterTags::new(None, Some("termguard.io/managed")).is_err());
+        assert!(ClusterTags::new(None, Some("=x")).is_err());
+        assert!(ClusterTags::new(None, Some("team=")).is_err());
+        let t = ClusterTags::new(Some("prod"), Some("team=platform")).expect("tags");
+        assert_eq!(t.extra, Some(("team".into(), "platform".into())));
+        assert!(!ClusterTags::new(None, None).expect("none").is_configured());
     }
 
     #[test]
-    fn a_group_is_managed_when_it_carries_the_tag() {
-        let any = ManagedTag::default();
-        assert!(any.matches([("Name", "w"), ("termguard.io/managed", "")]));
-        assert!(!any.matches([("Name", "w")]));
-        let exact = ManagedTag::parse("termguard.io/managed=prod").expect("tag");
-        assert!(exact.matches([("termguard.io/managed", "prod")]));
-        assert!(!exact.matches([("termguard.io/managed", "staging")]));
+    fn a_group_is_this_clusters_when_a_tag_names_the_cluster() {
+        let prod = ClusterTags::new(Some("prod"), None).expect("tags");
+        assert!(prod.matches([("Name", "w"), ("termguard.io/cluster", "prod")]));
+        assert!(prod.matches([("kubernetes.io/cluster/prod", "owned")]));
+        assert!(prod.matches([("kubernetes.io/cluster/prod", "shared")]));
+        assert!(prod.matches([("eks:cluster-name", "prod")]));
+        // Another cluster's groups, and the bare key every group may carry, are not ours.
+        assert!(!prod.matches([("termguard.io/cluster", "staging")]));
+        assert!(!prod.matches([("kubernetes.io/cluster/prod-2", "owned")]));
+        assert!(!prod.matches([("termguard.io/managed", "true")]));
+        assert!(!prod.matches([("Name", "prod")]));
+        let extra = ClusterTags::new(None, Some("team=platform")).expect("tags");
+        assert!(extra.matches([("team", "platform")]));
+        assert!(!extra.matches([("team", "data")]));
+        assert!(!ClusterTags::default().matches([("termguard.io/cluster", "prod")]));
     }
 }

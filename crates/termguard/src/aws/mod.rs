@@ -125,6 +125,6 @@ pub trait Activities: Send + Sync {
 
 /// Whether a group belongs to this cluster.
 pub trait Groups: Send + Sync {
-    /// True when the group carries the managed tag.
+    /// True when one of the group's tags names this cluster (see [`groups::ClusterTags`]).
     fn is_managed<'a>(&'a self, group: &'a GroupName) -> BoxFuture<'a, Result<bool, String>>;
 }

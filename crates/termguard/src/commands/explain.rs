@@ -202,7 +202,7 @@ pub fn actions(n: &Notice, b: Behaviour, now: Timestamp) -> Vec<String> {
             if returns {
                 lines.push("the instance comes back after this action (warm pool or root volume replacement): its node is drained, not gone for good".into());
             }
-            lines.push(format!("if {instance} is not a node here and group {group} carries the managed tag: CompleteLifecycleAction CONTINUE at once"));
+            lines.push(format!("if {instance} is not a node here and group {group} is tagged for this cluster: CompleteLifecycleAction CONTINUE at once"));
             lines.push(format!("otherwise: {}", foreign().split_once(": ").map_or(String::new(), |(_, rest)| rest.to_string())));
             lines
         }
@@ -345,7 +345,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("carries the managed tag: CompleteLifecycleAction CONTINUE at once"),
+            out.contains("is tagged for this cluster: CompleteLifecycleAction CONTINUE at once"),
             "{out}"
         );
         assert!(out.contains("DescribeScalingActivities"), "{out}");

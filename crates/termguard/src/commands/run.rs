@@ -4,7 +4,7 @@
 
 use super::{identity, kube_client, sim::shutdown_signal};
 use crate::aws::activity::SdkActivities;
-use crate::aws::groups::{ManagedTag, SdkGroups};
+use crate::aws::groups::{ClusterTags, SdkGroups};
 use crate::aws::lifecycle::SdkLifecycle;
 use crate::cli::RunArgs;
 use crate::cluster::drain::{Backoff, Drainer, Progress};
@@ -29,8 +29,8 @@ pub struct Settings {
     pub handler: HandlerConfig,
     /// How the queue is consumed.
     pub queue: QueueConfig,
-    /// The tag that marks a managed group.
-    pub managed_tag: ManagedTag,
+    /// The tags that mark a group as this cluster's.
+    pub cluster: ClusterTags,
     /// This replica's identity (the drain owner recorded on Nodes).
     pub identity: String,
     /// Publish Kubernetes Events.
@@ -45,7 +45,7 @@ impl Settings {
         Settings {
             handler: HandlerConfig::default(),
             queue: QueueConfig::new(queue_url),
-            managed_tag: ManagedTag::default(),
+            cluster: ClusterTags::default(),
             identity: identity.into(),
             events: true,
             eviction_backoff: None,
@@ -83,7 +83,7 @@ impl QueueMode {
             client,
             Arc::new(SdkLifecycle::new(asg.clone())),
             Arc::new(SdkActivities::new(asg.clone())),
-            Arc::new(SdkGroups::new(asg, settings.managed_tag)),
+            Arc::new(SdkGroups::new(asg, settings.cluster)),
             settings.handler,
         );
         let metrics = Arc::new(Metrics::default());
@@ -161,7 +161,16 @@ fn log_progress(p: &Progress) {
 
 /// Runs `termguard run`; returns the exit code.
 pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
-    let managed_tag = ManagedTag::parse(&args.managed_asg_tag).map_err(anyhow::Error::msg)?;
+    let cluster = ClusterTags::new(
+        args.cluster_name.as_deref(),
+        args.managed_asg_tag.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    if cluster.is_configured() {
+        tracing::info!(tags = %cluster, "this cluster's Auto Scaling groups are the ones tagged");
+    } else {
+        tracing::warn!("no --cluster-name: lifecycle actions of instances that are not nodes here are left for their owner, never completed");
+    }
     let client = kube_client(&args.kube).await?;
     let aws = crate::aws::sdk::config_loader().load().await;
     let mut settings = Settings::new(&args.queue_url, identity());
@@ -171,7 +180,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     settings.queue.max_in_flight = args.max_in_flight.max(1);
     settings.queue.visibility = args.visibility_timeout.max(Duration::from_secs(10));
     settings.queue.extend_every = settings.queue.visibility / 3;
-    settings.managed_tag = managed_tag;
+    settings.cluster = cluster;
     settings.events = !args.no_events;
     let mode = QueueMode::new(client, &aws, settings);
 

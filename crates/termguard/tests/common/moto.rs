@@ -179,24 +179,41 @@ impl Moto {
 
     /// Creates a group of `size` instances over [`ZONES`] with a termination hook (heartbeat
     /// timeout `heartbeat_timeout` seconds, default result ABANDON) sending to a new queue.
-    /// `managed` tags the group `termguard.io/managed`.
+    /// The group carries `tags`.
     pub async fn fleet(
         &self,
         name: &str,
         size: i32,
         heartbeat_timeout: i32,
-        managed: bool,
+        tags: &[(&str, &str)],
     ) -> Fleet {
-        let queue_url = self
-            .sqs
-            .create_queue()
-            .queue_name(format!("{name}-events"))
-            .send()
+        self.fleet_on(name, size, heartbeat_timeout, tags, None)
             .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("queue URL")
-            .to_string();
+    }
+
+    /// A fleet whose hook sends to `queue_url` (another fleet's queue: two clusters sharing a
+    /// queue) or, when `None`, to a new queue of its own.
+    pub async fn fleet_on(
+        &self,
+        name: &str,
+        size: i32,
+        heartbeat_timeout: i32,
+        tags: &[(&str, &str)],
+        queue_url: Option<&str>,
+    ) -> Fleet {
+        let queue_url = match queue_url {
+            Some(q) => q.to_string(),
+            None => self
+                .sqs
+                .create_queue()
+                .queue_name(format!("{name}-events"))
+                .send()
+                .await
+                .expect("CreateQueue")
+                .queue_url()
+                .expect("queue URL")
+                .to_string(),
+        };
         let queue_arn = self
             .sqs
             .get_queue_attributes()
@@ -226,11 +243,11 @@ impl Moto {
             .max_size(size.max(1) * 2 + 10)
             .desired_capacity(size)
             .set_availability_zones(Some(ZONES.iter().map(|z| z.to_string()).collect()));
-        if managed {
+        for (key, value) in tags {
             create = create.tags(
                 Tag::builder()
-                    .key("termguard.io/managed")
-                    .value("true")
+                    .key(*key)
+                    .value(*value)
                     .resource_id(name)
                     .resource_type("auto-scaling-group")
                     .propagate_at_launch(false)
