@@ -76,6 +76,43 @@ impl Default for HandlerConfig {
 type SharedDrain = Shared<BoxFuture<'static, Result<DrainReport, String>>>;
 type WeakDrain = WeakShared<BoxFuture<'static, Result<DrainReport, String>>>;
 
+/// The deadlines the notices for one node asked for; the drain keeps the earliest.
+#[derive(Debug)]
+struct NodeDeadlines {
+    by_notice: Mutex<HashMap<String, Option<Timestamp>>>,
+    tx: tokio::sync::watch::Sender<Option<Timestamp>>,
+}
+
+impl NodeDeadlines {
+    fn new(notice: &str, at: Option<Timestamp>) -> Self {
+        let (tx, _) = tokio::sync::watch::channel(at);
+        NodeDeadlines {
+            by_notice: Mutex::new(HashMap::from([(notice.to_string(), at)])),
+            tx,
+        }
+    }
+
+    /// Records (or moves) one notice's deadline; the earliest of all is published.
+    fn set(&self, notice: &str, at: Option<Timestamp>) {
+        let earliest = {
+            let mut by_notice = lock(&self.by_notice);
+            by_notice.insert(notice.to_string(), at);
+            by_notice.values().flatten().min().copied()
+        };
+        self.tx.send_if_modified(|d| {
+            let changed = *d != earliest;
+            *d = earliest;
+            changed
+        });
+    }
+}
+
+/// A drain running in this process.
+struct Running {
+    drain: WeakDrain,
+    deadlines: Arc<NodeDeadlines>,
+}
+
 /// Handles notices.
 pub struct Handler {
     drainer: Drainer,
@@ -85,11 +122,10 @@ pub struct Handler {
     activities: Arc<dyn Activities>,
     groups: Arc<dyn Groups>,
     config: HandlerConfig,
-    hook_cache: Mutex<HashMap<(GroupName, HookName), HookTimeouts>>,
     /// Running drains, held weakly: a drain lives only while a notice awaits it. (A strong
     /// entry would keep an abandoned drain — and its lease renewal — alive for ever, since the
     /// drain future itself holds the handler.)
-    inflight: Mutex<HashMap<String, WeakDrain>>,
+    inflight: Mutex<HashMap<String, Running>>,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
@@ -123,7 +159,6 @@ impl Handler {
             activities,
             groups,
             config,
-            hook_cache: Mutex::default(),
             inflight: Mutex::default(),
             metrics: std::sync::OnceLock::new(),
         })
@@ -234,7 +269,8 @@ impl Handler {
         }
     }
 
-    /// Runs the drain of `node`, or joins the one already running in this process.
+    /// Runs the drain of `node`, or joins the one already running in this process — lowering
+    /// its deadline when this notice's is earlier (a Spot warning during a lifecycle drain).
     async fn drain_shared(
         self: &Arc<Self>,
         node: &str,
@@ -244,14 +280,20 @@ impl Handler {
     ) -> Result<DrainReport, String> {
         let fut = {
             let mut inflight = lock(&self.inflight);
-            if let Some(f) = inflight.get(node).and_then(WeakShared::upgrade) {
+            let joined = inflight
+                .get(node)
+                .and_then(|r| Some((r.drain.upgrade()?, r.deadlines.clone())));
+            if let Some((f, deadlines)) = joined {
+                deadlines.set(notice_id, deadline);
                 f
             } else {
                 let this = self.clone();
+                let deadlines = Arc::new(NodeDeadlines::new(notice_id, deadline));
                 let mut req = DrainRequest::manual(node, self.config.drain.clone());
                 req.notice = notice_id.to_string();
                 req.cause = cause.to_string();
                 req.deadline = deadline;
+                req.deadline_updates = Some(deadlines.tx.subscribe());
                 req.margin = self.config.margin;
                 let node_name = node.to_string();
                 let f: BoxFuture<'static, Result<DrainReport, String>> = async move {
@@ -265,12 +307,25 @@ impl Handler {
                 .boxed();
                 let shared: SharedDrain = f.shared();
                 if let Some(weak) = shared.downgrade() {
-                    inflight.insert(node.to_string(), weak);
+                    inflight.insert(
+                        node.to_string(),
+                        Running {
+                            drain: weak,
+                            deadlines,
+                        },
+                    );
                 }
                 shared
             }
         };
         fut.await
+    }
+
+    /// Moves one notice's deadline in the node's running drain, if there is one.
+    fn move_deadline(&self, node: &str, notice_id: &str, at: Option<Timestamp>) {
+        if let Some(r) = lock(&self.inflight).get(node) {
+            r.deadlines.set(notice_id, at);
+        }
     }
 
     /// The recorded result when this notice's drain of the node already finished: a duplicate
@@ -326,7 +381,7 @@ impl Handler {
                     return Ok(r);
                 }
                 Err(e) => {
-                    let past = req.deadline.is_some_and(|d| d <= Timestamp::now());
+                    let past = current_deadline(req).is_some_and(|d| d <= Timestamp::now());
                     if past {
                         if let Some(m) = self.metrics.get() {
                             Metrics::count(&m.drains, "error");
@@ -346,29 +401,46 @@ impl Handler {
         }
     }
 
-    async fn timeouts(&self, group: &GroupName, hook: &HookName) -> HookTimeouts {
-        if let Some(t) = lock(&self.hook_cache).get(&(group.clone(), hook.clone())) {
-            return *t;
-        }
+    /// The hook's timeouts (`DescribeLifecycleHooks`, cached for a few minutes by the
+    /// client), or `None` when they cannot be read in time.
+    async fn timeouts(&self, group: &GroupName, hook: &HookName) -> Option<HookTimeouts> {
         match tokio::time::timeout(
             self.config.lookup_timeout,
             self.lifecycle.hook_timeouts(group, hook),
         )
         .await
         {
-            Ok(Ok(t)) => {
-                lock(&self.hook_cache).insert((group.clone(), hook.clone()), t);
-                t
-            }
+            Ok(Ok(t)) => Some(t),
             Ok(Err(e)) => {
-                tracing::warn!(group = %group, hook = %hook, error = %e, "reading the hook's timeouts failed; assuming the shortest AWS allows");
-                HookTimeouts::SAFE_DEFAULT
+                tracing::warn!(group = %group, hook = %hook, error = %e, "reading the hook's timeouts failed");
+                None
             }
             Err(_) => {
-                tracing::warn!(group = %group, hook = %hook, "reading the hook's timeouts timed out; assuming the shortest AWS allows");
-                HookTimeouts::SAFE_DEFAULT
+                tracing::warn!(group = %group, hook = %hook, "reading the hook's timeouts timed out");
+                None
             }
         }
+    }
+
+    /// The hook's timeouts, read before the drain's deadline is fixed. An answer that is slow
+    /// to come does not hold the node open to new pods: the node is cordoned meanwhile.
+    async fn timeouts_cordoning(
+        &self,
+        group: &GroupName,
+        hook: &HookName,
+        node: &str,
+    ) -> Option<HookTimeouts> {
+        let lookup = self.timeouts(group, hook);
+        tokio::pin!(lookup);
+        tokio::select! {
+            t = &mut lookup => return t,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let (t, cordoned) = tokio::join!(lookup, nodes::cordon(&self.node_api, node));
+        if let Err(e) = cordoned {
+            tracing::warn!(node, error = %e, "cordoning while the hook is read failed; the drain cordons again");
+        }
+        t
     }
 
     async fn lifecycle_terminate(
@@ -388,38 +460,25 @@ impl Handler {
         let Some(node) = node else {
             return self.not_a_node(notice, &action).await;
         };
-        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3). The
-        // hook's timeouts are read by the heartbeat task, so a slow DescribeLifecycleHooks never
-        // delays the drain; until the first answer is cached, the drain's deadline assumes the
-        // shortest global timeout AWS allows (earlier, so never too late).
-        let known = lock(&self.hook_cache)
-            .get(&(action.group.clone(), action.hook.clone()))
-            .copied();
-        let global_deadline = add(
-            notice.event_time,
-            known.unwrap_or(HookTimeouts::SAFE_DEFAULT).global,
-        );
+        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3).
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        // A notice that is not fresh (a redelivery, a backlog, a restart mid-drain) may find the
-        // hook's clock nearly run out: heartbeat at once rather than after a full interval.
-        let stale =
-            Timestamp::now().duration_since(notice.event_time) > SignedDuration::from_secs(5);
         let heartbeats = {
             let this = self.clone();
-            let (action, event_time) = (action.clone(), notice.event_time);
-            tokio::spawn(async move {
-                let timeouts = this.timeouts(&action.group, &action.hook).await;
-                heartbeat_loop(
-                    this.lifecycle.clone(),
-                    action,
-                    timeouts.heartbeat_interval(),
-                    add(event_time, timeouts.global),
-                    stale,
-                    stop_rx,
-                )
-                .await
-            })
+            let (action, node, event_time) = (action.clone(), node.clone(), notice.event_time);
+            tokio::spawn(
+                async move { this.heartbeat_loop(action, node, event_time, stop_rx).await },
+            )
         };
+        // The drain's deadline is the hook's own: read it first (cordoning meanwhile if the
+        // answer is slow). Unreadable, the shortest global timeout AWS allows stands in —
+        // earlier, so never too late — and the heartbeat task raises it once the hook answers.
+        let timeouts = self
+            .timeouts_cordoning(&action.group, &action.hook, &node)
+            .await;
+        let global_deadline = add(
+            notice.event_time,
+            timeouts.unwrap_or(HookTimeouts::SAFE_DEFAULT).global,
+        );
         // The why-lookup runs beside the drain and never delays it.
         let lookup = {
             let this = self.clone();
@@ -487,6 +546,85 @@ impl Handler {
             Err(e) => {
                 tracing::warn!(group = %action.group, error = %e, "group tag lookup failed; leaving the action for now");
                 self.foreign(notice)
+            }
+        }
+    }
+
+    /// Sends heartbeats until stopped, the action is gone, or the global timeout; returns the
+    /// count. Each heartbeat is scheduled from the last one that succeeded (the first from the
+    /// notice's time, when the action's clock started), and a failed one is retried within
+    /// seconds, not an interval later — by then the action could have expired. The hook's
+    /// timeouts are read again every few minutes; a change moves the drain's deadline.
+    async fn heartbeat_loop(
+        self: Arc<Self>,
+        action: ActionRef,
+        node: String,
+        event_time: Timestamp,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> u32 {
+        // Until the hook answers, the shortest timeouts AWS allows: never a late heartbeat.
+        let mut timeouts = HookTimeouts::SAFE_DEFAULT;
+        let mut known = false;
+        let mut sent = 0;
+        let mut last_ok = event_time;
+        let mut failures: u32 = 0;
+        let mut refresh_at = Timestamp::now();
+        loop {
+            let beat_at = if failures == 0 {
+                add(last_ok, timeouts.heartbeat_interval())
+            } else {
+                add(Timestamp::now(), heartbeat_retry_delay(failures))
+            };
+            let wake = beat_at.min(refresh_at);
+            tokio::select! {
+                () = tokio::time::sleep(until(wake)) => {}
+                _ = stop.wait_for(|s| *s) => return sent,
+            }
+            let now = Timestamp::now();
+            if now >= refresh_at {
+                if let Some(t) = self.timeouts(&action.group, &action.hook).await {
+                    if known && t != timeouts {
+                        tracing::info!(token = %action.token, global = ?t.global, heartbeat = ?t.heartbeat, "the hook's timeouts changed; the drain's deadline follows them");
+                    }
+                    self.move_deadline(
+                        &node,
+                        action.token.as_str(),
+                        Some(add(event_time, t.global)),
+                    );
+                    timeouts = t;
+                    known = true;
+                }
+                refresh_at = add(Timestamp::now(), refresh_every(known));
+                if now < beat_at {
+                    continue;
+                }
+            }
+            if now >= add(event_time, timeouts.global) {
+                tracing::warn!(token = %action.token, "global timeout reached: no more heartbeats can extend the wait");
+                return sent;
+            }
+            match self.lifecycle.heartbeat(&action).await {
+                Ok(()) => {
+                    sent += 1;
+                    failures = 0;
+                    last_ok = Timestamp::now();
+                    if let Some(m) = self.metrics.get() {
+                        Metrics::count(&m.heartbeats, "sent");
+                    }
+                    tracing::debug!(token = %action.token, sent, "heartbeat");
+                }
+                Err(LifecycleError::NoActiveAction(m)) => {
+                    tracing::warn!(token = %action.token, message = %m, "heartbeat: the lifecycle action is over; stopping heartbeats");
+                    return sent;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let retry_in = heartbeat_retry_delay(failures);
+                    tracing::warn!(token = %action.token, error = %e, failures, ?retry_in, "heartbeat failed; retrying soon");
+                    if let Some(m) = self.metrics.get() {
+                        Metrics::count(&m.heartbeats, "failed");
+                    }
+                }
             }
         }
     }
@@ -604,41 +742,24 @@ impl Handler {
     }
 }
 
-/// Sends heartbeats until stopped, the action is gone, or the global timeout; returns the count.
-async fn heartbeat_loop(
-    lifecycle: Arc<dyn Lifecycle>,
-    action: ActionRef,
-    every: Duration,
-    until: Timestamp,
-    at_once: bool,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> u32 {
-    let mut sent = 0;
-    let mut wait = if at_once { Duration::ZERO } else { every };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return sent,
-        }
-        wait = every;
-        if Timestamp::now() >= until {
-            tracing::warn!(token = %action.token, "global timeout reached: no more heartbeats can extend the wait");
-            return sent;
-        }
-        match lifecycle.heartbeat(&action).await {
-            Ok(()) => {
-                sent += 1;
-                tracing::debug!(token = %action.token, sent, "heartbeat");
-            }
-            Err(LifecycleError::NoActiveAction(m)) => {
-                tracing::warn!(token = %action.token, message = %m, "heartbeat: the lifecycle action is over; stopping heartbeats");
-                return sent;
-            }
-            Err(e) => {
-                tracing::warn!(token = %action.token, error = %e, "heartbeat failed; will retry")
-            }
-        }
+/// How soon a failed heartbeat is tried again: 1, 2, 4, then every 5 s.
+fn heartbeat_retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(3)).min(Duration::from_secs(5))
+}
+
+/// How often the hook's timeouts are read again: every few minutes once known, every 30 s
+/// while they are not.
+fn refresh_every(known: bool) -> Duration {
+    if known {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(30)
     }
+}
+
+/// Time left until `t` (zero once past).
+fn until(t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
 }
 
 /// Outcomes after which pods that could still move may be left on the node.
@@ -648,7 +769,15 @@ fn unfinished(o: Outcome) -> bool {
 
 /// Whether a notice-driven drain's deadline is still ahead (a drain without one is manual).
 fn before_deadline(req: &DrainRequest) -> bool {
-    req.deadline.is_some_and(|d| d > Timestamp::now())
+    current_deadline(req).is_some_and(|d| d > Timestamp::now())
+}
+
+/// The drain's deadline as the notices for its node have it now.
+fn current_deadline(req: &DrainRequest) -> Option<Timestamp> {
+    match &req.deadline_updates {
+        Some(rx) => *rx.borrow(),
+        None => req.deadline,
+    }
 }
 
 /// How a drain outcome reads in logs.

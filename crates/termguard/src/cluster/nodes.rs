@@ -29,6 +29,9 @@ pub const NOTICE: &str = "termguard.io/drain-notice";
 pub const CAUSE: &str = "termguard.io/drain-cause";
 /// When the instance will be gone.
 pub const DEADLINE: &str = "termguard.io/drain-deadline";
+/// An earlier deadline asked for by a notice that arrived while another replica owned the
+/// drain (a Spot warning during a lifecycle drain): the owner reads it and clips by it.
+pub const URGENT: &str = "termguard.io/drain-urgent-deadline";
 /// When the drain started.
 pub const STARTED: &str = "termguard.io/drain-started";
 /// Where the drain is: `draining`, `wave-N`, `drained`, `timed-out`, `failed`.
@@ -73,6 +76,8 @@ pub struct DrainState {
     pub cause: Option<String>,
     /// Deadline.
     pub deadline: Option<Timestamp>,
+    /// An earlier deadline another notice asked the owner to keep.
+    pub urgent: Option<Timestamp>,
     /// Start time.
     pub started: Option<Timestamp>,
     /// Phase.
@@ -92,6 +97,7 @@ impl DrainState {
             notice: a.get(NOTICE).cloned(),
             cause: a.get(CAUSE).cloned(),
             deadline: ts(DEADLINE),
+            urgent: ts(URGENT),
             started: ts(STARTED),
             phase: a.get(PHASE).cloned(),
             result: a.get(RESULT).cloned(),
@@ -139,8 +145,9 @@ pub enum ClaimOutcome {
     Owned {
         /// A previous owner's drain was unfinished.
         resumed: bool,
-        /// The effective deadline (earliest of ours and the recorded one).
-        deadline: Option<Timestamp>,
+        /// The earliest deadline still ahead that another notice recorded for this drain (a
+        /// resumed drain of another notice, or a notice that asked the owner to hurry).
+        inherited: Option<Timestamp>,
         /// Whether the node was already cordoned.
         was_cordoned: bool,
         /// The Node's UID (for Events about it).
@@ -211,16 +218,33 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         let now = Timestamp::now();
         let state = DrainState::of(&node);
         if let Some(owner) = state.active_owner(c.owner, now) {
-            return Ok(ClaimOutcome::Busy {
-                owner: owner.to_string(),
-            });
+            let owner = owner.to_string();
+            // Our deadline is earlier than the one the owner keeps: tell it (spec §5.5 rule 13:
+            // the earliest deadline of any notice wins, on whichever replica runs the drain).
+            let kept = earliest(state.deadline, state.urgent);
+            if let Some(ours) = c.deadline.filter(|d| kept.is_none_or(|k| *d < k)) {
+                let patch = json!({"metadata": {
+                    "resourceVersion": node.metadata.resource_version,
+                    "annotations": {URGENT: ours.to_string()},
+                }});
+                match api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_conflict(&e) => continue,
+                    Err(e) => return Err(api_err("asking for an earlier deadline on", name)(e)),
+                }
+            }
+            return Ok(ClaimOutcome::Busy { owner });
         }
         let resumed = state.phase.is_some() && !state.is_finished();
-        // Keep the earliest deadline when several triggers arrive (spec §5.5 rule 13).
-        let deadline = match (state.deadline.filter(|_| resumed), c.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let inherited = if resumed {
+            inherited_deadline(&state, c.notice, c.deadline, now)
+        } else {
+            None
         };
+        let deadline = earliest(inherited, c.deadline);
         let mut taints: Vec<Taint> = node
             .spec
             .as_ref()
@@ -240,6 +264,7 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             (CAUSE.to_string(), json!(c.cause)),
             (PHASE.to_string(), json!("draining")),
             (RESULT.to_string(), serde_json::Value::Null),
+            (URGENT.to_string(), serde_json::Value::Null),
             (
                 DEADLINE.to_string(),
                 deadline.map_or(serde_json::Value::Null, |d| json!(d.to_string())),
@@ -267,7 +292,7 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             Ok(_) => {
                 return Ok(ClaimOutcome::Owned {
                     resumed,
-                    deadline,
+                    inherited,
                     was_cordoned,
                     uid: node.metadata.uid.clone(),
                 })
@@ -278,12 +303,38 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
     }
 }
 
-/// Sets progress annotations (plain merge patch: only our own keys change).
+/// The earlier of two optional deadlines (none when neither is set).
+pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a resumed drain takes over from the recorded one: the deadline another notice recorded,
+/// and an urgent deadline a notice asked for — each only while still ahead. The notice's own
+/// recorded deadline is not inherited when the notice brings one (it computed it again, from
+/// the hook itself: the recorded one may have been a guess), and one that has passed with the
+/// instance still here was not that instance's end.
+pub fn inherited_deadline(
+    state: &DrainState,
+    notice: &str,
+    requested: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let ahead = |t: Option<Timestamp>| t.filter(|t| *t > now);
+    let same_notice = state.notice.as_deref() == Some(notice);
+    let recorded = ahead(state.deadline).filter(|_| !same_notice || requested.is_none());
+    earliest(recorded, ahead(state.urgent))
+}
+
+/// Sets progress annotations (plain merge patch: only our own keys change); returns the Node
+/// as the API server stored it.
 pub async fn annotate(
     api: &Api<Node>,
     name: &str,
     values: &[(&str, Option<String>)],
-) -> Result<(), NodeError> {
+) -> Result<Node, NodeError> {
     let map: BTreeMap<&str, serde_json::Value> = values
         .iter()
         .map(|(k, v)| {
@@ -297,8 +348,7 @@ pub async fn annotate(
     let patch = json!({"metadata": {"annotations": map}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(api_err("annotating", name))?;
-    Ok(())
+        .map_err(api_err("annotating", name))
 }
 
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
@@ -416,6 +466,55 @@ mod tests {
             (PHASE, "drained"),
         ]);
         assert_eq!(DrainState::of(&done).active_owner("me", now), None);
+    }
+
+    #[test]
+    fn a_resumed_drain_inherits_only_live_deadlines_of_other_notices() {
+        let now = Timestamp::now();
+        let at = |s: i64| {
+            now.checked_add(jiff::SignedDuration::from_secs(s))
+                .unwrap_or(now)
+        };
+        let state = |notice: &str, deadline: i64, urgent: Option<i64>| DrainState {
+            notice: Some(notice.into()),
+            deadline: Some(at(deadline)),
+            urgent: urgent.map(at),
+            ..DrainState::default()
+        };
+        let ours = Some(at(172_800));
+        // Another notice's deadline still ahead: kept.
+        assert_eq!(
+            inherited_deadline(&state("spot", 60, None), "hook", ours, now),
+            Some(at(60))
+        );
+        // Our own notice's: computed again, not inherited (it may have been a guess) — unless
+        // the notice brings none.
+        assert_eq!(
+            inherited_deadline(&state("hook", 60, None), "hook", ours, now),
+            None
+        );
+        assert_eq!(
+            inherited_deadline(&state("hook", 60, None), "hook", None, now),
+            Some(at(60))
+        );
+        // Passed with the instance still here: not its end.
+        assert_eq!(
+            inherited_deadline(&state("old", -3600, None), "hook", ours, now),
+            None
+        );
+        assert_eq!(
+            inherited_deadline(&state("hook", -60, None), "hook", None, now),
+            None
+        );
+        // An urgent deadline ahead is kept whoever recorded it.
+        assert_eq!(
+            inherited_deadline(&state("hook", 600, Some(90)), "hook", ours, now),
+            Some(at(90))
+        );
+        assert_eq!(
+            inherited_deadline(&state("hook", 600, Some(-5)), "hook", ours, now),
+            None
+        );
     }
 
     #[test]

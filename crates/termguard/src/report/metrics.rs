@@ -40,6 +40,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Foreign messages dropped after their deadline.
     pub foreign_expired: Counter,
+    /// Lifecycle heartbeats, by result (`sent`, `failed`).
+    pub heartbeats: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Default for Metrics {
             drain_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 14)),
             in_flight: Gauge::default(),
             foreign_expired: Counter::default(),
+            heartbeats: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -79,6 +82,11 @@ impl Default for Metrics {
             "foreign_expired",
             "Messages for other clusters dropped after their deadline",
             m.foreign_expired.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "RecordLifecycleActionHeartbeat calls, by result",
+            m.heartbeats.clone(),
         );
         Metrics { registry, ..m }
     }

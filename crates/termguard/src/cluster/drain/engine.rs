@@ -3,6 +3,7 @@
 //! Node, so a second run resumes or follows the first instead of fighting it.
 
 use super::budget::Backoff;
+use super::deadline::DeadlineFeed;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
 use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
 use super::pod::PodContext;
@@ -26,8 +27,12 @@ pub struct DrainRequest {
     pub node: String,
     /// kubectl-compatible options.
     pub options: DrainOptions,
-    /// When the instance will be gone (from a notice); combined with `--timeout`.
+    /// When the instance will be gone (from a notice, or `--deadline`): past `deadline - grace`
+    /// a pod is deleted with a clipped grace period, budgets or not.
     pub deadline: Option<Timestamp>,
+    /// Later values of `deadline` while the drain runs (the hook's real timeout became known, a
+    /// later notice came with an earlier one); overrides `deadline` when set.
+    pub deadline_updates: Option<tokio::sync::watch::Receiver<Option<Timestamp>>>,
     /// Safety margin kept before the deadline when clipping grace periods.
     pub margin: Duration,
     /// Notice id (`manual` for the CLI).
@@ -45,6 +50,7 @@ impl DrainRequest {
             node: node.to_string(),
             options,
             deadline: None,
+            deadline_updates: None,
             margin: Duration::from_secs(5),
             notice: "manual".into(),
             cause: "manual".into(),
@@ -236,41 +242,46 @@ impl Drainer {
         .await
     }
 
+    /// The request's deadline as it stands now.
+    fn requested_deadline(req: &DrainRequest) -> Option<Timestamp> {
+        match &req.deadline_updates {
+            Some(rx) => *rx.borrow(),
+            None => req.deadline,
+        }
+    }
+
     async fn drain_inner(&self, req: &DrainRequest) -> Result<DrainReport, DrainError> {
         let started = tokio::time::Instant::now();
         let now = Timestamp::now();
-        let timeout_deadline = req
+        // `--timeout` bounds the wait only (kubectl's meaning): it never clips grace periods.
+        let timeout = req
             .options
             .timeout
             .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
-        let mut hard = match (req.deadline, timeout_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let (role, node_uid) = loop {
+        let (role, node_uid, feed) = loop {
+            let requested = Self::requested_deadline(req);
             let claim = Claim {
                 owner: &self.identity,
                 notice: &req.notice,
                 cause: &req.cause,
-                deadline: hard,
+                deadline: requested,
             };
             match nodes::claim(&self.nodes, &req.node, &claim).await? {
                 ClaimOutcome::Owned {
                     resumed,
                     was_cordoned,
-                    deadline,
+                    inherited,
                     uid,
                 } => {
-                    // A resumed drain keeps the earliest of its own and the recorded deadline
-                    // (spec §5.5 rule 13): the instance goes when the first notice said.
-                    hard = deadline;
                     self.emit(Progress::Cordoned {
                         already: was_cordoned,
                     });
                     if resumed {
                         self.emit(Progress::Resuming);
                     }
-                    break (if resumed { Role::Resumed } else { Role::Owner }, uid);
+                    let feed =
+                        Arc::new(DeadlineFeed::new(requested, inherited, timeout, req.margin));
+                    break (if resumed { Role::Resumed } else { Role::Owner }, uid, feed);
                 }
                 ClaimOutcome::Busy { owner } => {
                     self.emit(Progress::Following {
@@ -284,26 +295,76 @@ impl Drainer {
             }
         };
         // Aborted on drop too: a drain that is itself dropped (shutdown, a crashed caller) must
-        // stop renewing its lease, so another process can take the drain over.
+        // stop renewing its lease, so another process can take the drain over. Each renewal
+        // also reads the urgent deadline another replica may have asked for.
         let renewer = AbortOnDrop({
             let api = self.nodes.clone();
             let node = req.node.clone();
+            let feed = feed.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(nodes::RENEW_EVERY).await;
                     let stamp = Timestamp::now().to_string();
-                    if let Err(e) =
-                        nodes::annotate(&api, &node, &[(nodes::RENEWED, Some(stamp))]).await
-                    {
-                        tracing::warn!(node = %node, error = %e, "renewing the drain lease failed");
+                    match nodes::annotate(&api, &node, &[(nodes::RENEWED, Some(stamp))]).await {
+                        Ok(n) => {
+                            if feed.set_urgent(DrainState::of(&n).urgent) {
+                                tracing::warn!(node = %node, deadline = ?feed.now().instance,
+                                    "another notice for this node asked for an earlier deadline; clipping by it");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node, error = %e, "renewing the drain lease failed")
+                        }
+                    }
+                }
+            })
+        });
+        // The request's later deadlines, and the Node's record of the one in force (what a
+        // resumed drain and a follower read).
+        let updates = AbortOnDrop({
+            let api = self.nodes.clone();
+            let node = req.node.clone();
+            let feed = feed.clone();
+            let mut requested = req.deadline_updates.clone();
+            let mut current = feed.subscribe();
+            tokio::spawn(async move {
+                let mut recorded = current.borrow_and_update().instance;
+                loop {
+                    tokio::select! {
+                        changed = async {
+                            match requested.as_mut() {
+                                Some(rx) => rx.changed().await.is_ok(),
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            if !changed {
+                                requested = None;
+                                continue;
+                            }
+                            let at = requested.as_mut().and_then(|rx| *rx.borrow_and_update());
+                            feed.set_requested(at);
+                        }
+                        r = current.changed() => if r.is_err() { return },
+                    }
+                    let now_in_force = current.borrow_and_update().instance;
+                    if now_in_force != recorded {
+                        tracing::info!(node = %node, from = ?recorded, to = ?now_in_force, "the drain's deadline moved");
+                        let value = now_in_force.map(|d| d.to_string());
+                        if let Err(e) =
+                            nodes::annotate(&api, &node, &[(nodes::DEADLINE, value)]).await
+                        {
+                            tracing::warn!(node = %node, error = %e, "recording the new deadline failed");
+                        }
+                        recorded = now_in_force;
                     }
                 }
             })
         });
         let result = self
-            .run(req, role, hard, node_uid.as_deref(), started)
+            .run(req, role, &feed, node_uid.as_deref(), started)
             .await;
         drop(renewer);
+        drop(updates);
         let report = result?;
         let mut stored = report.clone();
         stored.pods.clear();
@@ -315,6 +376,7 @@ impl Drainer {
             &[
                 (nodes::PHASE, Some(report.outcome.phase().to_string())),
                 (nodes::RESULT, stored),
+                (nodes::URGENT, None),
             ],
         )
         .await?;
@@ -393,17 +455,11 @@ impl Drainer {
         &self,
         req: &DrainRequest,
         role: Role,
-        hard: Option<Timestamp>,
+        feed: &DeadlineFeed,
         node_uid: Option<&str>,
         started: tokio::time::Instant,
     ) -> Result<DrainReport, DrainError> {
-        // Clip against the deadline minus a safety margin, never more than a quarter of the time left.
-        let clip_deadline = hard.map(|h| {
-            let left = time_until(h);
-            let margin = req.margin.min(left / 4);
-            h.checked_sub(SignedDuration::try_from(margin).unwrap_or_default())
-                .unwrap_or(h)
-        });
+        let clip_deadline = feed.now().clip;
         let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
         let planned = self.plan(&req.node, &req.options).await?;
         let mut report = DrainReport {
@@ -479,8 +535,7 @@ impl Drainer {
                         let at = PodContext {
                             tracker: &tracker,
                             permits: &permits,
-                            clip_deadline,
-                            hard,
+                            deadlines: feed,
                             started,
                         };
                         this.drive_pod(&req, p, wave_no, &at).await
@@ -514,6 +569,7 @@ impl Drainer {
         } else {
             Outcome::Drained
         };
+        report.deadline = feed.now().clip;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }

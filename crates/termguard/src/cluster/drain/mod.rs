@@ -4,6 +4,7 @@
 //! decide it ([`filters`], [`selector`]), and the time and error arithmetic of evicting ([`budget`]).
 
 pub mod budget;
+pub mod deadline;
 pub mod engine;
 mod evict;
 pub mod filters;

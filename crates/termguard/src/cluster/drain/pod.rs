@@ -3,6 +3,7 @@
 //! (spec drain-semantics.md §5.4–§5.6).
 
 use super::budget::{clip_grace_period, reclip_terminating, GraceDecision};
+use super::deadline::DeadlineFeed;
 use super::engine::{time_until, DrainRequest, Drainer};
 use super::evict::{self, Attempt};
 use super::plan::PlannedPod;
@@ -25,10 +26,10 @@ impl Drainer {
         let PodContext {
             tracker,
             permits,
-            clip_deadline,
-            hard,
+            deadlines,
             started,
         } = *at;
+        let mut moved = deadlines.subscribe();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
         let uid = p.uid.clone().unwrap_or_default();
         let mut result = PodResult {
@@ -47,28 +48,20 @@ impl Drainer {
         if p.terminating {
             result.action = PodAction::AlreadyTerminating;
             // A pod terminating past the deadline gets a shorter grace (spec §5.5 rule 13).
-            let deletion = tracker
-                .get(&uid)
-                .and_then(|pod| pod.metadata.deletion_timestamp)
-                .map(|t| t.0);
-            if let (Some(d), Some(ts)) = (clip_deadline, deletion) {
-                if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
-                    let _ = {
-                        let _permit = permits.acquire().await;
-                        evict::delete(&api, &p, &uid, Some(grace)).await
-                    };
-                    result.grace_period_seconds = Some(grace);
-                    result.not_graceful = Some(format!(
-                        "grace period shortened to {grace}s: the instance goes at the deadline"
-                    ));
-                }
-            }
+            self.reclip(&api, &p, &uid, tracker, permits, deadlines, &mut result)
+                .await;
         } else {
             loop {
                 let now = Timestamp::now();
+                let due = deadlines.now();
+                // `--timeout` passed with the pod still refused: stop trying (kubectl's
+                // "global timeout reached"); the pod remains.
+                if due.give_up.is_some_and(|g| g <= now) && due.clip.is_none_or(|c| c > now) {
+                    break;
+                }
                 // Past D - g: the eviction can no longer finish gracefully in time; delete with
                 // the grace clipped to the time left, bypassing budgets (spec §5.5 rule 12).
-                if let Some(d) = clip_deadline {
+                if let Some(d) = due.clip {
                     if let GraceDecision::Clip {
                         grace_period_seconds,
                     } = clip_grace_period(now, d, own_grace)
@@ -132,12 +125,17 @@ impl Drainer {
                         retry_after,
                         blocked,
                     }) => {
-                        let remaining = clip_deadline.map(|d| {
+                        let due = deadlines.now();
+                        let clip_in = due.clip.map(|d| {
                             let threshold = d
                                 .checked_sub(SignedDuration::from_secs(own_grace))
                                 .unwrap_or(d);
                             time_until(threshold)
                         });
+                        let remaining = match (clip_in, due.give_up.map(time_until)) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
                         let delay = self
                             .backoff
                             .delay(
@@ -161,14 +159,20 @@ impl Drainer {
                             )
                             .await;
                         }
-                        tokio::time::sleep(delay).await;
+                        // A deadline that moved (a later notice, the hook's real timeout)
+                        // is acted on at once, not after the backoff.
+                        moved.borrow_and_update();
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = moved.changed() => {}
+                        }
                     }
                 }
             }
         }
         if result.action != PodAction::AlreadyGone {
             let asked = tokio::time::Instant::now();
-            let gone = self.wait_gone(req, &p, &uid, tracker, hard).await;
+            let gone = self.wait_gone(req, &p, &uid, &api, at, &mut result).await;
             // A pod that left well before its clipped grace period ran out stopped by itself:
             // it was not cut short, so it is not reported as ungraceful. (One that left at the
             // end of the period was SIGKILLed by its kubelet.)
@@ -222,20 +226,56 @@ impl Drainer {
         result
     }
 
-    /// Waits until the pod is gone; `false` when the hard deadline (or the skip timeout) came first.
+    /// A pod already terminating whose deletion ends past the clip point gets a shorter grace
+    /// period (spec §5.5 rule 13; the API server only ever shortens a pending deletion).
+    #[allow(clippy::too_many_arguments)]
+    async fn reclip(
+        &self,
+        api: &Api<Pod>,
+        p: &PlannedPod,
+        uid: &str,
+        tracker: &PodTracker,
+        permits: &tokio::sync::Semaphore,
+        deadlines: &DeadlineFeed,
+        result: &mut PodResult,
+    ) {
+        let deletion = tracker
+            .get(uid)
+            .and_then(|pod| pod.metadata.deletion_timestamp)
+            .map(|t| t.0);
+        if let (Some(d), Some(ts)) = (deadlines.now().clip, deletion) {
+            if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
+                let _ = {
+                    let _permit = permits.acquire().await;
+                    evict::delete(api, p, uid, Some(grace)).await
+                };
+                result.grace_period_seconds = Some(grace);
+                result.not_graceful = Some(format!(
+                    "grace period shortened to {grace}s: the instance goes at the deadline"
+                ));
+            }
+        }
+    }
+
+    /// Waits until the pod is gone; `false` when the drain's deadline (or the skip timeout)
+    /// came first. A deadline that moves earlier while the pod terminates shortens its grace.
     async fn wait_gone(
         &self,
         req: &DrainRequest,
         p: &PlannedPod,
         uid: &str,
-        tracker: &PodTracker,
-        hard: Option<Timestamp>,
+        api: &Api<Pod>,
+        at: &PodContext<'_>,
+        result: &mut PodResult,
     ) -> bool {
-        let hard_at = hard.map(|h| tokio::time::Instant::now() + time_until(h));
+        let tracker = at.tracker;
+        let mut moved = at.deadlines.subscribe();
         loop {
+            moved.borrow_and_update();
+            let give_up = at.deadlines.now().give_up;
             let tick = async {
-                match hard_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match give_up {
+                    Some(g) => tokio::time::sleep(time_until(g)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -250,6 +290,11 @@ impl Drainer {
                 biased;
                 _ = tracker.gone(uid) => return true,
                 _ = tick => return false,
+                r = moved.changed() => {
+                    if r.is_ok() {
+                        self.reclip(api, p, uid, tracker, at.permits, at.deadlines, result).await;
+                    }
+                }
                 _ = skip_check => {
                     if let (Some(limit), Some(pod)) = (req.options.skip_wait_for_delete_timeout, tracker.get(uid)) {
                         if let Some(ts) = pod.metadata.deletion_timestamp {
@@ -273,7 +318,6 @@ impl Drainer {
 pub(super) struct PodContext<'a> {
     pub(super) tracker: &'a PodTracker,
     pub(super) permits: &'a tokio::sync::Semaphore,
-    pub(super) clip_deadline: Option<Timestamp>,
-    pub(super) hard: Option<Timestamp>,
+    pub(super) deadlines: &'a DeadlineFeed,
     pub(super) started: tokio::time::Instant,
 }
