@@ -41,9 +41,11 @@ pub enum Command {
     ///   * evictions carry the pod's UID as a precondition, and PDB-blocked evictions are retried
     ///     with capped exponential backoff and jitter (kubectl: a fixed 5 s);
     ///   * a pod covered by several PDBs is retried, not failed;
-    ///   * --timeout (or --deadline) is a deadline, not just a limit: a pod whose grace period would
-    ///     outlast the time left is deleted with its grace period clipped to the time left (never 0),
-    ///     bypassing its PDB, so it still gets SIGTERM before the instance disappears;
+    ///   * --deadline (when the instance is known to go away) is a deadline, not just a limit: a pod
+    ///     whose grace period would outlast the time left is deleted with its grace period clipped
+    ///     to the time left (never 0), bypassing its PDB, so it still gets SIGTERM before the
+    ///     instance disappears. --timeout keeps kubectl's meaning: it only bounds the wait, and
+    ///     budgets are respected to the end;
     ///   * deletion is awaited by watching the node's pods, not by polling each pod every second;
     ///   * DaemonSet and mirror pods are never evicted or deleted;
     ///   * progress is recorded on the Node, so a second run resumes or waits for the first.
@@ -138,7 +140,7 @@ pub struct DrainArgs {
     /// Period of time in seconds given to each pod to terminate gracefully. If negative, the default value specified in the pod will be used.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub grace_period: i64,
-    /// The length of time to wait before giving up, zero means infinite (e.g. 90s, 5m). termguard treats it as a deadline: see above.
+    /// The length of time to wait before giving up, zero means infinite (e.g. 90s, 5m). Budgets are respected; to clip grace periods at a known end, use --deadline.
     #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
     pub timeout: std::time::Duration,
     /// Label selector to filter pods on the node.
@@ -159,7 +161,8 @@ pub struct DrainArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
-    /// Absolute deadline (RFC 3339), e.g. when the instance is known to go away.
+    /// Absolute deadline (RFC 3339), e.g. when the instance is known to go away: past
+    /// `deadline - grace`, pods are deleted with their grace clipped to the time left, budgets or not.
     #[arg(long)]
     pub deadline: Option<jiff::Timestamp>,
     /// Safety margin kept before the deadline when clipping grace periods.

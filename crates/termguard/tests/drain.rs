@@ -336,6 +336,35 @@ both_backends! {
 }
 
 both_backends! {
+    /// `--timeout` keeps kubectl's meaning: it bounds the wait, and a budget that allows
+    /// nothing is respected to the end — the pods (30 s grace, longer than the timeout) stay,
+    /// none is deleted. Clipping past budgets is for `--deadline` and notices only.
+    async fn timeout_bounds_the_wait_and_never_bypasses_a_budget(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3, pdb: {minAvailable: 3}}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        c.reset_counts();
+        let opts = DrainOptions {
+            timeout: Some(Duration::from_secs(4)),
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::TimedOut, "{report:#?}");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Remained);
+            assert!(c.evictions_of(p) >= 1, "eviction tried");
+            assert_eq!(c.deletes_of(p), 0, "never deleted past its budget");
+            assert!(c.pod_uid_exists(&uid(p)).await);
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
     async fn grace_period_override_reaches_the_server(backend) -> Result {
         let c = TestCluster::start_settled(
             backend,
