@@ -208,9 +208,15 @@ pub struct RunArgs {
     /// Safety margin kept before a deadline when clipping grace periods.
     #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
     pub deadline_margin: std::time::Duration,
-    /// Messages worked on at once.
-    #[arg(long, default_value_t = 50)]
+    /// Messages held at once (received, not yet deleted). Receiving never waits for drains:
+    /// each message's heartbeats and cordon start as soon as it arrives.
+    #[arg(long, default_value_t = 1000)]
     pub max_in_flight: usize,
+    /// Drains evicting at once. A drain waiting for a slot keeps its node cordoned and its
+    /// lifecycle action heartbeating; one whose instance goes within 15 minutes (Spot warnings,
+    /// state changes, a moved deadline) never waits.
+    #[arg(long, default_value_t = 50)]
+    pub max_concurrent_drains: usize,
     /// Visibility timeout set on each received message, and renewed while its work runs.
     #[arg(long, default_value = "90s", value_parser = parse_go_duration)]
     pub visibility_timeout: std::time::Duration,

@@ -118,6 +118,7 @@ struct Termguard {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
     metrics: Arc<Metrics>,
+    readiness: Arc<dyn termguard::report::health::Readiness>,
 }
 
 impl Termguard {
@@ -162,6 +163,7 @@ impl Termguard {
             stop,
             task,
             metrics,
+            readiness,
         })
     }
 
@@ -1444,5 +1446,75 @@ both_backends! {
 both_backends! {
     async fn a_spot_warning_on_another_replica_reaches_the_drains_owner(backend) -> Result {
         a_spot_warning_during_a_lifecycle_drain_clips_it(backend, "spot-elsewhere", true).await
+    }
+}
+
+both_backends! {
+    /// Receiving is not chained to draining. With one drain slot, held by a lifecycle drain a
+    /// budget blocks: the next lifecycle notice is still received at once — its node cordoned,
+    /// its action heartbeating while it waits for the slot — a Spot warning is drained before
+    /// its two minutes end without waiting at all, and readiness says termguard is saturated.
+    async fn receiving_heartbeats_and_urgent_drains_never_wait_for_a_drain_slot(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "slots");
+        spec.workloads = HELD;
+        let bed = bed(spec).await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| {
+            s.max_concurrent_drains = 1;
+            s.saturated_after = Duration::from_secs(2);
+        })
+        .await?;
+        let first = terminate(&bed, 0).await?;
+        let node_a = bed.nodes[&s(&first["instance_id"])].clone();
+        let held = workload_pods_on(&bed, &node_a).await;
+        let blocked = eventually(Duration::from_secs(20), || {
+            held.iter().all(|p| evictions_of(&bed, p) >= 1)
+        })
+        .await;
+        assert!(blocked, "the first drain holds the slot, blocked by the budget");
+
+        let second = terminate(&bed, 1).await?;
+        let node_b = bed.nodes[&s(&second["instance_id"])].clone();
+        let waiting = workload_pods_on(&bed, &node_b).await;
+        let cordoned_b = cluster::eventually(Duration::from_secs(10), || cordoned(&bed, &node_b)).await;
+        assert!(cordoned_b, "the second notice was received and its node cordoned at once");
+        let saturated = eventually(Duration::from_secs(10), || {
+            tg.readiness.ready().is_err_and(|e| e.contains("saturated"))
+        })
+        .await;
+        assert!(saturated, "readiness reports saturation: {:?}", tg.readiness.ready());
+        for p in &waiting {
+            assert_eq!(evictions_of(&bed, p), 0, "the second drain waits for the slot");
+        }
+
+        let spot_instance = bed.fleet.instances[2].id.clone();
+        let node_c = bed.nodes[&spot_instance].clone();
+        let left = Duration::from_secs(25);
+        let spot_deadline = tokio::time::Instant::now() + left;
+        bed.moto
+            .send(&bed.fleet.queue_url, &spot_warning(&spot_instance, left)?)
+            .await;
+        let mut gone = false;
+        while tokio::time::Instant::now() < spot_deadline {
+            if workload_pods_on(&bed, &node_c).await.is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(gone, "the Spot node was drained before its deadline, past the busy slot");
+
+        // The waiting drain's action is kept alive (heartbeat timeout 30 s, one every 15 s).
+        let token = s(&second["token"]);
+        let beating = cluster::eventually(Duration::from_secs(25), || async {
+            bed.moto.lifecycle_actions(&format!("token={token}")).await[0]["heartbeat_count"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        })
+        .await;
+        assert!(beating, "heartbeats while waiting for a slot");
+        let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
+        assert_eq!(now[0]["state"], "waiting", "{}", now[0]);
+        tg.stop().await
     }
 }

@@ -7,7 +7,7 @@ use crate::aws::activity::SdkActivities;
 use crate::aws::groups::{ClusterTags, SdkGroups};
 use crate::aws::lifecycle::SdkLifecycle;
 use crate::cli::RunArgs;
-use crate::cluster::drain::{Backoff, Drainer, Progress};
+use crate::cluster::drain::{Backoff, DrainSlots, Drainer, Progress};
 use crate::cluster::events::Events;
 use crate::cluster::index::NodeIndex;
 use crate::handler::{Handler, HandlerConfig};
@@ -37,6 +37,10 @@ pub struct Settings {
     pub events: bool,
     /// Backoff of PDB-blocked evictions; the engine's default when `None`.
     pub eviction_backoff: Option<Backoff>,
+    /// Drains evicting at once (`--max-concurrent-drains`); urgent ones never wait.
+    pub max_concurrent_drains: usize,
+    /// How long a drain may wait for a slot before readiness reports saturation.
+    pub saturated_after: Duration,
 }
 
 impl Settings {
@@ -49,6 +53,8 @@ impl Settings {
             identity: identity.into(),
             events: true,
             eviction_backoff: None,
+            max_concurrent_drains: 50,
+            saturated_after: Duration::from_secs(60),
         }
     }
 }
@@ -61,6 +67,9 @@ pub struct QueueMode {
     pub nodes: NodeIndex,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The drain slots.
+    pub slots: DrainSlots,
+    saturated_after: Duration,
     source: QueueSource,
 }
 
@@ -76,6 +85,8 @@ impl QueueMode {
         if let Some(b) = settings.eviction_backoff {
             drainer = drainer.with_backoff(b);
         }
+        let slots = DrainSlots::new(settings.max_concurrent_drains);
+        drainer = drainer.with_slots(slots.clone());
         let asg = aws_sdk_autoscaling::Client::new(aws);
         let handler = Handler::new(
             drainer,
@@ -98,15 +109,20 @@ impl QueueMode {
             handler,
             nodes,
             metrics,
+            slots,
+            saturated_after: settings.saturated_after,
             source,
         }
     }
 
-    /// What `/readyz` reports: the node cache is synced and the queue answers.
+    /// What `/readyz` reports: the node cache is synced, the queue answers, and termguard is
+    /// not saturated (every message slot held, or drains waiting long for a drain slot).
     pub fn readiness(&self) -> Arc<dyn Readiness> {
         Arc::new(QueueReadiness {
             nodes: self.nodes.clone(),
             queue: self.source.health(),
+            slots: self.slots.clone(),
+            saturated_after: self.saturated_after,
         })
     }
 
@@ -131,12 +147,26 @@ const RECEIVE_FRESH: Duration = Duration::from_secs(2 * 20 + 30);
 struct QueueReadiness {
     nodes: NodeIndex,
     queue: Arc<QueueHealth>,
+    slots: DrainSlots,
+    saturated_after: Duration,
 }
 
 impl Readiness for QueueReadiness {
     fn ready(&self) -> Result<(), String> {
         if !self.nodes.is_ready() {
             return Err("the node cache has not synced yet".into());
+        }
+        if let Some(waited) = self
+            .slots
+            .longest_wait()
+            .filter(|w| *w >= self.saturated_after)
+        {
+            return Err(format!(
+                "saturated: {} drains wait for one of {} drain slots, the longest for {}s (--max-concurrent-drains)",
+                self.slots.waiting(),
+                self.slots.size(),
+                waited.as_secs()
+            ));
         }
         self.queue
             .check(RECEIVE_FRESH)
@@ -178,6 +208,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     settings.handler.complete_launch = args.complete_launch;
     settings.handler.margin = args.deadline_margin;
     settings.queue.max_in_flight = args.max_in_flight.max(1);
+    settings.max_concurrent_drains = args.max_concurrent_drains.max(1);
     settings.queue.visibility = args.visibility_timeout.max(Duration::from_secs(10));
     settings.queue.extend_every = settings.queue.visibility / 3;
     settings.cluster = cluster;

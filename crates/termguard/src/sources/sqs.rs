@@ -32,7 +32,7 @@ pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 pub struct QueueConfig {
     /// The queue.
     pub queue_url: String,
-    /// Messages worked on at once (`--max-in-flight`).
+    /// Messages held at once (`--max-in-flight`): received and not yet settled.
     pub max_in_flight: usize,
     /// Long-poll wait per receive (≤ 20 s).
     pub wait_time: Duration,
@@ -47,11 +47,11 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// Defaults for a queue: 50 in flight, 20 s long polls, 90 s visibility extended every 30 s.
+    /// Defaults for a queue: 1000 messages held, 20 s long polls, 90 s visibility extended every 30 s.
     pub fn new(queue_url: impl Into<String>) -> Self {
         QueueConfig {
             queue_url: queue_url.into(),
-            max_in_flight: 50,
+            max_in_flight: 1000,
             wait_time: MAX_WAIT,
             visibility: Duration::from_secs(90),
             extend_every: Duration::from_secs(30),
@@ -146,11 +146,14 @@ impl QueueHealth {
         *lock(&self.last_error) = Some(error);
     }
 
-    /// Ready when a receive succeeded within `within`, or when every slot is busy (no receive is
-    /// due then, which is not a fault).
+    /// Ready when a receive succeeded within `within` and a message slot is free: with every
+    /// one held, nothing more is received — a Spot warning would wait on the queue.
     pub fn check(&self, within: Duration) -> Result<(), String> {
         if self.saturated.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
+            return Err(
+                "saturated: every message slot is held (--max-in-flight); nothing more is received"
+                    .into(),
+            );
         }
         match *lock(&self.last_ok) {
             Some(at) if at.elapsed() <= within => Ok(()),
@@ -549,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn readiness_needs_a_recent_receive_unless_every_slot_is_busy() {
+    fn readiness_needs_a_recent_receive_and_a_free_message_slot() {
         let h = QueueHealth::default();
         assert!(h.check(Duration::from_secs(60)).is_err());
         h.failed("AccessDenied".into());
@@ -559,6 +562,6 @@ mod tests {
         assert!(h.check(Duration::ZERO).is_err());
         h.saturated
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(h.check(Duration::ZERO).is_ok());
+        assert!(h.check(Duration::from_secs(60)).is_err());
     }
 }

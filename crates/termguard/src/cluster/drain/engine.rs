@@ -92,6 +92,110 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How many drains evict at once (`--max-concurrent-drains`). A drain takes a slot only once
+/// the node is claimed — cordoned, tainted, heartbeats already running — and a drain whose
+/// instance goes soon (a Spot warning, a state change: within [`DrainSlots::URGENT_WITHIN`])
+/// never waits for one: the slots bound the load of long drains, not the promise of short ones.
+#[derive(Clone)]
+pub struct DrainSlots {
+    sem: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    waiting: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, tokio::time::Instant>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DrainSlots {
+    /// A drain whose instance goes within this never waits for a slot.
+    pub const URGENT_WITHIN: Duration = Duration::from_secs(15 * 60);
+
+    /// `size` slots (at least one).
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        DrainSlots {
+            sem: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            waiting: Arc::default(),
+            next: Arc::default(),
+        }
+    }
+
+    /// The number of slots.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Slots in use.
+    pub fn busy(&self) -> usize {
+        self.size - self.sem.available_permits()
+    }
+
+    /// Drains waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().map_or(0, |w| w.len())
+    }
+
+    /// How long the longest-waiting drain has waited.
+    pub fn longest_wait(&self) -> Option<Duration> {
+        let w = self.waiting.lock().ok()?;
+        w.values().min().map(|t| t.elapsed())
+    }
+
+    /// A slot, or `None` once the drain is urgent (its instance goes within
+    /// [`Self::URGENT_WITHIN`], perhaps because its deadline moved while it waited).
+    async fn acquire(&self, feed: &DeadlineFeed) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let urgent_at = |d: Option<Timestamp>| {
+            d.map(|d| {
+                d.checked_sub(SignedDuration::try_from(Self::URGENT_WITHIN).unwrap_or_default())
+                    .unwrap_or(d)
+            })
+        };
+        if urgent_at(feed.now().instance).is_some_and(|u| u <= Timestamp::now()) {
+            return None;
+        }
+        if let Ok(p) = self.sem.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(id, tokio::time::Instant::now());
+        }
+        struct Leave<'a>(&'a DrainSlots, u64);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut w) = self.0.waiting.lock() {
+                    w.remove(&self.1);
+                }
+            }
+        }
+        let _leave = Leave(self, id);
+        tracing::info!(
+            busy = self.busy(),
+            slots = self.size,
+            "every drain slot is busy; waiting for one (the node stays cordoned, heartbeats go on)"
+        );
+        let mut moved = feed.subscribe();
+        loop {
+            moved.borrow_and_update();
+            let urgent = urgent_at(feed.now().instance);
+            if urgent.is_some_and(|u| u <= Timestamp::now()) {
+                tracing::info!("the instance goes soon: draining without waiting for a slot");
+                return None;
+            }
+            let until_urgent = async {
+                match urgent {
+                    Some(u) => tokio::time::sleep(time_until(u)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                p = self.sem.clone().acquire_owned() => return p.ok(),
+                () = until_urgent => {}
+                _ = moved.changed() => {}
+            }
+        }
+    }
+}
+
 /// Drains nodes through the Kubernetes API.
 #[derive(Clone)]
 pub struct Drainer {
@@ -101,6 +205,7 @@ pub struct Drainer {
     events: Option<Events>,
     progress: ProgressFn,
     pub(super) backoff: Backoff,
+    slots: Option<DrainSlots>,
 }
 
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
@@ -125,7 +230,14 @@ impl Drainer {
             events: None,
             progress: Arc::new(|_| {}),
             backoff: Backoff::default(),
+            slots: None,
         }
+    }
+
+    /// Bounds how many drains evict at once.
+    pub fn with_slots(mut self, slots: DrainSlots) -> Self {
+        self.slots = Some(slots);
+        self
     }
 
     /// Publishes Kubernetes Events.
@@ -360,9 +472,14 @@ impl Drainer {
                 }
             })
         });
+        let slot = match &self.slots {
+            Some(slots) => slots.acquire(&feed).await,
+            None => None,
+        };
         let result = self
             .run(req, role, &feed, node_uid.as_deref(), started)
             .await;
+        drop(slot);
         drop(renewer);
         drop(updates);
         let report = result?;

@@ -21,7 +21,7 @@ pub use budget::{
     classify_eviction_error, clip_grace_period, effective_grace_period, reclip_terminating,
     retry_message, Backoff, EvictionErrorClass, GraceDecision,
 };
-pub use engine::{client, DrainError, DrainRequest, Drainer};
+pub use engine::{client, DrainError, DrainRequest, DrainSlots, Drainer};
 pub use filters::{
     daemonsets_to_look_up, select, DaemonSetLookup, PlanContext, Selection, Verdict,
 };
