@@ -29,7 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use termguard::cluster::drain::filters::{DAEMONSET_FATAL, LOCAL_STORAGE_FATAL, UNMANAGED_FATAL};
 use termguard::cluster::drain::{
-    DrainOptions, DrainReport, Outcome, PodAction, PodResult, PodSelector, Progress, Role,
+    DrainOptions, DrainReport, NamespacedName, Outcome, PodAction, PodResult, PodSelector,
+    Progress, Role,
 };
 use termguard::cluster::events::{Events, Reason};
 use termguard::cluster::nodes;
@@ -521,6 +522,80 @@ both_backends! {
 
 // ---------------------------------------------------------------------------------------------
 // Waves
+
+both_backends! {
+    /// Waiting for the ordinary pods must not starve the drain-last wave: the worker (clipped
+    /// to 15 s, it takes 14) is still shutting down when the pooler's own clip point comes
+    /// (deadline − margin − its 10 s grace), and the pooler starts then, with its whole grace,
+    /// instead of getting one second when the worker is finally gone.
+    async fn drain_last_pods_start_in_time_for_their_grace_when_a_deadline_nears(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, replicas: 1, shutdownMs: 14000, terminationGracePeriodSeconds: 60}\n\
+                 - {kind: Deployment, name: pgbouncer, replicas: 1, shutdownMs: 200, \
+                 terminationGracePeriodSeconds: 10, annotations: {termguard.io/drain-order: last}}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let initial = feed.initial_on(NODE);
+        let worker = initial.iter().find(|p| name(p).starts_with("worker-")).cloned().expect("worker");
+        let pooler = initial.iter().find(|p| name(p).starts_with("pgbouncer-")).cloned().expect("pooler");
+        let mut req = request(NODE, DrainOptions::default());
+        req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(20));
+        req.margin = Duration::from_secs(5);
+        let report = drainer(&c, "t").drain(&req).await?;
+        feed.sync().await;
+        let pooled = result_of(&report, &pooler);
+        assert_eq!(pooled.wave, 2);
+        assert!(
+            pooled.grace_period_seconds >= Some(9),
+            "the pooler kept its grace: {report:#?}"
+        );
+        let worker_gone = feed.removed_at(&uid(&worker)).expect("worker removed");
+        let pooler_asked = feed.deletion_requested_at(&uid(&pooler)).expect("pooler asked to go");
+        assert!(pooler_asked < worker_gone, "the pooler started before the worker was gone");
+        Ok(())
+    }
+}
+
+both_backends! {
+    /// termguard's own pod, on the node it drains, is never evicted by that drain: it would
+    /// end the drain midway. It leaves with the instance.
+    async fn the_drain_never_evicts_termguards_own_pod(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, replicas: 2, shutdownMs: 200}\n\
+                 - {kind: Deployment, name: termguard, replicas: 1, \
+                 annotations: {termguard.io/drain-order: last}}\n",
+            ),
+        )
+        .await;
+        let me = pods_named(&c, "termguard-").await;
+        assert_eq!(me.len(), 1);
+        let own = NamespacedName::new(
+            me[0]["metadata"]["namespace"].as_str().unwrap_or("default"),
+            &name(&me[0]),
+        );
+        let opts = DrainOptions {
+            own_pod: Some(own.clone()),
+            ..Default::default()
+        };
+        let report = drainer(&c, "t").drain(&request(NODE, opts)).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert!(
+            report.skipped.iter().any(|s| s.pod == own),
+            "reported as left on purpose: {:#?}",
+            report.skipped
+        );
+        assert_eq!(c.evictions_of(&me[0]), 0);
+        assert!(c.pod_uid_exists(&uid(&me[0])).await, "still running");
+        assert!(pods_named(&c, "worker-").await.iter().all(|p| p["spec"]["nodeName"] != NODE));
+        Ok(())
+    }
+}
 
 both_backends! {
     async fn drain_last_pods_are_evicted_only_after_every_ordinary_pod_is_gone(backend) -> Result {

@@ -37,3 +37,49 @@ pub fn identity() -> String {
         .unwrap_or_else(|_| "termguard".into());
     format!("{host}/{}", std::process::id())
 }
+
+/// The pod this process runs in, from the downward API (`POD_NAMESPACE`, and `POD_NAME` or
+/// the pod's `HOSTNAME`), so that its own drain never evicts it.
+pub fn own_pod(
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<crate::cluster::drain::NamespacedName> {
+    let namespace = env("POD_NAMESPACE").filter(|n| !n.is_empty())?;
+    let name = env("POD_NAME")
+        .or_else(|| env("HOSTNAME"))
+        .filter(|n| !n.is_empty())?;
+    Some(crate::cluster::drain::NamespacedName::new(
+        &namespace, &name,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_pod_comes_from_the_downward_api() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let pod = own_pod(env(&[
+            ("POD_NAMESPACE", "kube-system"),
+            ("HOSTNAME", "termguard-7d9f-abc"),
+        ]));
+        assert_eq!(
+            pod.map(|p| p.to_string()).as_deref(),
+            Some("kube-system/termguard-7d9f-abc")
+        );
+        let named = own_pod(env(&[
+            ("POD_NAMESPACE", "tg"),
+            ("POD_NAME", "a"),
+            ("HOSTNAME", "h"),
+        ]));
+        assert_eq!(named.map(|p| p.name).as_deref(), Some("a"));
+        // Outside a pod (no namespace): nothing to protect.
+        assert_eq!(own_pod(env(&[("HOSTNAME", "laptop")])), None);
+    }
+}

@@ -204,6 +204,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let client = kube_client(&args.kube).await?;
     let aws = crate::aws::sdk::config_loader().load().await;
     let mut settings = Settings::new(&args.queue_url, identity());
+    settings.handler.drain.own_pod = super::own_pod(|k| std::env::var(k).ok());
+    if let Some(me) = &settings.handler.drain.own_pod {
+        tracing::info!(pod = %me, "running in a pod: its own drain never evicts it");
+    }
     settings.handler.drain_on_rebalance = args.drain_on_rebalance;
     settings.handler.complete_launch = args.complete_launch;
     settings.handler.margin = args.deadline_margin;

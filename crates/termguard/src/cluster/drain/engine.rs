@@ -7,7 +7,7 @@ use super::deadline::DeadlineFeed;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
 use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
 use super::pod::PodContext;
-use super::report::{DrainReport, Outcome, PodAction, PodResult, Progress, Role};
+use super::report::{DrainReport, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
@@ -627,40 +627,65 @@ impl Drainer {
         .await;
         tracker.ready().await;
         let permits = Arc::new(tokio::sync::Semaphore::new(req.concurrency.max(1)));
-        for wave in &plan.waves {
-            nodes::annotate(
-                &self.nodes,
-                &req.node,
-                &[(nodes::PHASE, Some(format!("wave-{}", wave.number)))],
-            )
-            .await?;
-            self.emit(Progress::WaveStarted {
-                number: wave.number,
-                kind: wave.kind,
-                pods: wave.pods.len(),
-            });
-            // Every pod of the wave is driven at once; only the API requests in flight are
-            // bounded, so a slow pod's shutdown never holds another pod's eviction back.
-            let results: Vec<PodResult> =
-                futures::future::join_all(wave.pods.iter().cloned().map(|p| {
-                    let tracker = tracker.clone();
-                    let permits = permits.clone();
+        // Waves go in order: a wave's pods start once every pod of the waves before it is
+        // gone — or, with a deadline, once their own clip point comes (deadline − their grace),
+        // so that waiting for ordinary pods never starves the drain-last wave of its grace.
+        let gates: Vec<tokio::sync::watch::Sender<bool>> = plan
+            .waves
+            .iter()
+            .map(|_| tokio::sync::watch::channel(false).0)
+            .collect();
+        let left: Vec<tokio::sync::watch::Sender<usize>> = plan
+            .waves
+            .iter()
+            .map(|w| tokio::sync::watch::channel(w.pods.len()).0)
+            .collect();
+        let driver = async {
+            for (i, wave) in plan.waves.iter().enumerate() {
+                // The phase is for people and followers: failing to record it stops nothing.
+                if let Err(e) = nodes::annotate(
+                    &self.nodes,
+                    &req.node,
+                    &[(nodes::PHASE, Some(format!("wave-{}", wave.number)))],
+                )
+                .await
+                {
+                    tracing::warn!(node = %req.node, error = %e, "recording the wave failed");
+                }
+                self.emit(Progress::WaveStarted {
+                    number: wave.number,
+                    kind: wave.kind,
+                    pods: wave.pods.len(),
+                });
+                gates[i].send_replace(true);
+                let _ = left[i].subscribe().wait_for(|l| *l == 0).await;
+            }
+        };
+        // Every pod is driven at once; only the API requests in flight are bounded, so a slow
+        // pod's shutdown never holds another pod's eviction back.
+        let pods =
+            futures::future::join_all(plan.waves.iter().enumerate().flat_map(|(i, wave)| {
+                let (gates, left, tracker, permits) = (&gates, &left, &tracker, &permits);
+                wave.pods.iter().cloned().map(move |p| {
                     let req = req.clone();
                     let this = self.clone();
                     let wave_no = wave.number;
                     async move {
                         let at = PodContext {
-                            tracker: &tracker,
-                            permits: &permits,
+                            tracker,
+                            permits,
                             deadlines: feed,
                             started,
                         };
-                        this.drive_pod(&req, p, wave_no, &at).await
+                        this.wait_turn(&p, gates[i].subscribe(), feed).await;
+                        let r = this.drive_pod(&req, p, wave_no, &at).await;
+                        left[i].send_modify(|l| *l = l.saturating_sub(1));
+                        r
                     }
-                }))
-                .await;
-            report.pods.extend(results);
-        }
+                })
+            }));
+        let ((), results) = tokio::join!(driver, pods);
+        report.pods.extend(results);
         for r in &report.pods {
             if matches!(
                 r.action,

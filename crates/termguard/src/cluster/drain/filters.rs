@@ -88,10 +88,14 @@ pub struct Filter {
 }
 
 /// The rules in the order they run (kubectl's `makeFilters`, with the selector first).
-pub const FILTERS: [Filter; 6] = [
+pub const FILTERS: [Filter; 7] = [
     Filter {
         name: "pod-selector",
         check: pod_selector,
+    },
+    Filter {
+        name: "own-pod",
+        check: own_pod,
     },
     Filter {
         name: "skip-deleted",
@@ -212,6 +216,23 @@ pub fn daemonsets_to_look_up(pods: &[Pod]) -> BTreeSet<NamespacedName> {
             Some(NamespacedName::new(namespace(pod), &owner.name))
         })
         .collect()
+}
+
+/// termguard's own pod stays: evicting it would end the drain that evicts it, midway (its
+/// lease then lapses and another replica resumes after a pause the deadline may not have).
+pub fn own_pod(pod: &Pod, opts: &DrainOptions, _: &PlanContext) -> Verdict {
+    if opts
+        .own_pod
+        .as_ref()
+        .is_some_and(|me| *me == NamespacedName::of(pod))
+    {
+        Verdict::skip(
+            "termguard's own pod: it leaves with the instance, once its drain is done",
+            true,
+        )
+    } else {
+        Verdict::keep()
+    }
 }
 
 /// Pods outside `--pod-selector` are not part of the drain (kubectl lists with it server-side).

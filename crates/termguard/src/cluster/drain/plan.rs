@@ -75,6 +75,9 @@ pub struct DrainOptions {
     pub chunk_size: u32,
     /// Which pods go to the last wave.
     pub drain_last: DrainLastRules,
+    /// The pod this process runs in: never evicted by its own drain (it would end the drain
+    /// midway); it leaves with the instance once the drain is done.
+    pub own_pod: Option<NamespacedName>,
 }
 
 impl Default for DrainOptions {
@@ -90,6 +93,7 @@ impl Default for DrainOptions {
             skip_wait_for_delete_timeout: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             drain_last: DrainLastRules::default(),
+            own_pod: None,
         }
     }
 }

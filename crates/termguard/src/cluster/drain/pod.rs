@@ -226,6 +226,46 @@ impl Drainer {
         result
     }
 
+    /// Waits for the pod's wave to open (`gate`), or for its own clip point — the deadline
+    /// minus its grace period — whichever comes first: past that, waiting longer for the waves
+    /// before it would cut its own shutdown short.
+    pub(super) async fn wait_turn(
+        &self,
+        p: &PlannedPod,
+        mut gate: tokio::sync::watch::Receiver<bool>,
+        deadlines: &DeadlineFeed,
+    ) {
+        let mut moved = deadlines.subscribe();
+        loop {
+            if *gate.borrow_and_update() {
+                return;
+            }
+            moved.borrow_and_update();
+            let turn = deadlines.now().clip.map(|c| {
+                c.checked_sub(SignedDuration::from_secs(p.grace_period_seconds))
+                    .unwrap_or(c)
+            });
+            if turn.is_some_and(|t| t <= Timestamp::now()) {
+                self.emit(Progress::Warning(format!(
+                    "pod {} starts before the waves ahead of it are done: its grace period would otherwise outlast the deadline",
+                    p.pod
+                )));
+                return;
+            }
+            let at_turn = async {
+                match turn {
+                    Some(t) => tokio::time::sleep(time_until(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = gate.changed() => if r.is_err() { return },
+                () = at_turn => {}
+                _ = moved.changed() => {}
+            }
+        }
+    }
+
     /// A pod already terminating whose deletion ends past the clip point gets a shorter grace
     /// period (spec §5.5 rule 13; the API server only ever shortens a pending deletion).
     #[allow(clippy::too_many_arguments)]

@@ -32,6 +32,7 @@ fn rules_run_in_kubectls_order_after_the_selector() {
         names,
         [
             "pod-selector",
+            "own-pod",
             "skip-deleted",
             "daemonset",
             "mirror-pod",
