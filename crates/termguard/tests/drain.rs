@@ -560,6 +560,56 @@ both_backends! {
     }
 }
 
+/// What the node lifecycle controller does once a kubelet stops posting status (after its
+/// grace period; at once here).
+async fn mark_not_ready(c: &TestCluster, node: &str) -> Result {
+    let now = Timestamp::now().to_string();
+    let api: Api<Node> = Api::all(c.admin.clone());
+    let patch = json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    }]}});
+    api.patch_status(node, &PatchParams::default(), &Patch::Strategic(patch))
+        .await?;
+    Ok(())
+}
+
+both_backends! {
+    /// A notice-driven drain of a node whose kubelet is gone: the evicted pods stay in the API,
+    /// Terminating, for nothing will confirm their end. Once their grace has passed the drain
+    /// stops waiting for them — the instance goes anyway — instead of holding the instance
+    /// until the deadline (here an hour; a hook's global timeout can be 48).
+    async fn a_notice_driven_drain_stops_waiting_for_pods_a_dead_node_cannot_confirm(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3, terminationGracePeriodSeconds: 3}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        c.kill_node(NODE).await;
+        mark_not_ready(&c, NODE).await?;
+        c.reset_counts();
+        let mut req = request(NODE, DrainOptions::default());
+        req.deadline = Some(Timestamp::now() + SignedDuration::from_hours(1));
+        let report = tokio::time::timeout(Duration::from_secs(90), drainer(&c, "t").drain(&req))
+            .await??;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        for p in &web {
+            let r = result_of(&report, p);
+            assert_eq!(r.action, PodAction::Evicted, "{r:?}");
+            assert!(
+                r.not_graceful.as_deref().is_some_and(|w| w.contains("NotReady")),
+                "{r:?}"
+            );
+            assert_eq!(c.evictions_of(p), 1);
+            assert!(c.pod_uid_exists(&uid(p)).await, "still in the API: nothing confirms it gone");
+        }
+        Ok(())
+    }
+}
+
 both_backends! {
     /// termguard's own pod, on the node it drains, is never evicted by that drain: it would
     /// end the drain midway. It leaves with the instance.

@@ -640,6 +640,7 @@ impl Drainer {
             .iter()
             .map(|w| tokio::sync::watch::channel(w.pods.len()).0)
             .collect();
+        let health = super::pod::NodeHealth::new(self.client.clone(), &req.node);
         let driver = async {
             for (i, wave) in plan.waves.iter().enumerate() {
                 // The phase is for people and followers: failing to record it stops nothing.
@@ -665,7 +666,8 @@ impl Drainer {
         // pod's shutdown never holds another pod's eviction back.
         let pods =
             futures::future::join_all(plan.waves.iter().enumerate().flat_map(|(i, wave)| {
-                let (gates, left, tracker, permits) = (&gates, &left, &tracker, &permits);
+                let (gates, left, tracker, permits, health) =
+                    (&gates, &left, &tracker, &permits, &health);
                 wave.pods.iter().cloned().map(move |p| {
                     let req = req.clone();
                     let this = self.clone();
@@ -675,6 +677,7 @@ impl Drainer {
                             tracker,
                             permits,
                             deadlines: feed,
+                            node: health,
                             started,
                         };
                         this.wait_turn(&p, gates[i].subscribe(), feed).await;

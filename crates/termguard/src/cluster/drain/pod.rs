@@ -28,6 +28,7 @@ impl Drainer {
             permits,
             deadlines,
             started,
+            ..
         } = *at;
         let mut moved = deadlines.subscribe();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
@@ -325,6 +326,14 @@ impl Drainer {
                     None => std::future::pending().await,
                 }
             };
+            // Notice-driven: the instance goes anyway, so a pod whose deletion nothing can
+            // confirm must not hold it until the hook's global timeout.
+            let stuck_check = async {
+                match at.deadlines.now().instance {
+                    Some(_) => tokio::time::sleep(STUCK_CHECK_EVERY).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // A pod already gone counts as gone even when the deadline has passed too.
                 biased;
@@ -333,6 +342,14 @@ impl Drainer {
                 r = moved.changed() => {
                     if r.is_ok() {
                         self.reclip(api, p, uid, tracker, at.permits, at.deadlines, result).await;
+                    }
+                }
+                _ = stuck_check => {
+                    if let Some(why) = self.unconfirmable(uid, tracker, at.node).await {
+                        self.emit(Progress::Warning(format!(
+                            "pod {} {why}; not waiting for it any longer: the instance goes with it", p.pod)));
+                        result.not_graceful = Some(format!("deletion not confirmed: {why}"));
+                        return true;
                     }
                 }
                 _ = skip_check => {
@@ -353,11 +370,80 @@ impl Drainer {
     }
 }
 
+/// How often a notice-driven drain checks whether a terminating pod can still be confirmed gone.
+const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Past its deletion time (deletionTimestamp = the delete + its grace) plus this, a pod that is
+/// still there on a NotReady node, or held by finalizers, is not coming off by itself.
+const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(5);
+
+/// The Ready condition of the node being drained, read at most every couple of seconds however
+/// many pods ask.
+pub(super) struct NodeHealth {
+    api: Api<k8s_openapi::api::core::v1::Node>,
+    name: String,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+}
+
+impl NodeHealth {
+    pub(super) fn new(client: kube::Client, name: &str) -> Self {
+        NodeHealth {
+            api: Api::all(client),
+            name: name.to_string(),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the node's kubelet reports Ready (an unreadable node counts as Ready: no
+    /// conclusion from a failed GET).
+    async fn ready(&self) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last {
+            if at.elapsed() < STUCK_CHECK_EVERY {
+                return ready;
+            }
+        }
+        let ready = match self.api.get(&self.name).await {
+            Ok(n) => n
+                .status
+                .and_then(|s| s.conditions)
+                .is_none_or(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            Err(_) => true,
+        };
+        *last = Some((tokio::time::Instant::now(), ready));
+        ready
+    }
+}
+
+impl Drainer {
+    /// Why a pod past its deletion time cannot be confirmed gone: finalizers that nobody
+    /// removes, or a node whose kubelet is gone. `None` while it may still leave by itself.
+    async fn unconfirmable(
+        &self,
+        uid: &str,
+        tracker: &PodTracker,
+        node: &NodeHealth,
+    ) -> Option<String> {
+        let pod = tracker.get(uid)?;
+        let deleted = pod.metadata.deletion_timestamp.as_ref()?.0;
+        if Timestamp::now() < deleted.checked_add(STUCK_AFTER).unwrap_or(deleted) {
+            return None;
+        }
+        if let Some(f) = pod.metadata.finalizers.as_ref().filter(|f| !f.is_empty()) {
+            return Some(format!("is held by finalizers {}", f.join(", ")));
+        }
+        if !node.ready().await {
+            return Some("is on a NotReady node: no kubelet confirms its deletion".into());
+        }
+        None
+    }
+}
+
 /// What every pod of a drain shares.
 #[derive(Clone, Copy)]
 pub(super) struct PodContext<'a> {
     pub(super) tracker: &'a PodTracker,
     pub(super) permits: &'a tokio::sync::Semaphore,
     pub(super) deadlines: &'a DeadlineFeed,
+    pub(super) node: &'a NodeHealth,
     pub(super) started: tokio::time::Instant,
 }
