@@ -11,7 +11,8 @@
 # `up` writes DIR/kubeconfig (admin) and DIR/termguard.kubeconfig (the `termguard` user, bound
 # to the ClusterRole in deploy/kubernetes/termguard.yaml), DIR/env (ports, paths) and
 # DIR/audit.log (one JSON line per request of every client but the control plane's own).
-# See docs/real-control-plane.md.
+# See docs/real-control-plane.md. `build` also makes BIN/faultproxy, the fault-injecting proxy
+# of scripts/controlplane/faultproxy (its README), cached apart from the control plane.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,10 +25,12 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 log() { printf '[cluster %(%T)T] %s\n' -1 "$*" >&2; }
 die() { printf 'scripts/cluster.sh: %s\n' "$*" >&2; exit 1; }
 
-cache_dir() {
+cache_root() { echo "${TERMGUARD_CP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/termguard/controlplane}"; }
+
+cache_dir() { # keyed by the three builder modules only: faultproxy has its own key (build_faultproxy)
   local sum
-  sum=$(cat "$CP/versions.env" "$CP"/*/go.mod "$CP"/*/go.sum <(go env GOVERSION) | sha256sum | cut -c1-12)
-  echo "${TERMGUARD_CP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/termguard/controlplane}/k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION-kwok-v$KWOK_VERSION-$sum"
+  sum=$(cat "$CP/versions.env" "$CP"/{etcd,k8s,kwok}/go.mod "$CP"/{etcd,k8s,kwok}/go.sum <(go env GOVERSION) | sha256sum | cut -c1-12)
+  echo "$(cache_root)/k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION-kwok-v$KWOK_VERSION-$sum"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +68,8 @@ cmd_pin() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# build: five binaries into the cache, once per set of versions. Prints the bin directory.
+# build: five binaries into the cache, once per set of versions, and faultproxy beside them.
+# Prints the bin directory.
 
 check_pins() {
   grep -q "^require k8s.io/kubernetes v$K8S_VERSION\$" "$CP/k8s/go.mod" &&
@@ -80,6 +84,7 @@ cmd_build() {
   home=$(cache_dir); bin=$home/bin
   if [[ -x $bin/kube-apiserver && -x $bin/kube-controller-manager && -x $bin/kube-scheduler &&
         -x $bin/etcd && -x $bin/kwok && -s $home/kwok-node-stages.yaml ]]; then
+    build_faultproxy "$bin"
     echo "$bin"; return
   fi
   command -v go >/dev/null || die "Go (1.26) is needed to build the control plane"
@@ -111,9 +116,29 @@ cmd_build() {
   { cat "$stages/fast/node-initialize.yaml"; echo '---'
     cat "$stages/heartbeat-with-lease/node-heartbeat-with-lease.yaml"; } > "$home/kwok-node-stages.yaml.tmp"
   rm -rf "$bin"; mv "$bin.tmp" "$bin"; mv "$home/kwok-node-stages.yaml.tmp" "$home/kwok-node-stages.yaml"
+  build_faultproxy "$bin"
   log "built in $((SECONDS - t0)) s: $bin"
   "$bin/kube-apiserver" --version >&2
   echo "$bin"
+}
+
+# faultproxy (standard library only) is keyed by its own sources, in a cache directory of its
+# own: a change to it rebuilds it alone, never the control plane. Copied into BIN (by rename,
+# so a running copy is not disturbed).
+build_faultproxy() { # BIN
+  local fp=$CP/faultproxy sum out
+  sum=$(cat "$fp/go.mod" "$fp"/*.go <(go env GOVERSION) | sha256sum | cut -c1-12)
+  out=$(cache_root)/faultproxy-$sum
+  if [[ ! -x $out/faultproxy ]]; then
+    log "building faultproxy"
+    mkdir -p "$out"
+    (cd "$fp" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/faultproxy.tmp$$" .) ||
+      die "building faultproxy failed"
+    mv -f "$out/faultproxy.tmp$$" "$out/faultproxy"
+  fi
+  if ! cmp -s "$out/faultproxy" "$1/faultproxy"; then
+    cp "$out/faultproxy" "$1/faultproxy.tmp$$" && mv -f "$1/faultproxy.tmp$$" "$1/faultproxy"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +373,6 @@ case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   pin) cmd_pin ;;
-  -h|--help|help|"") sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help|"") sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command $1 (build, up, down, pin)" ;;
 esac

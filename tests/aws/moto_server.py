@@ -45,6 +45,16 @@ What it adds (details and the JSON format in tests/aws/README.md):
   MidLifecycleAction while waiting; in-progress first, then newest first; MaxRecords/NextToken.
 * Test-only: the Query action ``SimulateAZRebalance`` (AutoScalingGroupName, optional InstanceId)
   and ``GET /_termguard/lifecycle-actions`` (JSON state of every lifecycle action).
+* Test-only fault injection for retry tests and chaos soaks: ``PUT /_termguard/faults`` with
+  ``{"seed": 7, "rules": [{"action": "RecordLifecycleActionHeartbeat" | "ReceiveMessage" | ... | "*",
+  "fail_next": 2, "error_rate": 0.3, "error": "throttling" | "internal" | "unavailable",
+  "latency_ms": [min, max], "group": ..., "instance": ...}]}`` replaces the config, ``GET`` shows it
+  with per-action counters (calls seen, faults injected), ``DELETE`` clears it. A matching Auto
+  Scaling or SQS call (Query or JSON protocol) sleeps, then - fail_next first, then a draw of the
+  seeded random.Random - gets the error AWS would send (Auto Scaling: 400 Throttling, 500
+  InternalFailure, 503 ServiceUnavailable, XML; SQS JSON: 400 RequestThrottled / 500 / 503 with
+  x-amzn-query-error, as moto writes SQS errors) and never reaches moto. Refused heartbeats and
+  completes are counted on the lifecycle action (heartbeats_refused, completes_refused).
 * Test-only knobs (environment, or the matching flags): TERMGUARD_MOTO_TIME_SCALE (multiplies every
   timeout and delay this launcher runs, e.g. 0.1 makes a 30 s heartbeat timeout last 3 s; the
   values the API reports stay AWS's), TERMGUARD_MOTO_GLOBAL_TIMEOUT (seconds: replaces
@@ -69,10 +79,11 @@ so this script monkey-patches moto's classes in-process before starting moto's o
   one random zone, which made a multi-AZ group and an AZ rebalance meaningless).
 * AutoScalingBackend keeps the new state (lifecycle actions, terminations, activities) in an
   attribute set up by its __init__, so moto's /moto-api/reset clears it too.
-* A small WSGI wrapper in front of moto's DomainDispatcherApplication serves /_termguard/* and
+* A small WSGI wrapper in front of moto's DomainDispatcherApplication serves /_termguard/*,
   routes *unsigned* Query requests for Auto Scaling actions (Version=2011-01-01, e.g. curl or a
-  plain HTTP client sending SimulateAZRebalance) to the Auto Scaling backend, region us-east-1;
-  signed requests (any SDK) are routed by moto as usual.
+  plain HTTP client sending SimulateAZRebalance) to the Auto Scaling backend, region us-east-1
+  (signed requests, from any SDK, are routed by moto as usual), and names each Auto Scaling / SQS
+  call's action (Action=..., or X-Amz-Target: AmazonSQS.<Action>) for the fault injection.
 * One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
   the timer thread, so the state machine never races.
 
@@ -88,6 +99,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import re
 import signal
 import sys
@@ -279,6 +291,9 @@ class LifecycleAction:
         self.global_deadline = self.started_mono + Config.real_seconds(self.global_timeout)
         self.heartbeats: list[float] = []
         self.ended_wall: float | None = None
+        # Calls refused by an injected fault (PUT /_termguard/faults), wall-clock epoch seconds.
+        self.heartbeats_refused: list[float] = []
+        self.completes_refused: list[float] = []
         self.notification: dict[str, Any] = {
             "target": hook.notification_target_arn,
             "shape": Config.notification_shape,
@@ -329,6 +344,10 @@ class LifecycleAction:
             "started_at_ms": epoch_ms(self.started_wall),
             "heartbeats": [iso_ms(t) for t in self.heartbeats],
             "heartbeats_ms": [epoch_ms(t) for t in self.heartbeats],
+            "heartbeats_refused": len(self.heartbeats_refused),
+            "heartbeats_refused_ms": [epoch_ms(t) for t in self.heartbeats_refused],
+            "completes_refused": len(self.completes_refused),
+            "completes_refused_ms": [epoch_ms(t) for t in self.completes_refused],
             "last_heartbeat_at": iso_ms(last_hb),
             "last_heartbeat_at_ms": epoch_ms(last_hb),
             "ended_at": iso_ms(self.ended_wall),
@@ -1500,6 +1519,313 @@ def install_patches() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# fault injection (test-only): PUT/GET/DELETE /_termguard/faults
+# --------------------------------------------------------------------------------------------
+
+FAULT_SERVICES = ("autoscaling", "sqs")  # the services termguard calls; others are never faulted
+ASG_VERSION = "2011-01-01"
+SQS_VERSION = "2012-11-05"
+SQS_XMLNS = "http://queue.amazonaws.com/doc/2012-11-05/"
+SQS_JSON_TARGET_PREFIX = "AmazonSQS."  # X-Amz-Target of the SQS JSON protocol (AWS SDK for Rust, boto3)
+SQS_JSON_NAMESPACE = "com.amazonaws.sqs"  # __type prefix, as moto (and SQS) write it
+LIFECYCLE_CALLS = ("RecordLifecycleActionHeartbeat", "CompleteLifecycleAction")
+# error kind -> (HTTP status, fault type, code per service, message). The messages are AWS's
+# common-error texts; Auto Scaling says "Throttling"/"Rate exceeded", SQS's modelled throttling
+# error is "RequestThrottled" (botocore's sqs model; the AWS SDK for Rust maps that code).
+FAULT_KINDS: dict[str, tuple[int, str, dict[str, str], str]] = {
+    "throttling": (400, "Sender", {"autoscaling": "Throttling", "sqs": "RequestThrottled"}, "Rate exceeded"),
+    "internal": (
+        500,
+        "Receiver",
+        {"autoscaling": "InternalFailure", "sqs": "InternalFailure"},
+        "The request processing has failed because of an unknown error, exception or failure.",
+    ),
+    "unavailable": (
+        503,
+        "Receiver",
+        {"autoscaling": "ServiceUnavailable", "sqs": "ServiceUnavailable"},
+        "The request has failed due to a temporary failure of the server.",
+    ),
+}
+HTTP_REASONS = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}
+_MEMBER_KEY = re.compile(r"(AutoScalingGroupNames|InstanceIds)\.member\.\d+")
+
+
+class FaultConfigError(ValueError):
+    """A PUT /_termguard/faults body that is not a valid fault config (HTTP 400)."""
+
+
+_OPERATIONS: dict[str, set[str]] = {}
+
+
+def operation_names(service: str) -> set[str]:
+    if service not in _OPERATIONS:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model(service)
+        _OPERATIONS[service] = set(model.operation_names) | (CUSTOM_ACTIONS if service == "autoscaling" else set())
+    return _OPERATIONS[service]
+
+
+class ApiCall:
+    """One Auto Scaling or SQS request as the WSGI front sees it, before moto does."""
+
+    def __init__(self, service: str, action: str, protocol: str, params: dict[str, str]):
+        self.service = service  # autoscaling | sqs
+        self.action = action  # the Query action name (ReceiveMessage, also for AmazonSQS.ReceiveMessage)
+        self.protocol = protocol  # query | json
+        self.params = params  # Query parameters, first value of each ({} for the JSON protocol)
+        self.groups: set[str] = set()
+        self.instances: set[str] = set()
+        for key, value in params.items():
+            if key == "AutoScalingGroupName" or (key.startswith("AutoScalingGroupNames.") and _MEMBER_KEY.fullmatch(key)):
+                self.groups.add(value)
+            elif key == "InstanceId" or (key.startswith("InstanceIds.") and _MEMBER_KEY.fullmatch(key)):
+                self.instances.add(value)
+        self.lifecycle_action: LifecycleAction | None = None
+
+    def resolve_lifecycle_action(self) -> None:
+        """Heartbeat/Complete: the action the call names (by token, else by instance), if any."""
+        if self.action not in LIFECYCLE_CALLS:
+            return
+        token = self.params.get("LifecycleActionToken")
+        instance_id = self.params.get("InstanceId")
+        group = self.params.get("AutoScalingGroupName")
+        hook = self.params.get("LifecycleHookName")
+        with LOCK:
+            found: list[LifecycleAction] = []
+            for backend in _REGISTRY:
+                st = backend.__dict__.get("_tg")
+                if st is None:
+                    continue
+                if token:
+                    if token in st.actions:
+                        found.append(st.actions[token])
+                elif instance_id:
+                    found.extend(
+                        a
+                        for a in st.actions.values()
+                        if a.instance_id == instance_id
+                        and (not group or a.group_name == group)
+                        and (not hook or a.hook_name == hook)
+                    )
+            if not found:
+                return
+            found.sort(key=lambda a: (a.waiting, a.seq))  # a waiting one, else the newest
+            self.lifecycle_action = found[-1]
+            self.groups.add(self.lifecycle_action.group_name)
+            self.instances.add(self.lifecycle_action.instance_id)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FaultConfigError(f"{what} must be a number (got {value!r})")
+    return float(value)
+
+
+class FaultRule:
+    FIELDS = ("action", "error_rate", "fail_next", "error", "latency_ms", "group", "instance")
+
+    def __init__(self, spec: Any, index: int):
+        where = f"rules[{index}]"
+        if not isinstance(spec, dict):
+            raise FaultConfigError(f"{where} must be an object")
+        unknown = sorted(set(spec) - set(self.FIELDS))
+        if unknown:
+            raise FaultConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(self.FIELDS)})")
+        action = spec.get("action")
+        known = operation_names("autoscaling") | operation_names("sqs")
+        if not isinstance(action, str) or (action != "*" and action not in known):
+            raise FaultConfigError(
+                f"{where}.action must be \"*\" or an Auto Scaling or SQS action name such as "
+                f"RecordLifecycleActionHeartbeat or ReceiveMessage (got {action!r})"
+            )
+        self.action = action
+        self.error_rate = _number(spec.get("error_rate", 0), f"{where}.error_rate")
+        if not 0 <= self.error_rate <= 1:
+            raise FaultConfigError(f"{where}.error_rate must be between 0 and 1 (got {self.error_rate})")
+        fail_next = spec.get("fail_next", 0)
+        if isinstance(fail_next, bool) or not isinstance(fail_next, int) or fail_next < 0:
+            raise FaultConfigError(f"{where}.fail_next must be an integer >= 0 (got {fail_next!r})")
+        self.fail_next = fail_next
+        self.error = spec.get("error", "throttling")
+        if self.error not in FAULT_KINDS:
+            raise FaultConfigError(f"{where}.error must be one of {', '.join(FAULT_KINDS)} (got {self.error!r})")
+        latency = spec.get("latency_ms")
+        if latency is not None:
+            if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+                latency = [latency, latency]
+            if not isinstance(latency, list) or len(latency) != 2:
+                raise FaultConfigError(f"{where}.latency_ms must be [min, max] in milliseconds (got {latency!r})")
+            low, high = (_number(v, f"{where}.latency_ms") for v in latency)
+            if not 0 <= low <= high <= 600_000:
+                raise FaultConfigError(f"{where}.latency_ms needs 0 <= min <= max <= 600000 (got {latency!r})")
+            latency = [low, high]
+        self.latency_ms: list[float] | None = latency
+        for field in ("group", "instance"):
+            value = spec.get(field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise FaultConfigError(f"{where}.{field} must be a non-empty string (got {value!r})")
+        self.group: str | None = spec.get("group")
+        self.instance: str | None = spec.get("instance")
+        # state
+        self.fail_next_remaining = self.fail_next
+        self.matched = 0
+        self.injected = 0
+
+    def matches(self, call: ApiCall) -> bool:
+        return (
+            (self.action == "*" or self.action == call.action)
+            and (self.group is None or self.group in call.groups)
+            and (self.instance is None or self.instance in call.instances)
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "error_rate": self.error_rate,
+            "fail_next": self.fail_next,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "group": self.group,
+            "instance": self.instance,
+        }
+
+
+class FaultInjector:
+    """The fault config and its counters. Its own lock: never held while LOCK is taken."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.config: dict[str, Any] | None = None
+        self.rules: list[FaultRule] = []
+        self.rng = random.Random(0)
+        self.latency_rng = random.Random("0:latency")
+        self.calls: dict[str, int] = {}
+        self.injected: dict[str, int] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules)
+
+    def put(self, body: Any) -> None:
+        """Replace the config (and restart the random sequences and every counter)."""
+        if not isinstance(body, dict):
+            raise FaultConfigError("the fault config must be a JSON object {\"seed\": …, \"rules\": […]}")
+        unknown = sorted(set(body) - {"seed", "rules"})
+        if unknown:
+            raise FaultConfigError(f"unknown field(s) {', '.join(unknown)} (known: seed, rules)")
+        seed = body.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+            raise FaultConfigError(f"seed must be an integer or a string (got {seed!r})")
+        specs = body.get("rules", [])
+        if not isinstance(specs, list):
+            raise FaultConfigError("rules must be a list")
+        rules = [FaultRule(spec, i) for i, spec in enumerate(specs)]
+        with self.lock:
+            self.config = {"seed": seed, "rules": [r.to_config() for r in rules]}
+            self.rules = rules
+            self.rng = random.Random(seed)
+            self.latency_rng = random.Random(f"{seed}:latency")
+            self.calls = {}
+            self.injected = {}
+        LOG.info("fault config: %s", json.dumps(self.config))
+
+    def clear(self) -> None:
+        with self.lock:
+            self.config = None
+            self.rules = []
+            self.calls = {}
+            self.injected = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "config": self.config,
+                "calls": dict(sorted(self.calls.items())),
+                "injected": dict(sorted(self.injected.items())),
+                "rules": [
+                    {
+                        "action": r.action,
+                        "matched": r.matched,
+                        "injected": r.injected,
+                        "fail_next_remaining": r.fail_next_remaining,
+                    }
+                    for r in self.rules
+                ],
+            }
+
+    def decide(self, call: ApiCall) -> tuple[float, FaultRule | None]:
+        """Count the call; return (seconds to sleep, the rule whose error it gets, or None).
+
+        Every matching rule adds its latency; the first matching rule that fires (fail_next
+        left, else one draw of the seeded random.Random against error_rate) supplies the error
+        and the rules after it are not consulted for one.
+        """
+        with self.lock:
+            self.calls[call.action] = self.calls.get(call.action, 0) + 1
+            latency = 0.0
+            fired: FaultRule | None = None
+            for rule in self.rules:
+                if not rule.matches(call):
+                    continue
+                rule.matched += 1
+                if rule.latency_ms is not None:
+                    latency += self.latency_rng.uniform(*rule.latency_ms) / 1000.0
+                if fired is None:
+                    if rule.fail_next_remaining > 0:
+                        rule.fail_next_remaining -= 1
+                        fired = rule
+                    elif rule.error_rate > 0 and self.rng.random() < rule.error_rate:
+                        fired = rule
+            if fired is not None:
+                fired.injected += 1
+                self.injected[call.action] = self.injected.get(call.action, 0) + 1
+            return latency, fired
+
+
+FAULTS = FaultInjector()
+
+
+def fault_response(call: ApiCall, kind: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The error AWS would send, in the request's protocol (see tests/aws/README.md)."""
+    status, fault_type, codes, message = FAULT_KINDS[kind]
+    code = codes[call.service]
+    request_id = str(uuid.uuid4())
+    if call.protocol == "json":
+        error_type = f"{SQS_JSON_NAMESPACE}#{code}"
+        # moto 5.2.1's own SQS JSON errors, key for key: {"__type", "message", "Message"}.
+        body = json.dumps({"__type": error_type, "message": message, "Message": message}).encode()
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("X-Amzn-Errortype", error_type),
+            ("x-amzn-query-error", f"{code};{fault_type}"),
+            ("x-amzn-requestid", request_id),
+        ]
+    else:
+        xmlns = ASG_XMLNS if call.service == "autoscaling" else SQS_XMLNS
+        body = (
+            f'<ErrorResponse xmlns="{xmlns}"><Error><Type>{fault_type}</Type><Code>{code}</Code>'
+            f"<Message>{xml_escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("Content-Type", "text/xml"), ("x-amzn-requestid", request_id)]
+    headers.append(("Content-Length", str(len(body))))
+    return status, headers, body
+
+
+def record_refusal(call: ApiCall, rule: FaultRule) -> None:
+    action = call.lifecycle_action
+    if action is None:
+        return
+    with LOCK:
+        if call.action == "RecordLifecycleActionHeartbeat":
+            action.heartbeats_refused.append(time.time())
+        elif call.action == "CompleteLifecycleAction":
+            action.completes_refused.append(time.time())
+    LOG.info("%s for %s (%s) refused by an injected %s fault", call.action, action.token, action.instance_id, rule.error)
+
+
+# --------------------------------------------------------------------------------------------
 # WSGI front: /_termguard/* and unsigned Auto Scaling Query requests
 # --------------------------------------------------------------------------------------------
 
@@ -1511,6 +1837,10 @@ def _asg_operation_names() -> set[str]:
     return set(model.operation_names) | CUSTOM_ACTIONS
 
 
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+MAX_BODY = 8 * 1024 * 1024  # bodies up to this size are buffered (SQS messages are at most 1 MiB)
+
+
 class TermguardApp:
     def __init__(self, inner: Any):
         self.inner = inner
@@ -1520,30 +1850,91 @@ class TermguardApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_termguard/"):
             return self.termguard_endpoint(environ, start_response, path)
-        if not environ.get("HTTP_AUTHORIZATION") and environ.get("REQUEST_METHOD") == "POST":
-            params = self._peek_form(environ)
-            action = (params.get("Action") or [""])[0]
-            if (params.get("Version") or [""])[0] == "2011-01-01" and action in self.asg_actions:
-                # Route like a SigV4 request for autoscaling in us-east-1 (moto checks no signatures).
-                environ["HTTP_AUTHORIZATION"] = (
-                    f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/{DEFAULT_REGION}/autoscaling/"
-                    "aws4_request, SignedHeaders=host, Signature=0"
-                )
+        if path.rstrip("/") == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
+            FAULTS.clear()  # a reset clears everything added here
+        call = self.identify(environ)
+        if call is not None:
+            faulted = self.inject_faults(call, start_response)
+            if faulted is not None:
+                return faulted
         return self.inner(environ, start_response)
 
+    def identify(self, environ: dict[str, Any]) -> ApiCall | None:
+        """An Auto Scaling or SQS request: its action, by either protocol. Also routes unsigned
+        Auto Scaling Query requests (curl, plain HTTP clients) as if signed for us-east-1."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        scope = _CREDENTIAL_SCOPE.search(auth)
+        service = scope.group(1) if scope else None
+        if service is not None and service not in FAULT_SERVICES:
+            return None  # EC2, EventBridge, ...: passed to moto untouched
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            if not target.startswith(SQS_JSON_TARGET_PREFIX) or service not in (None, "sqs"):
+                return None
+            self._read_body(environ)  # so that a faulted call still consumes its request
+            return ApiCall("sqs", target[len(SQS_JSON_TARGET_PREFIX) :], "json", {})
+        params = {k: v for k, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
+        if environ.get("REQUEST_METHOD") == "POST":
+            params.update({k: v[0] for k, v in self._peek_form(environ).items() if v})
+        action = params.get("Action", "")
+        version = params.get("Version", "")
+        if not action:
+            return None
+        if service is None:
+            if version == ASG_VERSION:
+                if not auth and environ.get("REQUEST_METHOD") == "POST" and action in self.asg_actions:
+                    # Route like a SigV4 request for autoscaling in us-east-1 (moto checks no signatures).
+                    environ["HTTP_AUTHORIZATION"] = (
+                        f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/{DEFAULT_REGION}/autoscaling/"
+                        "aws4_request, SignedHeaders=host, Signature=0"
+                    )
+                service = "autoscaling"
+            elif version == SQS_VERSION:
+                service = "sqs"
+            else:
+                return None
+        return ApiCall(service, action, "query", params)
+
     @staticmethod
-    def _peek_form(environ: dict[str, Any]) -> dict[str, list[str]]:
-        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-            return {}
+    def inject_faults(call: ApiCall, start_response: Any) -> list[bytes] | None:
+        """Apply the fault config: sleep, then answer with AWS's error instead of moto."""
+        if FAULTS.active:
+            call.resolve_lifecycle_action()
+        latency, rule = FAULTS.decide(call)
+        if latency > 0:
+            time.sleep(latency)
+        if rule is None:
+            return None
+        record_refusal(call, rule)
+        status, headers, body = fault_response(call, rule.error)
+        LOG.info("injected %s fault: %s -> HTTP %d", rule.error, call.action, status)
+        start_response(f"{status} {HTTP_REASONS[status]}", headers)
+        return [body]
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any]) -> bytes | None:
+        """Read the request body once and put it back for moto."""
+        if "_termguard.body" in environ:
+            return environ["_termguard.body"]
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return {}
-        if length <= 0 or length > 1_000_000:
-            return {}
+            return None
+        if length <= 0 or length > MAX_BODY:
+            return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
-        return parse_qs(body.decode("utf-8", "replace"))
+        environ["_termguard.body"] = body
+        return body
+
+    @classmethod
+    def _peek_form(cls, environ: dict[str, Any]) -> dict[str, list[str]]:
+        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            return {}
+        body = cls._read_body(environ)
+        if not body:
+            return {}
+        return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     def termguard_endpoint(self, environ: dict[str, Any], start_response: Any, path: str) -> Any:
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
@@ -1567,9 +1958,27 @@ class TermguardApp:
                 "lifecycle_actions": rows,
             }
             return self._json(start_response, "200 OK", body)
+        if path.rstrip("/") == "/_termguard/faults":
+            return self.faults_endpoint(environ, start_response)
         if path.rstrip("/") == "/_termguard/health":
             return self._json(start_response, "200 OK", {"status": "ok", "moto": moto.__version__})
         return self._json(start_response, "404 Not Found", {"error": f"no such endpoint: {path}"})
+
+    def faults_endpoint(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """PUT replaces the fault config, GET shows it with the counters, DELETE clears it."""
+        method = environ.get("REQUEST_METHOD")
+        if method == "PUT":
+            raw = self._read_body(environ) or b""
+            try:
+                FAULTS.put(json.loads(raw.decode("utf-8") or "null"))
+            except (ValueError, UnicodeDecodeError) as err:  # FaultConfigError is a ValueError
+                return self._json(start_response, "400 Bad Request", {"error": str(err)})
+        elif method == "DELETE":
+            FAULTS.clear()
+            LOG.info("fault config cleared")
+        elif method != "GET":
+            return self._json(start_response, "405 Method Not Allowed", {"error": "use GET, PUT or DELETE"})
+        return self._json(start_response, "200 OK", FAULTS.snapshot())
 
     @staticmethod
     def _json(start_response: Any, status: str, body: Any) -> list[bytes]:

@@ -8,13 +8,17 @@ TERMGUARD_MOTO_TIME_SCALE=0.1, so a 30 s heartbeat timeout lasts 3 s) and drives
 the way termguard and its tests will: Auto Scaling group over three zones, termination hook on an
 SQS queue, scale-in / TerminateInstanceInAutoScalingGroup / SimulateAZRebalance, the lifecycle
 message on the queue, heartbeats, CompleteLifecycleAction, timeouts, scaling-activity causes.
-A second launcher checks the global timeout and the direct (non-EventBridge) message shape.
+A second launcher checks the global timeout and the direct (non-EventBridge) message shape; a
+third one the fault injection (/_termguard/faults): fail_next, seeded error_rate, latency, AWS's
+error shapes for Auto Scaling (Query/XML) and SQS (JSON and Query), and that a faulted call never
+reached moto.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -31,6 +35,7 @@ import uuid
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAUNCHER = os.path.join(HERE, "moto_server.py")
@@ -43,7 +48,8 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 class Peer:
     """One launcher process and boto3 clients pointed at it."""
 
-    def __init__(self, **env: str):
+    def __init__(self, attempts: int | None = None, **env: str):
+        self.attempts = attempts  # None: the clients retry once (botocore legacy mode, max_attempts 1)
         self.log = tempfile.NamedTemporaryFile(prefix="moto_server-", suffix=".log", delete=False)
         full_env = dict(os.environ, TERMGUARD_MOTO_TIME_SCALE=str(TIME_SCALE), **env)
         self.proc = subprocess.Popen(
@@ -60,14 +66,20 @@ class Peer:
             self.proc.kill()
             raise RuntimeError(f"launcher did not print READY (got {line!r}); log:\n{self.log_text()}")
         self.url = m.group(1)
+        self.asg = self.client("autoscaling")
+        self.ec2 = self.client("ec2")
+        self.sqs = self.client("sqs")
+        self.events = self.client("events")
+
+    def client(self, service: str, attempts: int | None = None):
+        """A boto3 client. attempts: botocore's standard retry mode with that many attempts in all
+        (1: no retry); without it the peer's default (legacy mode, max_attempts 1 = one retry)."""
         session = boto3.session.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
         )
-        cfg = BotoConfig(retries={"max_attempts": 1})
-        self.asg = session.client("autoscaling", endpoint_url=self.url, config=cfg)
-        self.ec2 = session.client("ec2", endpoint_url=self.url, config=cfg)
-        self.sqs = session.client("sqs", endpoint_url=self.url, config=cfg)
-        self.events = session.client("events", endpoint_url=self.url, config=cfg)
+        attempts = attempts if attempts is not None else self.attempts
+        retries = {"max_attempts": 1} if attempts is None else {"mode": "standard", "total_max_attempts": attempts}
+        return session.client(service, endpoint_url=self.url, config=BotoConfig(retries=retries))
 
     def log_text(self) -> str:
         with open(self.log.name) as f:
@@ -92,6 +104,32 @@ class Peer:
     def action(self, token: str) -> dict:
         (row,) = self.actions(token=token)
         return row
+
+    def faults(self, method: str = "GET", config: object = None) -> tuple[int, dict]:
+        """/_termguard/faults: GET (config and counters), PUT (replace the config), DELETE."""
+        data = None if method in ("GET", "DELETE") else json.dumps(config).encode()
+        req = urllib.request.Request(
+            f"{self.url}/_termguard/faults", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    def put_faults(self, config: dict) -> dict:
+        status, body = self.faults("PUT", config)
+        assert status == 200, body
+        return body
+
+    def raw(self, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """A POST to / as an SDK would send it: (status, headers with lower-case names, body)."""
+        req = urllib.request.Request(self.url + "/", data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
     def query(self, params: dict[str, str]) -> tuple[int, str]:
         """An unsigned Auto Scaling Query request (as curl or a plain HTTP client would send it)."""
@@ -710,6 +748,311 @@ class MotoServerTest(unittest.TestCase):
         self.assertIsNone(row["notification"]["target"])
         p.events.remove_targets(Rule="asg-terminate", Ids=["q"])
         p.events.delete_rule(Name="asg-terminate")
+
+
+SQS_SIGNED = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
+
+
+def is_throttling(response: dict) -> bool:
+    """botocore's own verdict (standard retry mode) on a parsed error response."""
+    return ThrottledRetryableChecker().is_retryable(RetryContext(attempt_number=1, parsed_response=response))
+
+
+class FaultInjectionTest(unittest.TestCase):
+    """PUT/GET/DELETE /_termguard/faults on a launcher of its own: AWS-shaped errors, latency."""
+
+    peer: Peer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.peer = Peer(attempts=1)  # no retries: every injected fault reaches the test
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        rc = cls.peer.stop()
+        if rc != 0:
+            print(cls.peer.log_text(), file=sys.stderr)
+        assert rc == 0, f"launcher exited {rc} on SIGTERM"
+
+    def setUp(self) -> None:
+        self.addCleanup(self.peer.faults, "DELETE")
+
+    def waiting_action(self, group: str) -> tuple[str, str]:
+        """A scale-in held by a termination hook (HeartbeatTimeout 300 = 30 s real): (token, instance)."""
+        p = self.peer
+        queue_url, queue_arn = p.queue(f"{group}-q")
+        p.group(group, 2)
+        p.hook(group, queue_arn, HeartbeatTimeout=300)
+        p.asg.set_desired_capacity(AutoScalingGroupName=group, DesiredCapacity=1)
+        detail = p.receive(queue_url)["detail"]
+        return detail["LifecycleActionToken"], detail["EC2InstanceId"]
+
+    def assertAwsError(self, err: ClientError, code: str, status: int, fault: str) -> dict:
+        response = err.response
+        self.assertEqual(response["Error"]["Code"], code)
+        self.assertEqual(response["ResponseMetadata"]["HTTPStatusCode"], status)
+        self.assertEqual(response["Error"].get("Type"), fault)
+        return response
+
+    # -------------------------------------------------------------------------------------------
+
+    def test_fail_next_throttles_exactly_n_heartbeats(self):
+        p = self.peer
+        token, iid = self.waiting_action("fail-next")
+        kw = dict(
+            AutoScalingGroupName="fail-next", LifecycleHookName="termguard-terminate",
+            LifecycleActionToken=token, InstanceId=iid,
+        )
+        snap = p.put_faults(
+            {"seed": 1, "rules": [{"action": "RecordLifecycleActionHeartbeat", "fail_next": 2, "group": "fail-next"}]}
+        )
+        self.assertEqual(
+            snap["config"],
+            {
+                "seed": 1,
+                "rules": [
+                    {
+                        "action": "RecordLifecycleActionHeartbeat", "error_rate": 0.0, "fail_next": 2,
+                        "error": "throttling", "latency_ms": None, "group": "fail-next", "instance": None,
+                    }
+                ],
+            },
+        )
+        for _ in range(2):
+            with self.assertRaises(ClientError) as cm:
+                p.asg.record_lifecycle_action_heartbeat(**kw)
+            response = self.assertAwsError(cm.exception, "Throttling", 400, "Sender")
+            self.assertEqual(response["Error"]["Message"], "Rate exceeded")
+            self.assertTrue(is_throttling(response))
+        p.asg.record_lifecycle_action_heartbeat(**kw)  # the third one reaches the action
+        row = p.action(token)
+        self.assertEqual((row["state"], row["heartbeat_count"], row["heartbeats_refused"]), ("waiting", 1, 2))
+        self.assertEqual(len(row["heartbeats_refused_ms"]), 2)
+        self.assertLessEqual(max(row["heartbeats_refused_ms"]), row["last_heartbeat_at_ms"])
+        self.assertEqual(row["completes_refused"], 0)
+        _, snap = p.faults()
+        self.assertEqual(snap["calls"], {"RecordLifecycleActionHeartbeat": 3})
+        self.assertEqual(snap["injected"], {"RecordLifecycleActionHeartbeat": 2})
+        self.assertEqual(
+            snap["rules"],
+            [{"action": "RecordLifecycleActionHeartbeat", "matched": 3, "injected": 2, "fail_next_remaining": 0}],
+        )
+
+        # on the wire (an unsigned Query request goes through the same door)
+        p.put_faults({"rules": [{"action": "RecordLifecycleActionHeartbeat", "fail_next": 1}]})
+        status, body = p.query(dict(kw, Action="RecordLifecycleActionHeartbeat"))
+        self.assertEqual(status, 400)
+        self.assertRegex(
+            body,
+            r'^<ErrorResponse xmlns="http://autoscaling\.amazonaws\.com/doc/2011-01-01/"><Error><Type>Sender</Type>'
+            rf"<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>{UUID_RE}</RequestId>"
+            r"</ErrorResponse>$",
+        )
+
+        # the filters: another instance is not faulted; a call naming only the token is matched
+        # to its instance through the token
+        p.put_faults({"rules": [{"action": "*", "fail_next": 1, "instance": "i-00000000000000000"}]})
+        p.asg.record_lifecycle_action_heartbeat(**kw)
+        p.put_faults({"rules": [{"action": "*", "fail_next": 1, "instance": iid}]})
+        with self.assertRaises(ClientError) as cm:
+            p.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName="fail-next", LifecycleHookName="termguard-terminate", LifecycleActionToken=token
+            )
+        self.assertAwsError(cm.exception, "Throttling", 400, "Sender")
+        row = p.action(token)
+        self.assertEqual((row["heartbeat_count"], row["heartbeats_refused"]), (2, 4))
+
+        # an SDK that retries gets through: botocore's standard mode retries the throttled call
+        retrying = p.client("autoscaling", attempts=3)
+        p.put_faults({"rules": [{"action": "RecordLifecycleActionHeartbeat", "fail_next": 2}]})
+        out = retrying.record_lifecycle_action_heartbeat(**kw)
+        self.assertEqual(out["ResponseMetadata"]["RetryAttempts"], 2)
+        row = p.action(token)
+        self.assertEqual((row["state"], row["heartbeat_count"], row["heartbeats_refused"]), ("waiting", 3, 6))
+
+    def test_failed_complete_leaves_the_action_waiting(self):
+        p = self.peer
+        token, iid = self.waiting_action("fail-complete")
+        kw = dict(
+            AutoScalingGroupName="fail-complete", LifecycleHookName="termguard-terminate",
+            LifecycleActionToken=token, InstanceId=iid, LifecycleActionResult="CONTINUE",
+        )
+        for kind, code, status in (("internal", "InternalFailure", 500), ("unavailable", "ServiceUnavailable", 503)):
+            p.put_faults({"rules": [{"action": "CompleteLifecycleAction", "fail_next": 1, "error": kind}]})
+            with self.assertRaises(ClientError) as cm:
+                p.asg.complete_lifecycle_action(**kw)
+            self.assertAwsError(cm.exception, code, status, "Receiver")
+            row = p.action(token)
+            self.assertEqual((row["state"], row["result"], row["ended_by"]), ("waiting", None, None))
+            self.assertEqual(p.lifecycle_state(iid), "Terminating:Wait")
+            self.assertEqual(p.ec2_state(iid), "running")
+        self.assertEqual(p.action(token)["completes_refused"], 2)
+
+        # a 5xx is transient to botocore: with retries the complete goes through on the second attempt
+        p.put_faults({"rules": [{"action": "CompleteLifecycleAction", "fail_next": 1, "error": "internal"}]})
+        out = p.client("autoscaling", attempts=2).complete_lifecycle_action(**kw)
+        self.assertEqual(out["ResponseMetadata"]["RetryAttempts"], 1)
+        row = p.action(token)
+        self.assertEqual((row["state"], row["result"], row["completes_refused"]), ("completed", "CONTINUE", 3))
+        wait_until(lambda: p.lifecycle_state(iid) is None, 5, "the instance to go after CONTINUE")
+
+    def test_error_rate_with_a_seed_is_repeatable(self):
+        p = self.peer
+        p.group("error-rate", 1)
+
+        def run(config: dict, calls: int = 30) -> tuple[list[bool], dict]:
+            p.put_faults(config)  # a PUT restarts the seeded sequence and the counters
+            failed = []
+            for _ in range(calls):
+                try:
+                    p.asg.describe_scaling_activities(AutoScalingGroupName="error-rate")
+                    failed.append(False)
+                except ClientError as e:
+                    self.assertAwsError(e, "Throttling", 400, "Sender")
+                    failed.append(True)
+            return failed, p.faults()[1]
+
+        config = {"seed": 7, "rules": [{"action": "DescribeScalingActivities", "error_rate": 0.3}]}
+        first, snap = run(config)
+        second, _ = run(config)
+        self.assertEqual(first, second)
+        rng = random.Random(7)  # one draw per matching call, as documented
+        self.assertEqual(first, [rng.random() < 0.3 for _ in range(30)])
+        self.assertTrue(0 < sum(first) < 30, first)
+        self.assertEqual(snap["calls"], {"DescribeScalingActivities": 30})
+        self.assertEqual(snap["injected"], {"DescribeScalingActivities": sum(first)})
+        other, _ = run(dict(config, seed=8))
+        self.assertNotEqual(first, other)
+
+        # fail_next first (drawing nothing), then error_rate
+        both, snap = run({"seed": 7, "rules": [{"action": "DescribeScalingActivities", "fail_next": 2, "error_rate": 0.3}]})
+        rng = random.Random(7)
+        self.assertEqual(both, [True, True] + [rng.random() < 0.3 for _ in range(28)])
+        self.assertEqual(snap["injected"], {"DescribeScalingActivities": sum(both)})
+
+    def test_sqs_faults_by_the_json_protocol(self):
+        p = self.peer
+        self.assertEqual(p.sqs.meta.service_model.protocol, "json")  # botocore, like the Rust SDK
+        url, _ = p.queue("faulty-q")
+        p.sqs.send_message(QueueUrl=url, MessageBody="hello")
+
+        p.put_faults({"rules": [{"action": "ReceiveMessage", "fail_next": 1}]})
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        response = self.assertAwsError(cm.exception, "RequestThrottled", 400, "Sender")
+        self.assertTrue(is_throttling(response))
+        self.assertEqual(response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-query-error"], "RequestThrottled;Sender")
+        # the faulted receive never reached SQS: the message is still there, visible
+        (msg,) = p.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=60)["Messages"]
+        self.assertEqual(msg["Body"], "hello")
+
+        # a failed DeleteMessage deleted nothing
+        p.put_faults({"rules": [{"action": "DeleteMessage", "fail_next": 1, "error": "internal"}]})
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
+        self.assertAwsError(cm.exception, "InternalFailure", 500, "Receiver")
+
+        def in_flight() -> str:
+            attrs = p.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+            return attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
+
+        self.assertEqual(in_flight(), "1")
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
+        self.assertEqual(in_flight(), "0")
+
+        # on the wire, beside moto's own SQS JSON error (same headers, same body keys)
+        json_headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": "AmazonSQS.ReceiveMessage",
+            "Authorization": SQS_SIGNED,
+        }
+        aws_headers = {"content-type", "x-amzn-errortype", "x-amzn-query-error", "x-amzn-requestid"}
+        missing = url.rsplit("/", 1)[0] + "/no-such-queue"
+        status, moto_headers, moto_body = p.raw(json.dumps({"QueueUrl": missing}).encode(), json_headers)
+        self.assertEqual(status, 400)
+        self.assertLessEqual(aws_headers, set(moto_headers))
+        p.put_faults({"rules": [{"action": "ReceiveMessage", "fail_next": 1}]})
+        status, headers, body = p.raw(json.dumps({"QueueUrl": url}).encode(), json_headers)
+        self.assertEqual(status, 400)
+        self.assertLessEqual(aws_headers, set(headers))
+        self.assertEqual(headers["content-type"], "application/x-amz-json-1.0")
+        self.assertEqual(headers["x-amzn-errortype"], "com.amazonaws.sqs#RequestThrottled")
+        self.assertEqual(headers["x-amzn-query-error"], "RequestThrottled;Sender")
+        self.assertRegex(headers["x-amzn-requestid"], rf"^{UUID_RE}$")
+        self.assertEqual(
+            json.loads(body),
+            {"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Rate exceeded", "Message": "Rate exceeded"},
+        )
+        self.assertEqual(set(json.loads(body)), set(json.loads(moto_body)))
+
+        # the Query protocol names the action as a parameter; the same rule applies
+        p.put_faults({"rules": [{"action": "ReceiveMessage", "fail_next": 1, "error": "unavailable"}]})
+        form = urllib.parse.urlencode({"Action": "ReceiveMessage", "Version": "2012-11-05", "QueueUrl": url}).encode()
+        status, headers, body = p.raw(
+            form, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Authorization": SQS_SIGNED}
+        )
+        self.assertEqual(status, 503)
+        self.assertRegex(
+            body.decode(),
+            r'^<ErrorResponse xmlns="http://queue\.amazonaws\.com/doc/2012-11-05/"><Error><Type>Receiver</Type>'
+            r"<Code>ServiceUnavailable</Code><Message>The request has failed due to a temporary failure of the "
+            rf"server\.</Message></Error><RequestId>{UUID_RE}</RequestId></ErrorResponse>$",
+        )
+        self.assertEqual(p.faults()[1]["injected"], {"ReceiveMessage": 1})
+
+    def test_latency_alone_and_with_an_error(self):
+        p = self.peer
+        p.put_faults({"rules": [{"action": "DescribeAutoScalingGroups", "latency_ms": [400, 500]}]})
+        started = time.monotonic()
+        p.asg.describe_auto_scaling_groups()
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        p.put_faults({"rules": [{"action": "DescribeAutoScalingGroups", "latency_ms": 400, "fail_next": 1}]})
+        started = time.monotonic()
+        with self.assertRaises(ClientError) as cm:
+            p.asg.describe_auto_scaling_groups()
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        self.assertAwsError(cm.exception, "Throttling", 400, "Sender")
+        self.assertEqual(p.faults()[1]["config"]["rules"][0]["latency_ms"], [400.0, 400.0])
+
+    def test_delete_clears_and_a_bad_config_is_refused(self):
+        p = self.peer
+        p.put_faults({"rules": [{"action": "*", "fail_next": 1000}]})
+        with self.assertRaises(ClientError) as cm:
+            p.asg.describe_auto_scaling_groups()
+        self.assertAwsError(cm.exception, "Throttling", 400, "Sender")
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.list_queues()
+        self.assertAwsError(cm.exception, "RequestThrottled", 400, "Sender")
+        p.ec2.describe_instances()  # only Auto Scaling and SQS are ever faulted
+
+        status, snap = p.faults("DELETE")
+        self.assertEqual((status, snap), (200, {"config": None, "calls": {}, "injected": {}, "rules": []}))
+        p.asg.describe_auto_scaling_groups()
+        _, snap = p.faults()
+        self.assertEqual((snap["config"], snap["calls"], snap["injected"]), (None, {"DescribeAutoScalingGroups": 1}, {}))
+
+        good = {"seed": 3, "rules": [{"action": "DeleteMessage", "error_rate": 0.5}]}
+        p.put_faults(good)
+        for bad, says in (
+            ([], "JSON object"),
+            ({"rules": [{"action": "NoSuchAction"}]}, "rules[0].action"),
+            ({"rules": [{"action": "ReceiveMessage", "error": "teapot"}]}, "rules[0].error must be one of"),
+            ({"rules": [{"action": "ReceiveMessage", "error_rate": 1.5}]}, "between 0 and 1"),
+            ({"rules": [{"action": "ReceiveMessage", "fail_next": -1}]}, "fail_next"),
+            ({"rules": [{"action": "ReceiveMessage", "latency_ms": [5, 1]}]}, "latency_ms"),
+            ({"rules": [{"action": "ReceiveMessage", "errors": "internal"}]}, "unknown field"),
+            ({"seed": 1, "rule": []}, "unknown field"),
+        ):
+            status, body = p.faults("PUT", bad)
+            self.assertEqual(status, 400, bad)
+            self.assertIn(says, body["error"])
+        self.assertEqual(p.faults()[1]["config"]["seed"], 3)  # a refused PUT changes nothing
+
+        # moto's own reset clears the faults too
+        req = urllib.request.Request(f"{p.url}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+        self.assertIsNone(p.faults()[1]["config"])
 
 
 class GlobalTimeoutAndDirectShapeTest(unittest.TestCase):
