@@ -1518,3 +1518,33 @@ both_backends! {
         tg.stop().await
     }
 }
+
+both_backends! {
+    /// Auto Scaling throttles heartbeats for a while (six refusals: two of termguard's tries,
+    /// each retried by the SDK). The failed heartbeat is tried again within seconds, not a
+    /// whole interval later, when the 30 s heartbeat timeout would already have expired the
+    /// action into its default result while the pods were still shutting down.
+    async fn a_refused_heartbeat_is_retried_within_seconds_and_the_action_never_expires(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "hb-retry");
+        spec.workloads = "
+      - {kind: Deployment, name: slow, replicas: 6, shutdownMs: 34000, requests: {cpu: 250m}, terminationGracePeriodSeconds: 60}
+    ";
+        let bed = bed(spec).await?;
+        bed.moto
+            .set_faults(&serde_json::json!({"rules": [{
+                "action": "RecordLifecycleActionHeartbeat", "fail_next": 6, "error": "throttling",
+            }]}))
+            .await;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let action = scale_in(&bed).await?;
+        let token = s(&action["token"]);
+        let ended = bed.moto.wait_action_ended(&token, Duration::from_secs(90)).await;
+        assert_completed_with_continue(&ended);
+        assert!(ended["heartbeats_refused"].as_u64() >= Some(6), "{ended}");
+        assert!(ended["heartbeat_count"].as_u64() >= Some(1), "{ended}");
+        assert!(tg.metric("termguard_heartbeats_total{reason=\"failed\"}") >= 2.0);
+        let node = &bed.nodes[&s(&action["instance_id"])];
+        assert!(workload_pods_on(&bed, node).await.is_empty());
+        tg.stop().await
+    }
+}

@@ -125,6 +125,14 @@ impl Moto {
         http(self.url.trim_start_matches("http://"), method, path, form).await
     }
 
+    /// Replaces the peer's AWS API faults (`PUT /_termguard/faults`, tests/aws/README.md).
+    pub async fn set_faults(&self, config: &Value) {
+        let (status, body) = self
+            .http("PUT", "/_termguard/faults", Some(&config.to_string()))
+            .await;
+        assert_eq!(status, 200, "PUT /_termguard/faults: {body}");
+    }
+
     /// Every lifecycle action the server knows, filtered by `query` (e.g. `instance_id=i-…`).
     pub async fn lifecycle_actions(&self, query: &str) -> Vec<Value> {
         let (status, body) = self
