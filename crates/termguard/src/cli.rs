@@ -191,9 +191,14 @@ pub struct RunArgs {
     /// Drain (not only cordon) a node on an EC2 rebalance recommendation.
     #[arg(long)]
     pub drain_on_rebalance: bool,
-    /// Complete launch lifecycle actions once the new instance's node is Ready.
+    /// Complete launch lifecycle actions of this cluster's groups once the new instance's node
+    /// is Ready (heartbeating meanwhile). Without it, launch messages are left for their owner.
     #[arg(long)]
     pub complete_launch: bool,
+    /// With --complete-launch: how long a new instance has to become a Ready node before its
+    /// launch is abandoned, so that its group replaces it.
+    #[arg(long, default_value = "10m", value_parser = parse_go_duration)]
+    pub launch_timeout: std::time::Duration,
     /// This cluster's name. An Auto Scaling group is this cluster's when a tag names it:
     /// `termguard.io/cluster=NAME`, `kubernetes.io/cluster/NAME` (set by EKS) or
     /// `eks:cluster-name=NAME`. Only for this cluster's groups is the lifecycle action of an

@@ -51,6 +51,9 @@ pub struct HandlerConfig {
     pub lookup_timeout: Duration,
     /// How long to keep retrying a CompleteLifecycleAction that fails with a retryable error.
     pub complete_retry_for: Duration,
+    /// With `complete_launch`: how long a new instance has to become a Ready node before its
+    /// launch is abandoned (and the instance replaced by its group).
+    pub launch_timeout: Duration,
 }
 
 impl Default for HandlerConfig {
@@ -69,6 +72,7 @@ impl Default for HandlerConfig {
             state_change_window: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(5),
             complete_retry_for: Duration::from_secs(120),
+            launch_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -131,6 +135,21 @@ pub struct Handler {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_sub(d).ok())
+        .unwrap_or(t)
+}
+
+/// Whether the node's kubelet reports Ready.
+fn is_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
@@ -681,15 +700,25 @@ impl Handler {
 
     /// CompleteLifecycleAction(CONTINUE), retried while the error is retryable.
     async fn complete(&self, action: &ActionRef) -> Result<String, String> {
+        self.complete_with(action, LifecycleResult::Continue).await
+    }
+
+    /// CompleteLifecycleAction with `result`, retried while the error is retryable.
+    async fn complete_with(
+        &self,
+        action: &ActionRef,
+        result: LifecycleResult,
+    ) -> Result<String, String> {
         let give_up = tokio::time::Instant::now() + self.config.complete_retry_for;
         let mut delay = Duration::from_millis(500);
         loop {
-            match self
-                .lifecycle
-                .complete(action, LifecycleResult::Continue)
-                .await
-            {
-                Ok(()) => return Ok("lifecycle action completed with CONTINUE".into()),
+            match self.lifecycle.complete(action, result).await {
+                Ok(()) => {
+                    return Ok(format!(
+                        "lifecycle action completed with {}",
+                        result.as_str()
+                    ))
+                }
                 Err(LifecycleError::NoActiveAction(m)) => {
                     tracing::warn!(token = %action.token, message = %m, "lifecycle action was already over (completed, expired or instance gone)");
                     return Ok(format!("lifecycle action already over: {m}"));
@@ -707,12 +736,16 @@ impl Handler {
     async fn lifecycle_launch(
         self: &Arc<Self>,
         notice: &Notice,
-        node: Option<String>,
+        _node: Option<String>,
     ) -> Disposition {
+        // Not ours to complete: leave it for whoever is (another consumer of a shared queue).
         if !self.config.complete_launch {
-            return Disposition::Done(
-                "launch lifecycle actions are not handled (--complete-launch is off)".into(),
-            );
+            return match self.foreign(notice) {
+                Disposition::Release(_) => Disposition::Release(
+                    "launch lifecycle actions are not handled here (--complete-launch is off): left for their owner".into(),
+                ),
+                d => d,
+            };
         }
         let (Some(hook), Some(instance)) = (notice.hook.clone(), notice.instance.clone()) else {
             return Disposition::Keep("lifecycle notice without hook coordinates".into());
@@ -723,20 +756,55 @@ impl Handler {
             token: hook.token.clone(),
             instance: instance.clone(),
         };
-        let ready = node
-            .and_then(|_| self.nodes.node_for(&instance))
-            .is_some_and(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            });
-        if !ready {
-            // Not Ready yet: the message comes back after its visibility timeout.
-            return Disposition::Keep(format!("node for {instance} is not Ready yet"));
+        match self.groups.is_managed(&action.group).await {
+            Ok(true) => {}
+            Ok(false) => return self.foreign(notice),
+            Err(e) => {
+                tracing::warn!(group = %action.group, error = %e, "group tag lookup failed; leaving the launch action for now");
+                return self.foreign(notice);
+            }
         }
-        match self.complete(&action).await {
-            Ok(m) => Disposition::Done(m),
+        // Heartbeats keep the action while the instance joins; it has until the launch timeout
+        // (or the hook's own end), then it is abandoned: an instance that never became a node
+        // is replaced by its group, not let into service.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let heartbeats = {
+            let this = self.clone();
+            let (action, event_time) = (action.clone(), notice.event_time);
+            tokio::spawn(async move {
+                this.heartbeat_loop(action, String::new(), event_time, stop_rx)
+                    .await
+            })
+        };
+        let global = self
+            .timeouts(&action.group, &action.hook)
+            .await
+            .unwrap_or(HookTimeouts::SAFE_DEFAULT)
+            .global;
+        let give_up = add(notice.event_time, self.config.launch_timeout)
+            .min(sub(add(notice.event_time, global), self.config.margin));
+        let joined = loop {
+            if self.nodes.node_for(&instance).is_some_and(|n| is_ready(&n)) {
+                break true;
+            }
+            if Timestamp::now() >= give_up {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let _ = stop_tx.send(true);
+        let beats = heartbeats.await.unwrap_or(0);
+        let result = if joined {
+            LifecycleResult::Continue
+        } else {
+            tracing::warn!(instance = %instance, "the instance never became a Ready node; abandoning its launch");
+            LifecycleResult::Abandon
+        };
+        match self.complete_with(&action, result).await {
+            Ok(m) if joined => {
+                Disposition::Done(format!("node Ready after {beats} heartbeats; {m}"))
+            }
+            Ok(m) => Disposition::Done(format!("never joined by the launch timeout; {m}")),
             Err(e) => Disposition::Keep(e),
         }
     }

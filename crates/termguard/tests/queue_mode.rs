@@ -1154,13 +1154,11 @@ both_backends! {
     async fn launch_action_is_completed_once_the_new_node_is_ready(backend) -> Result {
         let mut spec = BedSpec::new(backend, "launch");
         spec.size = 3;
+        spec.tags = OURS;
         let bed = bed(spec).await?;
         add_launch_hook(&bed).await?;
         let tg = Termguard::start_with(&bed, "replica-a", |s| {
             s.handler.complete_launch = true;
-            // Keep leaves the message invisible until its visibility timeout: bring it back soon.
-            s.queue.visibility = Duration::from_secs(3);
-            s.queue.extend_every = Duration::from_secs(1);
         })
         .await?;
         let action = scale_out(&bed).await?;
@@ -1169,8 +1167,8 @@ both_backends! {
         assert_eq!(action["state"], "waiting", "{action}");
         assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
 
-        // No Node for the instance yet: termguard receives the message, keeps it (it comes back
-        // after the visibility timeout, more than once here) and leaves the action waiting.
+        // No Node for the instance yet: termguard holds the message (received once, kept
+        // invisible) and leaves the action waiting.
         let until = tokio::time::Instant::now() + Duration::from_secs(8);
         while tokio::time::Instant::now() < until {
             let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
@@ -1183,14 +1181,10 @@ both_backends! {
             assert_eq!(now[0]["state"], "waiting", "{}", now[0]);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let received = tg.metric("termguard_messages_received_total");
-        assert!(
-            received >= 2.0,
-            "the message was received and kept {received} time(s)"
-        );
+        assert_eq!(tg.metric("termguard_messages_received_total"), 1.0, "held, not redelivered");
         assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
 
-        // The Node registers (Ready at once): the next delivery completes the action with CONTINUE.
+        // The Node registers (Ready at once): the action is completed with CONTINUE.
         let zone = bed
             .moto
             .instances(&bed.fleet.group)
@@ -1229,23 +1223,104 @@ both_backends! {
 }
 
 both_backends! {
-    async fn launch_action_is_acknowledged_and_left_alone_without_complete_launch(backend) -> Result {
+    /// Without --complete-launch, launch messages are someone else's (a shared queue): released
+    /// for their owner, again and again, never deleted, never acted on.
+    async fn launch_action_is_left_for_its_owner_without_complete_launch(backend) -> Result {
         let mut spec = BedSpec::new(backend, "launch-off");
         spec.size = 3;
+        spec.tags = OURS;
         let bed = bed(spec).await?;
         add_launch_hook(&bed).await?;
         let tg = Termguard::start(&bed, "replica-a").await?;
         let action = scale_out(&bed).await?;
         let token = s(&action["token"]);
         let instance = s(&action["instance_id"]);
-        assert!(
-            wait_queue_empty(&bed, Duration::from_secs(20)).await,
-            "the launch message is deleted"
-        );
+        let released = eventually(Duration::from_secs(20), || {
+            tg.metric("termguard_messages_disposed_total{reason=\"released\"}") >= 2.0
+        })
+        .await;
+        assert!(released, "released for its owner");
+        let (visible, inflight) = bed.moto.queue_depth(&bed.fleet.queue_url).await;
+        assert_eq!(visible + inflight, 1, "the launch message stays on the queue");
         let now = bed.moto.lifecycle_actions(&format!("token={token}")).await;
         assert_eq!(now[0]["state"], "waiting", "not completed: {}", now[0]);
         assert_eq!(now[0]["heartbeat_count"], 0, "{}", now[0]);
         assert_eq!(lifecycle_state(&bed, &instance).await?, "Pending:Wait");
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    /// With --complete-launch, an instance that never becomes a node is heartbeaten while it
+    /// may still join, then abandoned at the launch timeout (its group replaces it) — not
+    /// retried for ever; and another cluster's launch (its group not tagged for us) is left
+    /// for its owner.
+    async fn a_launch_that_never_joins_is_abandoned_and_another_clusters_is_left_alone(backend) -> Result {
+        let mut spec = BedSpec::new(backend, "launch-never");
+        spec.size = 2;
+        spec.tags = OURS;
+        let bed = bed(spec).await?;
+        // The hook's heartbeat timeout is 30 s: without heartbeats it would expire first.
+        bed.moto
+            .asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(&bed.fleet.group)
+            .lifecycle_hook_name(LAUNCH_HOOK)
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+            .heartbeat_timeout(30)
+            .default_result("CONTINUE")
+            .notification_target_arn(&bed.fleet.queue_arn)
+            .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
+            .send()
+            .await?;
+        let theirs = bed
+            .moto
+            .fleet_on("launch-theirs", 1, 30, &[("termguard.io/cluster", "other-cluster")], Some(&bed.fleet.queue_url))
+            .await;
+        bed.moto
+            .asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(&theirs.group)
+            .lifecycle_hook_name(LAUNCH_HOOK)
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+            .heartbeat_timeout(600)
+            .default_result("ABANDON")
+            .notification_target_arn(&bed.fleet.queue_arn)
+            .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
+            .send()
+            .await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| {
+            s.handler.complete_launch = true;
+            s.handler.launch_timeout = Duration::from_secs(40);
+        })
+        .await?;
+        let action = scale_out(&bed).await?;
+        let token = s(&action["token"]);
+        bed.moto
+            .asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(&theirs.group)
+            .desired_capacity(2)
+            .honor_cooldown(false)
+            .send()
+            .await?;
+        let ended = bed.moto.wait_action_ended(&token, Duration::from_secs(70)).await;
+        assert_eq!(ended["state"], "completed", "{ended}");
+        assert_eq!(ended["result"], "ABANDON", "{ended}");
+        assert_eq!(ended["ended_by"], "CompleteLifecycleAction", "{ended}");
+        assert!(ended["heartbeat_count"].as_u64() >= Some(1), "kept alive meanwhile: {ended}");
+        let foreign: Vec<Value> = bed
+            .moto
+            .lifecycle_actions("")
+            .await
+            .into_iter()
+            .filter(|a| a["group"] == theirs.group.as_str() && a["transition"] == "autoscaling:EC2_INSTANCE_LAUNCHING")
+            .collect();
+        assert!(!foreign.is_empty());
+        for a in &foreign {
+            assert_eq!(a["state"], "waiting", "another cluster's launch is not ours: {a}");
+            assert_eq!(a["heartbeat_count"], 0, "{a}");
+        }
         tg.stop().await
     }
 }

@@ -188,10 +188,11 @@ pub fn actions(n: &Notice, b: Behaviour, now: Timestamp) -> Vec<String> {
             foreign(),
         ],
         NoticeKind::LifecycleLaunch if !b.complete_launch => {
-            vec!["nothing: launch lifecycle actions are left to their hook's timeout (--complete-launch is off)".into()]
+            vec!["released for its owner: launch lifecycle actions are not handled here (--complete-launch is off)".into()]
         }
         NoticeKind::LifecycleLaunch => vec![
-            drain("CompleteLifecycleAction CONTINUE once the node is Ready; until then the message is kept"),
+            drain("heartbeat while the instance joins; CompleteLifecycleAction CONTINUE once its node is Ready, ABANDON if it is not by --launch-timeout (its group replaces it)"),
+            "only for groups tagged for this cluster; others are released for their owner".into(),
         ],
         NoticeKind::LifecycleTerminate => {
             let group = n.hook.as_ref().map_or("-", |h| h.group.as_str());

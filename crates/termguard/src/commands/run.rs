@@ -210,6 +210,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     }
     settings.handler.drain_on_rebalance = args.drain_on_rebalance;
     settings.handler.complete_launch = args.complete_launch;
+    settings.handler.launch_timeout = args.launch_timeout;
     settings.handler.margin = args.deadline_margin;
     settings.queue.max_in_flight = args.max_in_flight.max(1);
     settings.max_concurrent_drains = args.max_concurrent_drains.max(1);
