@@ -211,6 +211,10 @@ impl Handler {
         match &notice.kind {
             NoticeKind::LifecycleTerminate => self.lifecycle_terminate(notice, node).await,
             NoticeKind::LifecycleLaunch => self.lifecycle_launch(notice, node).await,
+            NoticeKind::ScheduledMaintenance { closed: true, .. } => match node {
+                Some(node) => self.maintenance_over(&node).await,
+                None => self.foreign(notice),
+            },
             NoticeKind::SpotInterruption { .. } | NoticeKind::ScheduledMaintenance { .. } => {
                 match node {
                     Some(node) => {
@@ -235,6 +239,12 @@ impl Handler {
             NoticeKind::StateChange { state } => {
                 match (node, state) {
                     (None, _) => self.foreign(notice),
+                    (Some(node), InstanceState::Stopping | InstanceState::ShuttingDown)
+                        if self.started_since(&node, notice.event_time) =>
+                    {
+                        tracing::info!(node = %node, "stale state change: the node's kubelet became Ready after the event; not draining");
+                        Disposition::Done(format!("stale {state:?} event: node {node} has been Ready again since; not drained"))
+                    }
                     (Some(node), InstanceState::Stopping | InstanceState::ShuttingDown) => {
                         let deadline = add(Timestamp::now(), self.config.state_change_window);
                         self.drain_to_done(notice, &node, Some(deadline)).await
@@ -246,6 +256,74 @@ impl Handler {
                 }
             }
             NoticeKind::Test => Disposition::Done("test notification".into()),
+        }
+    }
+
+    /// Whether the node's kubelet became Ready after `event_time`: the instance started (again)
+    /// since the event was sent, which is then stale (a backlog, a dead-letter redrive).
+    fn started_since(&self, node: &str, event_time: Timestamp) -> bool {
+        self.nodes
+            .all()
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node))
+            .and_then(|n| nodes::ready_since(n))
+            .is_some_and(|ready| ready > event_time)
+    }
+
+    /// An AWS Health event is closed (the change is done or cancelled): nothing to drain. A node
+    /// termguard drained for maintenance gets its marks undone.
+    async fn maintenance_over(&self, node: &str) -> Disposition {
+        let Ok(n) = self.node_api.get(node).await else {
+            return Disposition::Done(format!("maintenance over; node {node} is gone"));
+        };
+        let state = nodes::DrainState::of(&n);
+        if !(state.is_finished() && state.cause.as_deref() == Some(Cause::Maintenance.label())) {
+            return Disposition::Done("maintenance over; nothing of termguard's to undo".into());
+        }
+        match nodes::uncordon(&self.node_api, node).await {
+            Ok(_) => {
+                tracing::info!(node, "maintenance over: node uncordoned");
+                if let Some(m) = self.metrics.get() {
+                    m.nodes_returned.inc();
+                }
+                Disposition::Done(format!("maintenance over: node {node} uncordoned"))
+            }
+            Err(e) => Disposition::Keep(format!("uncordoning {node}: {e}")),
+        }
+    }
+
+    /// Undoes termguard's marks on nodes whose instance came back after a drain (stop/start,
+    /// warm pool, new root volume, Spot stop or hibernation, reboot maintenance), until
+    /// `shutdown`: otherwise they would stay cordoned, tainted and out of the load balancers.
+    pub async fn undo_returned(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            for n in self.nodes.all() {
+                let Some(name) = n.metadata.name.as_deref() else {
+                    continue;
+                };
+                if !nodes::returned(&n) || lock(&self.inflight).contains_key(name) {
+                    continue;
+                }
+                match nodes::uncordon(&self.node_api, name).await {
+                    Ok(_) => {
+                        tracing::info!(node = name, "the instance came back after its drain: node uncordoned, termguard's taint, label and annotations removed");
+                        if let Some(m) = self.metrics.get() {
+                            m.nodes_returned.inc();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = name, error = %e, "undoing the drain of a returned instance failed; retrying")
+                    }
+                }
+            }
         }
     }
 

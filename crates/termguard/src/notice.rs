@@ -126,6 +126,9 @@ pub enum NoticeKind {
         event_type_code: String,
         /// End of the maintenance window, when AWS gave one.
         window_end: Option<Timestamp>,
+        /// `detail.statusCode` is `closed`: the change is over (or was cancelled); an update of
+        /// an event already drained for, not a new reason to drain.
+        closed: bool,
     },
     /// The instance changed EC2 state.
     StateChange {

@@ -1623,3 +1623,107 @@ both_backends! {
         tg.stop().await
     }
 }
+
+/// Sets the node's boot id, as a kubelet reports it after (re)starting.
+async fn set_boot_id(bed: &Bed, node: &str, boot_id: &str) -> Result {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(bed.cluster.admin.clone());
+    let patch = serde_json::json!({"status": {"nodeInfo": {"bootID": boot_id}}});
+    api.patch_status(
+        node,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether termguard's marks are all gone from the node.
+async fn unmarked(bed: &Bed, node: &str) -> bool {
+    let n = bed.cluster.node(node).await;
+    let tainted = n["spec"]["taints"]
+        .as_array()
+        .is_some_and(|ts| ts.iter().any(|t| t["key"] == "termguard.io/terminating"));
+    let labelled = !n["metadata"]["labels"]
+        ["node.kubernetes.io/exclude-from-external-load-balancers"]
+        .is_null();
+    let annotated = n["metadata"]["annotations"]
+        .as_object()
+        .is_some_and(|a| a.keys().any(|k| k.starts_with("termguard.io/drain-")));
+    n["spec"]["unschedulable"] != true && !tainted && !labelled && !annotated
+}
+
+both_backends! {
+    /// A Spot instance stopped (not terminated) and started again, a warm-pool return, a new
+    /// root volume, a reboot: the instance comes back with a new boot, and termguard undoes
+    /// what its drain did — cordon, taint, load-balancer label, progress annotations — instead
+    /// of leaving the node out of service for good.
+    async fn an_instance_that_comes_back_after_its_drain_is_put_back_in_service(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "comes-back")).await?;
+        let instance = bed.fleet.instances[0].id.clone();
+        let node = bed.nodes[&instance].clone();
+        set_boot_id(&bed, &node, "boot-1").await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| s.returns_every = Duration::from_millis(500)).await?;
+        let mut v: Value = serde_json::from_str(&spot_warning(&instance, Duration::from_secs(120))?)?;
+        v["detail"]["instance-action"] = Value::String("stop".into());
+        bed.moto.send(&bed.fleet.queue_url, &serde_json::to_string(&v)?).await;
+        let drained = cluster::eventually(Duration::from_secs(30), || async {
+            annotation(&bed, &node, "termguard.io/drain-phase").await.as_deref() == Some("drained")
+        })
+        .await;
+        assert!(drained, "drained for the stop");
+        assert!(cordoned(&bed, &node).await);
+        // Still the same boot: nothing is undone.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(cordoned(&bed, &node).await, "not undone while the instance has not come back");
+
+        set_boot_id(&bed, &node, "boot-2").await?;
+        let undone = cluster::eventually(Duration::from_secs(15), || unmarked(&bed, &node)).await;
+        assert!(undone, "put back in service: {}", bed.cluster.node(&node).await);
+        assert_eq!(tg.metric("termguard_nodes_returned_total"), 1.0);
+        tg.stop().await
+    }
+}
+
+both_backends! {
+    /// A `stopping` event processed late (a backlog, a dead-letter redrive), for an instance
+    /// that has started again since — its kubelet Ready after the event's time — drains
+    /// nothing; and an AWS Health update that says a scheduled change is closed undoes the
+    /// drain done for it instead of draining again.
+    async fn stale_state_changes_and_closed_maintenance_never_drain_a_live_node(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "stale")).await?;
+        let tg = Termguard::start(&bed, "replica-a").await?;
+        let ids: Vec<String> = bed.nodes.keys().cloned().collect();
+        let (late, maint) = (ids[0].clone(), ids[1].clone());
+        let mut v: Value = serde_json::from_str(&event_fixture("eventbridge-state-change-stopping.json", &late)?)?;
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+        v["time"] = Value::String(old.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        bed.moto.send(&bed.fleet.queue_url, &serde_json::to_string(&v)?).await;
+
+        let mut h: Value = serde_json::from_str(&event_fixture("eventbridge-health-scheduled-change-ec2.json", &maint)?)?;
+        let start = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30);
+        h["detail"]["startTime"] = Value::String(start.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        bed.moto.send(&bed.fleet.queue_url, &serde_json::to_string(&h)?).await;
+        let maint_node = bed.nodes[&maint].clone();
+        let drained = cluster::eventually(Duration::from_secs(30), || async {
+            annotation(&bed, &maint_node, "termguard.io/drain-phase").await.as_deref() == Some("drained")
+        })
+        .await;
+        assert!(drained, "drained for the upcoming maintenance");
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await, "both handled and deleted");
+        let late_node = bed.nodes[&late].clone();
+        assert!(!cordoned(&bed, &late_node).await, "the stale stopping event drained nothing");
+        assert!(
+            workload_pods_on(&bed, &late_node).await.iter().all(|p| evictions_of(&bed, p) == 0),
+            "no pod of the live node was evicted"
+        );
+
+        h["detail"]["statusCode"] = Value::String("closed".into());
+        h["id"] = Value::String(format!("closed-{maint}"));
+        bed.moto.send(&bed.fleet.queue_url, &serde_json::to_string(&h)?).await;
+        let undone = cluster::eventually(Duration::from_secs(15), || unmarked(&bed, &maint_node)).await;
+        assert!(undone, "the closed change undid the drain: {}", bed.cluster.node(&maint_node).await);
+        assert_eq!(events_about(&bed, &maint_node, "DrainStarted").await?, 1, "not drained again");
+        tg.stop().await
+    }
+}

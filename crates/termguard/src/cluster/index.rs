@@ -80,6 +80,11 @@ impl NodeIndex {
         })
     }
 
+    /// Every cached Node.
+    pub fn all(&self) -> Vec<Arc<Node>> {
+        self.store.state()
+    }
+
     /// Nodes without an AWS providerID (audit: they can never be matched to an instance).
     pub fn unmatched(&self) -> Vec<String> {
         self.store

@@ -32,6 +32,11 @@ pub const DEADLINE: &str = "termguard.io/drain-deadline";
 /// An earlier deadline asked for by a notice that arrived while another replica owned the
 /// drain (a Spot warning during a lifecycle drain): the owner reads it and clips by it.
 pub const URGENT: &str = "termguard.io/drain-urgent-deadline";
+/// The node's boot id (`status.nodeInfo.bootID`) when the drain started: a different one on a
+/// Ready node later means the instance came back (stop/start, warm pool, new root volume, reboot).
+pub const BOOT_ID: &str = "termguard.io/drain-boot-id";
+/// When the drain finished.
+pub const FINISHED: &str = "termguard.io/drain-finished";
 /// When the drain started.
 pub const STARTED: &str = "termguard.io/drain-started";
 /// Where the drain is: `draining`, `wave-N`, `drained`, `timed-out`, `failed`.
@@ -84,6 +89,10 @@ pub struct DrainState {
     pub phase: Option<String>,
     /// Final result (JSON).
     pub result: Option<String>,
+    /// The boot id when the drain started.
+    pub boot_id: Option<String>,
+    /// When the drain finished.
+    pub finished: Option<Timestamp>,
 }
 
 impl DrainState {
@@ -101,6 +110,8 @@ impl DrainState {
             started: ts(STARTED),
             phase: a.get(PHASE).cloned(),
             result: a.get(RESULT).cloned(),
+            boot_id: a.get(BOOT_ID).cloned(),
+            finished: ts(FINISHED),
         }
     }
 
@@ -272,6 +283,11 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         ]);
         if !resumed {
             annotations.insert(STARTED.to_string(), json!(now.to_string()));
+            annotations.insert(FINISHED.to_string(), serde_json::Value::Null);
+            annotations.insert(
+                BOOT_ID.to_string(),
+                boot_id(&node).map_or(serde_json::Value::Null, |b| json!(b)),
+            );
         }
         let mut patch = json!({
             "metadata": {"resourceVersion": node.metadata.resource_version, "annotations": annotations},
@@ -301,6 +317,45 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             Err(e) => return Err(api_err("claiming", name)(e)),
         }
     }
+}
+
+/// The node's `status.nodeInfo.bootID`, when its kubelet reports one.
+pub fn boot_id(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .node_info
+        .as_ref()
+        .map(|i| i.boot_id.as_str())
+        .filter(|b| !b.is_empty())
+}
+
+/// When the node's kubelet last became Ready, if it is Ready now.
+pub fn ready_since(node: &Node) -> Option<Timestamp> {
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(c.last_transition_time.as_ref()?.0)
+}
+
+/// Whether the instance behind a node termguard drained for a notice has come back: its drain
+/// finished, and the node is Ready again after a new boot (another boot id) or after having
+/// been NotReady since the drain ended. A manual drain is the operator's to undo.
+pub fn returned(node: &Node) -> bool {
+    let state = DrainState::of(node);
+    if !state.is_finished() || state.notice.as_deref().is_none_or(|n| n == "manual") {
+        return false;
+    }
+    let Some(ready) = ready_since(node) else {
+        return false;
+    };
+    let rebooted =
+        matches!((state.boot_id.as_deref(), boot_id(node)), (Some(then), Some(now)) if then != now);
+    let ready_again = state.finished.is_some_and(|f| ready > f);
+    rebooted || ready_again
 }
 
 /// The earlier of two optional deadlines (none when neither is set).

@@ -175,6 +175,9 @@ pub fn actions(n: &Notice, b: Behaviour, now: Timestamp) -> Vec<String> {
             drain("drain before the deadline; pods whose grace period would outlast it are deleted with a clipped grace period"),
             foreign(),
         ],
+        NoticeKind::ScheduledMaintenance { closed: true, .. } => vec![
+            "no drain: the scheduled change is over; if termguard drained the node for it, its marks are undone".into(),
+        ],
         NoticeKind::ScheduledMaintenance { .. } => vec![
             drain("drain before the maintenance window starts"),
             foreign(),
@@ -224,11 +227,13 @@ fn kind_text(kind: &NoticeKind) -> String {
         NoticeKind::ScheduledMaintenance {
             event_type_code,
             window_end,
+            closed,
         } => {
             let end = window_end
                 .map(|e| format!(", window ends {e}"))
                 .unwrap_or_default();
-            format!("scheduled-maintenance ({event_type_code}{end})")
+            let closed = if *closed { ", closed" } else { "" };
+            format!("scheduled-maintenance ({event_type_code}{end}{closed})")
         }
         NoticeKind::StateChange { state } => format!("state-change ({})", state_text(state)),
         k => k.label().to_string(),

@@ -41,6 +41,8 @@ pub struct Settings {
     pub max_concurrent_drains: usize,
     /// How long a drain may wait for a slot before readiness reports saturation.
     pub saturated_after: Duration,
+    /// How often nodes are checked for instances that came back after their drain.
+    pub returns_every: Duration,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ impl Settings {
             eviction_backoff: None,
             max_concurrent_drains: 50,
             saturated_after: Duration::from_secs(60),
+            returns_every: Duration::from_secs(10),
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct QueueMode {
     /// The drain slots.
     pub slots: DrainSlots,
     saturated_after: Duration,
+    returns_every: Duration,
     source: QueueSource,
 }
 
@@ -111,6 +115,7 @@ impl QueueMode {
             metrics,
             slots,
             saturated_after: settings.saturated_after,
+            returns_every: settings.returns_every,
             source,
         }
     }
@@ -136,7 +141,13 @@ impl QueueMode {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
         tracing::info!("node cache synced");
+        let returns = tokio::spawn(
+            self.handler
+                .clone()
+                .undo_returned(self.returns_every, shutdown.clone()),
+        );
         self.source.run(shutdown).await;
+        returns.abort();
         Ok(())
     }
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub foreign_expired: Counter,
     /// Lifecycle heartbeats, by result (`sent`, `failed`).
     pub heartbeats: Family<ReasonLabels, Counter>,
+    /// Nodes whose marks termguard undid because their instance came back.
+    pub nodes_returned: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Default for Metrics {
             in_flight: Gauge::default(),
             foreign_expired: Counter::default(),
             heartbeats: Family::default(),
+            nodes_returned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +90,11 @@ impl Default for Metrics {
             "heartbeats",
             "RecordLifecycleActionHeartbeat calls, by result",
             m.heartbeats.clone(),
+        );
+        registry.register(
+            "nodes_returned",
+            "Nodes uncordoned because their instance came back after a drain",
+            m.nodes_returned.clone(),
         );
         Metrics { registry, ..m }
     }

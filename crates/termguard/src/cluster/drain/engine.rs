@@ -494,6 +494,7 @@ impl Drainer {
                 (nodes::PHASE, Some(report.outcome.phase().to_string())),
                 (nodes::RESULT, stored),
                 (nodes::URGENT, None),
+                (nodes::FINISHED, Some(Timestamp::now().to_string())),
             ],
         )
         .await?;

@@ -20,6 +20,7 @@ struct Detail {
     event_type_code: Option<String>,
     start_time: Option<String>,
     end_time: Option<String>,
+    status_code: Option<String>,
     affected_entities: Option<Vec<Entity>>,
 }
 
@@ -68,6 +69,7 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Vec<Notice>,
             kind: NoticeKind::ScheduledMaintenance {
                 event_type_code: event_type_code.clone(),
                 window_end,
+                closed: detail.status_code.as_deref() == Some("closed"),
             },
             instance: Some(instance),
             cause: Some(Cause::Maintenance),
@@ -112,6 +114,7 @@ mod tests {
             NoticeKind::ScheduledMaintenance {
                 event_type_code: "AWS_EC2_INSTANCE_STOP_SCHEDULED".into(),
                 window_end: Some(ts("2024-05-28T11:00:00Z")),
+                closed: false,
             }
         );
         assert_eq!(n.instance.unwrap().as_str(), "i-0123456789abcdef0");
