@@ -35,6 +35,8 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 scripts/cluster.sh build >/dev/null
+# The fault-injecting proxy in front of kube-apiserver (standard library only) checks itself.
+(cd scripts/controlplane/faultproxy && go vet ./... && go test -count=1 ./...)
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins

@@ -38,11 +38,16 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Vec<Notice>,
     if service != "EC2" || category != "scheduledChange" {
         return Err(ParseError::UnhandledHealthEvent { service, category });
     }
-    let event_type_code = required("detail.eventTypeCode", detail.event_type_code)?;
-    let start = rfc1123(
-        "detail.startTime",
-        &required("detail.startTime", detail.start_time)?,
-    )?;
+    // Strict on what the drain needs (the instances), lenient on the rest: without a type code
+    // or a start time the change is still scheduled for the instance — drained, with no
+    // deadline to clip by.
+    let event_type_code = detail
+        .event_type_code
+        .unwrap_or_else(|| "AWS_EC2_SCHEDULED_CHANGE".to_owned());
+    let start = detail
+        .start_time
+        .map(|s| rfc1123("detail.startTime", &s))
+        .transpose()?;
     let window_end = detail
         .end_time
         .map(|end| rfc1123("detail.endTime", &end))
@@ -59,10 +64,10 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Vec<Notice>,
     if instances.is_empty() {
         return Err(ParseError::NoAffectedInstance);
     }
-    let deadline = Deadline {
-        at: start,
+    let deadline = start.map(|at| Deadline {
+        at,
         basis: DeadlineBasis::MaintenanceWindowStart,
-    };
+    });
     Ok(instances
         .into_iter()
         .map(|instance| Notice {
@@ -74,7 +79,7 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Vec<Notice>,
             instance: Some(instance),
             cause: Some(Cause::Maintenance),
             event_time: meta.event_time,
-            deadline: Some(deadline),
+            deadline,
             hook: None,
             source: meta.source,
             event_id: meta.event_id.clone(),
@@ -127,6 +132,20 @@ mod tests {
                 basis: DeadlineBasis::MaintenanceWindowStart
             })
         );
+    }
+
+    #[test]
+    fn scheduled_change_without_code_or_start_is_still_drained() {
+        let body = br#"{"detail-type":"AWS Health Event","source":"aws.health","time":"2024-05-14T06:27:57Z",
+            "detail":{"service":"EC2","eventTypeCategory":"scheduledChange",
+            "affectedEntities":[{"entityValue":"i-0123456789abcdef0"}]}}"#;
+        let n = parse(body).unwrap();
+        assert!(matches!(
+            n.kind,
+            NoticeKind::ScheduledMaintenance { closed: false, .. }
+        ));
+        assert_eq!(n.deadline, None);
+        assert_eq!(n.instance.unwrap().as_str(), "i-0123456789abcdef0");
     }
 
     #[test]

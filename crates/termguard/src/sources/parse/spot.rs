@@ -31,7 +31,13 @@ pub(super) fn action(value: &str) -> SpotAction {
 pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Notice, ParseError> {
     let detail: Detail = from_value("detail", detail)?;
     let instance = instance_id("detail.instance-id", detail.instance_id)?;
-    let action = action(&required("detail.instance-action", detail.instance_action)?);
+    // Strict on what the drain needs (the instance, the event's time), lenient on the rest: a
+    // warning without its action still means the instance goes in two minutes — drained as
+    // for a termination.
+    let action = detail
+        .instance_action
+        .as_deref()
+        .map_or(SpotAction::Terminate, action);
     // The event carries no action time (only IMDS does): the action comes about two minutes
     // after the event, except hibernation, which gets no warning period (asg-and-imds.md §3).
     let deadline = if action == SpotAction::Hibernate {
@@ -102,6 +108,20 @@ mod tests {
                 basis: DeadlineBasis::Immediate
             })
         );
+    }
+
+    #[test]
+    fn spot_warning_without_its_action_is_still_a_two_minute_warning() {
+        let body = br#"{"detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2",
+            "time":"2024-05-14T10:02:00Z","detail":{"instance-id":"i-0123456789abcdef0"}}"#;
+        let n = parse(body).unwrap();
+        assert_eq!(
+            n.kind,
+            NoticeKind::SpotInterruption {
+                action: SpotAction::Terminate
+            }
+        );
+        assert_eq!(n.deadline.map(|d| d.at), Some(ts("2024-05-14T10:04:00Z")));
     }
 
     #[test]
