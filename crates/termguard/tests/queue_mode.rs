@@ -677,15 +677,7 @@ both_backends! {
         spec.without_node = &[5];
         let bed = bed(spec).await?;
         let tg = Termguard::start(&bed, "replica-a").await?;
-        let outsider = bed.fleet.instances[5].id.clone();
-        bed.moto
-            .asg
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(&outsider)
-            .should_decrement_desired_capacity(true)
-            .send()
-            .await?;
-        let action = bed.moto.action_of(&outsider).await;
+        let action = terminate(&bed, 5).await?;
         let ended = bed
             .moto
             .wait_action_ended(&s(&action["token"]), Duration::from_secs(20))
@@ -717,15 +709,7 @@ both_backends! {
         let tg = Termguard::start(&bed, "replica-a").await?;
         let mut tokens = Vec::new();
         for fleet in [&theirs, &legacy] {
-            let instance = fleet.instances[0].id.clone();
-            bed.moto
-                .asg
-                .terminate_instance_in_auto_scaling_group()
-                .instance_id(&instance)
-                .should_decrement_desired_capacity(true)
-                .send()
-                .await?;
-            tokens.push(s(&bed.moto.action_of(&instance).await["token"]));
+            tokens.push(s(&terminate_instance(&bed, &fleet.instances[0].id).await?["token"]));
         }
         // Both messages are received and released again and again while their owner works.
         let released = eventually(Duration::from_secs(20), || {
@@ -1328,15 +1312,31 @@ both_backends! {
 /// Terminates the fleet's `i`-th instance (decrementing the capacity) and returns the waiting
 /// lifecycle action.
 async fn terminate(bed: &Bed, i: usize) -> Result<Value> {
-    let instance = bed.fleet.instances[i].id.clone();
+    terminate_instance(bed, &bed.fleet.instances[i].id).await
+}
+
+/// Terminates `instance` (decrementing its group's capacity) and returns its waiting lifecycle
+/// action.
+async fn terminate_instance(bed: &Bed, instance: &str) -> Result<Value> {
     bed.moto
         .asg
         .terminate_instance_in_auto_scaling_group()
-        .instance_id(&instance)
+        .instance_id(instance)
         .should_decrement_desired_capacity(true)
         .send()
         .await?;
-    Ok(bed.moto.action_of(&instance).await)
+    Ok(bed.moto.action_of(instance).await)
+}
+
+/// Whether every workload pod has left `node` before `deadline`.
+async fn gone_before(bed: &Bed, node: &str, deadline: tokio::time::Instant) -> bool {
+    while tokio::time::Instant::now() < deadline {
+        if workload_pods_on(bed, node).await.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// Writes the progress annotations of a drain that a dead replica left behind.
@@ -1473,14 +1473,7 @@ async fn a_spot_warning_during_a_lifecycle_drain_clips_it(
     bed.moto
         .send(&spot_queue, &spot_warning(&instance, left)?)
         .await;
-    let mut gone = false;
-    while tokio::time::Instant::now() < spot_deadline {
-        if workload_pods_on(&bed, &node).await.is_empty() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let gone = gone_before(&bed, &node, spot_deadline).await;
     assert!(
         gone,
         "every pod left before the Spot deadline: {:?}",
@@ -1568,14 +1561,7 @@ both_backends! {
         bed.moto
             .send(&bed.fleet.queue_url, &spot_warning(&spot_instance, left)?)
             .await;
-        let mut gone = false;
-        while tokio::time::Instant::now() < spot_deadline {
-            if workload_pods_on(&bed, &node_c).await.is_empty() {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let gone = gone_before(&bed, &node_c, spot_deadline).await;
         assert!(gone, "the Spot node was drained before its deadline, past the busy slot");
 
         // The waiting drain's action is kept alive (heartbeat timeout 30 s, one every 15 s).

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{after, from_value, instance_id, required, Meta, ParseError};
+use super::{after, from_value, instance_id, Meta, ParseError};
 use crate::notice::{Cause, Deadline, DeadlineBasis, Notice, NoticeKind, SpotAction, SPOT_WARNING};
 
 /// `detail-type` of a Spot interruption warning.
