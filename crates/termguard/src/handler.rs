@@ -557,7 +557,7 @@ impl Handler {
         let Some(node) = node else {
             return self.not_a_node(notice, &action).await;
         };
-        // Heartbeats start before anything else can take time (spec asg-and-imds.md §1.3).
+        // Heartbeats start before anything else can take time ([lifecycle hooks](https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html)).
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let heartbeats = {
             let this = self.clone();

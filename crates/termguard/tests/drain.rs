@@ -949,7 +949,7 @@ both_backends! {
             assert_eq!(result_of(&report, w).action, PodAction::AlreadyTerminating);
         }
         // The resumed drain, whose notice brings no deadline of its own, keeps the one the first
-        // recorded (spec §5.5 rule 13).
+        // recorded.
         let kept = report.deadline.expect("the recorded deadline is kept");
         assert!(kept <= first_deadline, "{kept} vs {first_deadline}");
         let n = c.node(NODE).await;

@@ -230,8 +230,8 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         let state = DrainState::of(&node);
         if let Some(owner) = state.active_owner(c.owner, now) {
             let owner = owner.to_string();
-            // Our deadline is earlier than the one the owner keeps: tell it (spec §5.5 rule 13:
-            // the earliest deadline of any notice wins, on whichever replica runs the drain).
+            // Our deadline is earlier than the one the owner keeps: tell it (the earliest
+            // deadline of any notice wins, on whichever replica runs the drain).
             let kept = earliest(state.deadline, state.urgent);
             if let Some(ours) = c.deadline.filter(|d| kept.is_none_or(|k| *d < k)) {
                 let patch = json!({"metadata": {

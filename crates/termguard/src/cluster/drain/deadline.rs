@@ -1,8 +1,7 @@
 //! A running drain's deadline, which can move. The notices for a node can arrive one after the
 //! other — a Spot warning (two minutes) while a lifecycle drain (hours) runs — and the hook's
 //! real timeout can become known only after the drain started: the earliest live deadline of
-//! any notice wins, and reaches the pods being drained at once (spec drain-semantics.md §5.5
-//! rule 13).
+//! any notice wins, and reaches the pods being drained at once (docs/reliability.md).
 //!
 //! Three inputs feed it: the request's own deadline (fixed, or updated by the caller through
 //! [`DrainRequest::deadline_updates`](super::DrainRequest)), what the drain inherited from

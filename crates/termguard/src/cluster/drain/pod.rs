@@ -268,7 +268,7 @@ impl Drainer {
     }
 
     /// A pod already terminating whose deletion ends past the clip point gets a shorter grace
-    /// period (spec §5.5 rule 13; the API server only ever shortens a pending deletion).
+    /// period (the API server only ever shortens a pending deletion: [graceful termination](https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination)).
     #[allow(clippy::too_many_arguments)]
     async fn reclip(
         &self,
