@@ -365,13 +365,20 @@ impl Inner {
                 .inc();
         }
         let work = futures::future::join_all(notices.iter().map(|n| self.handle(n)));
+        let (done_tx, done_rx) = watch::channel(false);
+        let keeper = self.keep_invisible(&msg, &mut shutdown, done_rx);
+        tokio::pin!(keeper);
         let dispositions = tokio::select! {
             d = work => d,
-            () = self.keep_invisible_until_shutdown(&msg, &mut shutdown) => {
+            () = &mut keeper => {
                 Metrics::count(&self.metrics.messages_disposed, "abandoned-on-shutdown");
                 return;
             }
         };
+        // The work is done: stop extending, but let an extension already on the wire finish
+        // first — a release (visibility 0) overtaken by it would hide the message again.
+        let _ = done_tx.send(true);
+        keeper.await;
         let fate = settle(&dispositions);
         tracing::info!(fate = fate.label(), ?dispositions, "message handled");
         Metrics::count(&self.metrics.messages_disposed, fate.label());
@@ -406,20 +413,22 @@ impl Inner {
         }
     }
 
-    /// Extends the message's invisibility for as long as the work runs; returns only on
-    /// shutdown, once the message has been handed back (when configured to). Extending and
-    /// handing back are one sequence of requests: a hand-back raced by an extension still on
-    /// the wire could reach SQS first and leave the message hidden for a whole visibility
-    /// timeout.
-    async fn keep_invisible_until_shutdown(
+    /// Extends the message's invisibility for as long as the work runs. Returns on `done`
+    /// (between requests, never cutting one off) or on shutdown, once the message has been
+    /// handed back (when configured to). Extending and handing back are one sequence of
+    /// requests: a hand-back raced by an extension still on the wire could reach SQS first and
+    /// leave the message hidden for a whole visibility timeout.
+    async fn keep_invisible(
         &self,
         msg: &Received,
         shutdown: &mut watch::Receiver<bool>,
+        mut done: watch::Receiver<bool>,
     ) {
         let mut limit_reached = false;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.config.extend_every), if !limit_reached => {}
+                _ = done.wait_for(|d| *d) => return,
                 _ = stopped(shutdown) => break,
             }
             match next_visibility(msg.at.elapsed(), self.config.visibility) {
