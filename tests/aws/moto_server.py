@@ -55,6 +55,13 @@ What it adds (details and the JSON format in tests/aws/README.md):
   InternalFailure, 503 ServiceUnavailable, XML; SQS JSON: 400 RequestThrottled / 500 / 503 with
   x-amzn-query-error, as moto writes SQS errors) and never reaches moto. Refused heartbeats and
   completes are counted on the lifecycle action (heartbeats_refused, completes_refused).
+* Test-only record of SQS deletions for chaos soaks: ``GET /_termguard/sqs-deletions`` (optional
+  ``?queue=NAME``) returns ``{"deletions": [{"queue_name", "queue_url", "account", "region",
+  "action", "message_id", "body", "sent_at_ms", "first_received_at_ms", "deleted_at_ms",
+  "receive_count", "receipt_handle_stale"}, ...]}`` in deletion order: one row per message that
+  DeleteMessage / a DeleteMessageBatch entry (JSON or Query protocol) really removed - not for an
+  invalid or already-used receipt handle, nor for a delete refused by an injected fault.
+  ``DELETE`` (and /moto-api/reset) clears it.
 * Test-only knobs (environment, or the matching flags): TERMGUARD_MOTO_TIME_SCALE (multiplies every
   timeout and delay this launcher runs, e.g. 0.1 makes a 30 s heartbeat timeout last 3 s; the
   values the API reports stay AWS's), TERMGUARD_MOTO_GLOBAL_TIMEOUT (seconds: replaces
@@ -84,6 +91,9 @@ so this script monkey-patches moto's classes in-process before starting moto's o
   plain HTTP client sending SimulateAZRebalance) to the Auto Scaling backend, region us-east-1
   (signed requests, from any SDK, are routed by moto as usual), and names each Auto Scaling / SQS
   call's action (Action=..., or X-Amz-Target: AmazonSQS.<Action>) for the fault injection.
+* moto's SQS Queue.delete_message is wrapped (under the queue's own message lock) to record each
+  message it really removed, with its body; SQSResponse.delete_message / delete_message_batch are
+  wrapped to name the API action and the request URL (for the queue URL) in a thread-local.
 * One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
   the timer thread, so the state machine never races.
 
@@ -108,7 +118,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlparse
 from xml.sax.saxutils import escape as xml_escape
 
 import moto
@@ -1516,6 +1526,7 @@ def install_patches() -> None:
     AutoScalingResponse.describe_scaling_activities = _describe_scaling_activities
     AutoScalingResponse.terminate_instance_in_auto_scaling_group = _terminate_instance_in_auto_scaling_group
     AutoScalingResponse.simulate_az_rebalance = _simulate_az_rebalance
+    install_sqs_deletion_record()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1826,6 +1837,111 @@ def record_refusal(call: ApiCall, rule: FaultRule) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# SQS deletion record (test-only): GET/DELETE /_termguard/sqs-deletions
+# --------------------------------------------------------------------------------------------
+
+
+class SqsDeletionLog:
+    """Every message moto's SQS actually removed by DeleteMessage / DeleteMessageBatch, in order.
+
+    Its own lock, taken (briefly) while a queue's message lock is held, never the other way round.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.lock:
+            # Stamped under the lock, so deleted_at_ms never decreases along the list.
+            row["deleted_at_ms"] = epoch_ms(time.time())
+            self.rows.append(row)
+        LOG.info(
+            "SQS %s deleted message %s from %s (receive count %s%s)",
+            row["action"] or "internal", row["message_id"], row["queue_name"], row["receive_count"],
+            ", stale receipt handle" if row["receipt_handle_stale"] else "",
+        )
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rows = []
+
+    def snapshot(self, queue: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            rows = [dict(r) for r in self.rows if queue is None or r["queue_name"] == queue]
+        return {"deletions": rows}
+
+
+SQS_DELETIONS = SqsDeletionLog()
+
+
+def _sqs_delete_context(name: str, action: str) -> None:
+    """Wrap SQSResponse.<name>: tell the Queue patch which API call deletes, and the request URL."""
+    from moto.sqs.responses import SQSResponse
+
+    orig = getattr(SQSResponse, name)
+
+    def wrapped(self: Any):
+        prev = getattr(_TL, "sqs_delete", None)
+        _TL.sqs_delete = {"action": action, "request_url": urlparse(self.uri)}
+        try:
+            return orig(self)
+        finally:
+            _TL.sqs_delete = prev
+
+    wrapped.__name__ = name
+    setattr(SQSResponse, name, wrapped)
+
+
+def _make_queue_delete_message(orig: Any) -> Any:
+    def _queue_delete_message(self: Any, receipt_handle: str) -> None:
+        """moto's Queue.delete_message, plus a record of each message it really removed.
+
+        moto 5.2.1: a handle already used for a deletion is a silent success (nothing removed, so
+        nothing recorded); a handle no message ever had raises ReceiptHandleIsInvalid (nothing
+        recorded); any handle the message ever had - also a stale one from an earlier receive -
+        removes it (recorded, with receipt_handle_stale). Held under the queue's own message lock,
+        which also keeps a concurrent SendMessage from being lost while moto rebuilds the list.
+        """
+        with self._messages_lock:
+            candidates = [m for m in self._messages if m.had_receipt_handle(receipt_handle)]
+            orig(self, receipt_handle)
+            remaining = {id(m) for m in self._messages}
+            removed = [m for m in candidates if id(m) not in remaining]
+            if not removed:
+                return
+            ctx = getattr(_TL, "sqs_delete", None) or {}
+            request_url = ctx.get("request_url")
+            for message in removed:
+                SQS_DELETIONS.append(
+                    {
+                        "queue_name": self.name,
+                        "queue_url": self.url(request_url) if request_url else None,
+                        "account": self.account_id,
+                        "region": self.region,
+                        "action": ctx.get("action"),
+                        "message_id": message.id,
+                        "body": message.body,
+                        "sent_at_ms": message.sent_timestamp,
+                        "first_received_at_ms": message.approximate_first_receive_timestamp,
+                        "deleted_at_ms": None,  # stamped by SqsDeletionLog.append
+                        "receive_count": message.approximate_receive_count,
+                        "receipt_handle_stale": receipt_handle != message.receipt_handle,
+                    }
+                )
+
+    return _queue_delete_message
+
+
+def install_sqs_deletion_record() -> None:
+    from moto.sqs.models import Queue as SqsQueue
+
+    SqsQueue.delete_message = _make_queue_delete_message(SqsQueue.delete_message)
+    _sqs_delete_context("delete_message", "DeleteMessage")
+    _sqs_delete_context("delete_message_batch", "DeleteMessageBatch")
+
+
+# --------------------------------------------------------------------------------------------
 # WSGI front: /_termguard/* and unsigned Auto Scaling Query requests
 # --------------------------------------------------------------------------------------------
 
@@ -1852,6 +1968,7 @@ class TermguardApp:
             return self.termguard_endpoint(environ, start_response, path)
         if path.rstrip("/") == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             FAULTS.clear()  # a reset clears everything added here
+            SQS_DELETIONS.clear()
         call = self.identify(environ)
         if call is not None:
             faulted = self.inject_faults(call, start_response)
@@ -1960,6 +2077,14 @@ class TermguardApp:
             return self._json(start_response, "200 OK", body)
         if path.rstrip("/") == "/_termguard/faults":
             return self.faults_endpoint(environ, start_response)
+        if path.rstrip("/") == "/_termguard/sqs-deletions":
+            method = environ.get("REQUEST_METHOD")
+            if method == "DELETE":
+                SQS_DELETIONS.clear()
+                LOG.info("SQS deletion record cleared")
+            elif method != "GET":
+                return self._json(start_response, "405 Method Not Allowed", {"error": "use GET or DELETE"})
+            return self._json(start_response, "200 OK", SQS_DELETIONS.snapshot(query.get("queue")))
         if path.rstrip("/") == "/_termguard/health":
             return self._json(start_response, "200 OK", {"status": "ok", "moto": moto.__version__})
         return self._json(start_response, "404 Not Found", {"error": f"no such endpoint: {path}"})

@@ -11,7 +11,7 @@ message on the queue, heartbeats, CompleteLifecycleAction, timeouts, scaling-act
 A second launcher checks the global timeout and the direct (non-EventBridge) message shape; a
 third one the fault injection (/_termguard/faults): fail_next, seeded error_rate, latency, AWS's
 error shapes for Auto Scaling (Query/XML) and SQS (JSON and Query), and that a faulted call never
-reached moto.
+reached moto; a fourth one the SQS deletion record (/_termguard/sqs-deletions).
 """
 
 from __future__ import annotations
@@ -121,6 +121,15 @@ class Peer:
         status, body = self.faults("PUT", config)
         assert status == 200, body
         return body
+
+    def deletions(self, method: str = "GET", **filters: str) -> list[dict]:
+        """/_termguard/sqs-deletions: GET (the record, optionally filtered by queue=NAME) or DELETE."""
+        q = urllib.parse.urlencode(filters)
+        req = urllib.request.Request(f"{self.url}/_termguard/sqs-deletions?{q}", method=method)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = json.load(r)
+        assert set(body) == {"deletions"}, body
+        return body["deletions"]
 
     def raw(self, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """A POST to / as an SDK would send it: (status, headers with lower-case names, body)."""
@@ -1053,6 +1062,205 @@ class FaultInjectionTest(unittest.TestCase):
         with urllib.request.urlopen(req, timeout=10) as r:
             self.assertEqual(r.status, 200)
         self.assertIsNone(p.faults()[1]["config"])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SqsDeletionsTest(unittest.TestCase):
+    """GET/DELETE /_termguard/sqs-deletions on a launcher of its own: what DeleteMessage removed."""
+
+    peer: Peer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.peer = Peer(attempts=1)  # no retries: an injected fault reaches the test
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        rc = cls.peer.stop()
+        if rc != 0:
+            print(cls.peer.log_text(), file=sys.stderr)
+        assert rc == 0, f"launcher exited {rc} on SIGTERM"
+
+    def setUp(self) -> None:
+        self.addCleanup(self.peer.faults, "DELETE")
+
+    def receive_all(self, url: str, count: int, visibility: int = 60) -> dict[str, dict]:
+        """Receive `count` messages (body -> message, with SentTimestamp and ApproximateReceiveCount)."""
+        got: dict[str, dict] = {}
+        deadline = time.monotonic() + 10
+        while len(got) < count and time.monotonic() < deadline:
+            out = self.peer.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=visibility,
+                AttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            )
+            got.update({m["Body"]: m for m in out.get("Messages", [])})
+        self.assertEqual(len(got), count, got)
+        return got
+
+    def in_flight(self, url: str) -> str:
+        attrs = self.peer.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        return attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
+
+    # -------------------------------------------------------------------------------------------
+
+    def test_delete_message_records_body_and_times(self):
+        p = self.peer
+        self.assertEqual(p.sqs.meta.service_model.protocol, "json")  # botocore, like the Rust SDK
+        url, _ = p.queue("del-q")
+        sent_from = now_ms()
+        first_id = p.sqs.send_message(QueueUrl=url, MessageBody="first")["MessageId"]
+        p.sqs.send_message(QueueUrl=url, MessageBody="second")
+        sent_until = now_ms()
+        msgs = self.receive_all(url, 2)
+        received_until = now_ms()
+        self.assertEqual(p.deletions(queue="del-q"), [])  # receiving deletes nothing
+
+        before = now_ms()
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msgs["first"]["ReceiptHandle"])
+        after = now_ms()
+        (row,) = p.deletions(queue="del-q")
+        self.assertEqual(
+            set(row),
+            {"queue_name", "queue_url", "account", "region", "action", "message_id", "body", "sent_at_ms",
+             "first_received_at_ms", "deleted_at_ms", "receive_count", "receipt_handle_stale"},
+        )
+        self.assertEqual(
+            (row["queue_name"], row["queue_url"], row["account"], row["region"], row["action"]),
+            ("del-q", url, "123456789012", "us-east-1", "DeleteMessage"),
+        )
+        self.assertEqual((row["message_id"], row["body"]), (first_id, "first"))
+        self.assertEqual(row["message_id"], msgs["first"]["MessageId"])
+        self.assertEqual(row["sent_at_ms"], int(msgs["first"]["Attributes"]["SentTimestamp"]))
+        self.assertTrue(sent_from <= row["sent_at_ms"] <= sent_until, (sent_from, row, sent_until))
+        self.assertTrue(row["sent_at_ms"] <= row["first_received_at_ms"] <= received_until, row)
+        self.assertTrue(before <= row["deleted_at_ms"] <= after, (before, row, after))
+        self.assertEqual(row["receive_count"], 1)
+        self.assertEqual(row["receive_count"], int(msgs["first"]["Attributes"]["ApproximateReceiveCount"]))
+        self.assertFalse(row["receipt_handle_stale"])
+        self.assertEqual(self.in_flight(url), "1")  # "second" is still there, and not in the record
+
+        # moto answers a second delete with the same handle with success, but removes nothing: no record
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msgs["first"]["ReceiptHandle"])
+        # a handle no message ever had: ReceiptHandleIsInvalid, no record
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-receipt-handle")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ReceiptHandleIsInvalid")
+        self.assertEqual(p.deletions(queue="del-q"), [row])
+        self.assertEqual(self.in_flight(url), "1")
+
+        # the filter is by queue name; without it every queue's deletions, in deletion order
+        other, _ = p.queue("del-other-q")
+        p.sqs.send_message(QueueUrl=other, MessageBody="elsewhere")
+        p.sqs.delete_message(QueueUrl=other, ReceiptHandle=self.receive_all(other, 1)["elsewhere"]["ReceiptHandle"])
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msgs["second"]["ReceiptHandle"])
+        self.assertEqual([r["body"] for r in p.deletions(queue="del-q")], ["first", "second"])
+        self.assertEqual([r["body"] for r in p.deletions(queue="del-other-q")], ["elsewhere"])
+        everything = [r for r in p.deletions() if r["queue_name"] in ("del-q", "del-other-q")]
+        self.assertEqual([r["body"] for r in everything], ["first", "elsewhere", "second"])
+        times = [r["deleted_at_ms"] for r in everything]
+        self.assertEqual(times, sorted(times))
+        self.assertEqual(p.deletions(queue="no-such-q"), [])
+
+    def test_delete_message_batch_and_the_query_protocol(self):
+        p = self.peer
+        url, _ = p.queue("batch-q")
+        for body in ("a", "b", "c"):
+            p.sqs.send_message(QueueUrl=url, MessageBody=body)
+        msgs = self.receive_all(url, 3)
+        # "b" is received a second time: a new receipt handle, ApproximateReceiveCount 2
+        p.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=msgs["b"]["ReceiptHandle"], VisibilityTimeout=0)
+        again = self.receive_all(url, 1)["b"]
+        self.assertNotEqual(again["ReceiptHandle"], msgs["b"]["ReceiptHandle"])
+
+        before = now_ms()
+        out = p.sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": "a", "ReceiptHandle": msgs["a"]["ReceiptHandle"]},
+                {"Id": "b", "ReceiptHandle": again["ReceiptHandle"]},
+                {"Id": "bogus", "ReceiptHandle": "not-a-receipt-handle"},
+            ],
+        )
+        after = now_ms()
+        self.assertEqual(sorted(e["Id"] for e in out["Successful"]), ["a", "b"])
+        self.assertEqual([(e["Id"], e["Code"]) for e in out["Failed"]], [("bogus", "ReceiptHandleIsInvalid")])
+        rows = p.deletions(queue="batch-q")
+        self.assertEqual([(r["body"], r["action"]) for r in rows], [("a", "DeleteMessageBatch"), ("b", "DeleteMessageBatch")])
+        self.assertEqual([r["message_id"] for r in rows], [msgs["a"]["MessageId"], msgs["b"]["MessageId"]])
+        self.assertEqual([r["receive_count"] for r in rows], [1, 2])
+        self.assertEqual([r["receipt_handle_stale"] for r in rows], [False, False])
+        self.assertEqual({r["queue_url"] for r in rows}, {url})
+        for r in rows:
+            self.assertTrue(before <= r["deleted_at_ms"] <= after, (before, r, after))
+            self.assertTrue(r["sent_at_ms"] <= r["first_received_at_ms"] <= r["deleted_at_ms"], r)
+        self.assertEqual(self.in_flight(url), "1")  # "c"
+
+        # the Query protocol (Action=DeleteMessage), with a stale handle: moto removes the message
+        # anyway (AWS may not), so it is recorded, flagged as stale
+        p.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=msgs["c"]["ReceiptHandle"], VisibilityTimeout=0)
+        self.receive_all(url, 1)
+        form = urllib.parse.urlencode(
+            {"Action": "DeleteMessage", "Version": "2012-11-05", "QueueUrl": url,
+             "ReceiptHandle": msgs["c"]["ReceiptHandle"]}
+        ).encode()
+        status, _, body = p.raw(
+            form, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Authorization": SQS_SIGNED}
+        )
+        self.assertEqual(status, 200, body)
+        self.assertIn(b"DeleteMessageResponse", body)
+        row = p.deletions(queue="batch-q")[-1]
+        self.assertEqual(
+            (row["body"], row["action"], row["queue_url"], row["receive_count"], row["receipt_handle_stale"]),
+            ("c", "DeleteMessage", url, 2, True),
+        )
+        self.assertEqual(len(p.deletions(queue="batch-q")), 3)
+        self.assertEqual(self.in_flight(url), "0")
+
+    def test_a_delete_refused_by_a_fault_is_not_recorded(self):
+        p = self.peer
+        url, _ = p.queue("refused-q")
+        p.sqs.send_message(QueueUrl=url, MessageBody="keep")
+        msg = self.receive_all(url, 1)["keep"]
+
+        p.put_faults({"rules": [{"action": "DeleteMessage", "fail_next": 1, "error": "internal"},
+                                {"action": "DeleteMessageBatch", "fail_next": 1}]})
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
+        self.assertEqual(cm.exception.response["Error"]["Code"], "InternalFailure")
+        with self.assertRaises(ClientError) as cm:
+            p.sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": "1", "ReceiptHandle": msg["ReceiptHandle"]}])
+        self.assertEqual(cm.exception.response["Error"]["Code"], "RequestThrottled")
+        self.assertEqual(p.faults()[1]["injected"], {"DeleteMessage": 1, "DeleteMessageBatch": 1})
+        self.assertEqual(p.deletions(queue="refused-q"), [])
+        self.assertEqual(self.in_flight(url), "1")
+
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])  # fail_next used up
+        (row,) = p.deletions(queue="refused-q")
+        self.assertEqual((row["body"], row["receive_count"]), ("keep", 1))
+
+    def test_delete_and_reset_clear_the_record(self):
+        p = self.peer
+        url, _ = p.queue("clear-q")
+        for body in ("x", "y"):
+            p.sqs.send_message(QueueUrl=url, MessageBody=body)
+        msgs = self.receive_all(url, 2)
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msgs["x"]["ReceiptHandle"])
+        self.assertEqual(len(p.deletions(queue="clear-q")), 1)
+        self.assertEqual(p.deletions("DELETE"), [])
+        self.assertEqual(p.deletions(), [])
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            p.deletions("PUT")
+        self.assertEqual(cm.exception.code, 405)
+
+        p.sqs.delete_message(QueueUrl=url, ReceiptHandle=msgs["y"]["ReceiptHandle"])
+        self.assertEqual([r["body"] for r in p.deletions()], ["y"])
+        req = urllib.request.Request(f"{p.url}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+        self.assertEqual(p.deletions(), [])
 
 
 class GlobalTimeoutAndDirectShapeTest(unittest.TestCase):
