@@ -48,6 +48,7 @@ pub struct Faults {
     counters: Mutex<BTreeMap<String, u64>>,
     paths: Mutex<BTreeMap<String, u64>>,
     total: AtomicU64,
+    injected: AtomicU64,
 }
 
 impl Faults {
@@ -109,10 +110,19 @@ impl Faults {
                 None => fastrand::f64(),
             }
         };
+        let fail_with = (roll < f.error_rate).then(|| f.error_code.unwrap_or(500));
+        if fail_with.is_some() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
         Decision {
             delay: Duration::from_millis(f.latency_ms),
-            fail_with: (roll < f.error_rate).then(|| f.error_code.unwrap_or(500)),
+            fail_with,
         }
+    }
+
+    /// Requests failed on purpose since start (or the last reset).
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
     }
 
     /// Counts a request by verb and path (`evict /api/v1/namespaces/ns/pods/p/eviction`), so
@@ -160,6 +170,7 @@ impl Faults {
             .clear();
         self.paths.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.total.store(0, Ordering::Relaxed);
+        self.injected.store(0, Ordering::Relaxed);
     }
 }
 

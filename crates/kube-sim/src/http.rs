@@ -837,7 +837,12 @@ fn evict(
     if q.get("dryRun").is_some_and(|d| d == "All") {
         opts.dry_run = Some(vec!["All".into()]);
     }
-    let status = ops::evict(&app.store, target.ns.as_deref().unwrap_or(""), &name, &opts)?;
+    let ns = target.ns.as_deref().unwrap_or("");
+    let status = ops::evict(&app.store, ns, &name, &opts)?;
+    if opts.dry_run.is_none() {
+        // Evictions the server accepted, per pod: how often one pod was asked to go and did.
+        app.faults.count_path("evicted", &format!("{ns}/{name}"));
+    }
     Ok((201, status))
 }
 

@@ -130,6 +130,8 @@ pub struct Handler {
     /// entry would keep an abandoned drain — and its lease renewal — alive for ever, since the
     /// drain future itself holds the handler.)
     inflight: Mutex<HashMap<String, Running>>,
+    /// Lifecycle actions a heartbeat loop of this process keeps alive.
+    beating: Mutex<std::collections::HashSet<String>>,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
@@ -179,6 +181,7 @@ impl Handler {
             groups,
             config,
             inflight: Mutex::default(),
+            beating: Mutex::default(),
             metrics: std::sync::OnceLock::new(),
         })
     }
@@ -276,12 +279,18 @@ impl Handler {
         let Ok(n) = self.node_api.get(node).await else {
             return Disposition::Done(format!("maintenance over; node {node} is gone"));
         };
-        let state = nodes::DrainState::of(&n);
-        if !(state.is_finished() && state.cause.as_deref() == Some(Cause::Maintenance.label())) {
+        let drained_for_it = |n: &Node| {
+            let state = nodes::DrainState::of(n);
+            state.is_finished() && state.cause.as_deref() == Some(Cause::Maintenance.label())
+        };
+        if !drained_for_it(&n) {
             return Disposition::Done("maintenance over; nothing of termguard's to undo".into());
         }
-        match nodes::uncordon(&self.node_api, node).await {
-            Ok(_) => {
+        match nodes::uncordon_if(&self.node_api, node, drained_for_it).await {
+            Ok(false) => Disposition::Done(
+                "maintenance over; the node is being drained again: left as it is".into(),
+            ),
+            Ok(true) => {
                 tracing::info!(node, "maintenance over: node uncordoned");
                 if let Some(m) = self.metrics.get() {
                     m.nodes_returned.inc();
@@ -312,8 +321,9 @@ impl Handler {
                 if !nodes::returned(&n) || lock(&self.inflight).contains_key(name) {
                     continue;
                 }
-                match nodes::uncordon(&self.node_api, name).await {
-                    Ok(_) => {
+                match nodes::uncordon_if(&self.node_api, name, nodes::returned).await {
+                    Ok(false) => {}
+                    Ok(true) => {
                         tracing::info!(node = name, "the instance came back after its drain: node uncordoned, termguard's taint, label and annotations removed");
                         if let Some(m) = self.metrics.get() {
                             m.nodes_returned.inc();
@@ -659,6 +669,25 @@ impl Handler {
         event_time: Timestamp,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> u32 {
+        // One loop per action in this process, however many copies of its message are being
+        // handled: the others stand by and take over if the one heartbeating goes away.
+        let token = action.token.to_string();
+        loop {
+            if lock(&self.beating).insert(token.clone()) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return 0,
+            }
+        }
+        struct Beating<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
+        impl Drop for Beating<'_> {
+            fn drop(&mut self) {
+                lock(self.0).remove(&self.1);
+            }
+        }
+        let _beating = Beating(&self.beating, token);
         // Until the hook answers, the shortest timeouts AWS allows: never a late heartbeat.
         let mut timeouts = HookTimeouts::SAFE_DEFAULT;
         let mut known = false;

@@ -289,9 +289,11 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
                 boot_id(&node).map_or(serde_json::Value::Null, |b| json!(b)),
             );
         }
+        // The cordon again, in the same guarded patch: whatever uncordoned the node since our
+        // first cordon (an undo of an earlier drain on another replica) cannot leave it open.
         let mut patch = json!({
             "metadata": {"resourceVersion": node.metadata.resource_version, "annotations": annotations},
-            "spec": {"taints": taints},
+            "spec": {"taints": taints, "unschedulable": true},
         });
         let has_label = node
             .metadata
@@ -409,8 +411,21 @@ pub async fn annotate(
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
 /// set it, and the progress annotations. Returns whether anything changed.
 pub async fn uncordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
+    uncordon_if(api, name, |_| true).await
+}
+
+/// [`uncordon`], only while `still` holds for the Node as read: checked again on every read,
+/// so a drain another replica claimed meanwhile (a conflict, then a fresh read) is never undone.
+pub async fn uncordon_if(
+    api: &Api<Node>,
+    name: &str,
+    still: impl Fn(&Node) -> bool,
+) -> Result<bool, NodeError> {
     loop {
         let node = api.get(name).await.map_err(api_err("getting", name))?;
+        if !still(&node) {
+            return Ok(false);
+        }
         let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
         let taints: Vec<Taint> = node
             .spec
