@@ -15,6 +15,8 @@
 //! Run: `cargo bench -p termguard --bench queue` (options: `-- --notices 200 --pods-per-node 2
 //! --shutdown-ms 500 --max-in-flight 50`).
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "../tests/common/moto.rs"]
 mod moto;
 
@@ -36,31 +38,14 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        notices: 200,
-        pods_per_node: 2,
-        shutdown_ms: 500,
-        max_in_flight: 50,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || -> anyhow::Result<u64> {
-            Ok(it
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?
-                .parse()?)
-        };
-        match a.as_str() {
-            "--notices" => o.notices = value()? as usize,
-            "--pods-per-node" => o.pods_per_node = value()? as usize,
-            "--shutdown-ms" => o.shutdown_ms = value()?,
-            "--max-in-flight" => o.max_in_flight = value()? as usize,
-            // cargo bench passes --bench.
-            _ => {}
-        }
-    }
-    Ok(o)
+    let f = args::numeric_flags(&["notices", "pods-per-node", "shutdown-ms", "max-in-flight"])?;
+    let get = |k: &str, d: u64| f.get(k).copied().unwrap_or(d);
+    Ok(Options {
+        notices: get("notices", 200) as usize,
+        pods_per_node: get("pods-per-node", 2) as usize,
+        shutdown_ms: get("shutdown-ms", 500),
+        max_in_flight: get("max-in-flight", 50) as usize,
+    })
 }
 
 fn now_ms() -> i64 {

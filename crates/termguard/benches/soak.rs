@@ -20,6 +20,8 @@
 //! Run: `cargo bench -p termguard --bench soak -- --notices 1000 --seed 1` (also `--nodes`,
 //! `--replicas`, `--interval-ms`). Simulator backend; TERMGUARD_LOG=termguard=info shows logs.
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "../tests/common/moto.rs"]
 mod moto;
 
@@ -45,33 +47,15 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        notices: 1000,
-        seed: 1,
-        nodes: 24,
-        replicas: 2,
-        interval_ms: 40,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || -> anyhow::Result<u64> {
-            Ok(it
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?
-                .parse()?)
-        };
-        match a.as_str() {
-            "--notices" => o.notices = value()? as usize,
-            "--seed" => o.seed = value()?,
-            "--nodes" => o.nodes = value()? as usize,
-            "--replicas" => o.replicas = value()?.max(1) as usize,
-            "--interval-ms" => o.interval_ms = value()?,
-            // cargo bench passes --bench.
-            _ => {}
-        }
-    }
-    Ok(o)
+    let f = args::numeric_flags(&["notices", "seed", "nodes", "replicas", "interval-ms"])?;
+    let get = |k: &str, d: u64| f.get(k).copied().unwrap_or(d);
+    Ok(Options {
+        notices: get("notices", 1000) as usize,
+        seed: get("seed", 1),
+        nodes: get("nodes", 24) as usize,
+        replicas: get("replicas", 2).max(1) as usize,
+        interval_ms: get("interval-ms", 40),
+    })
 }
 
 const CLUSTER: &str = "soak";
