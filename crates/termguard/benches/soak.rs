@@ -609,7 +609,18 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .filter(|a| a["state"] == "waiting")
             .count();
-        if waiting == 0 || Instant::now() > settle_by {
+        // And every Spot warning's node drained (or gone): a warning sent near the end may
+        // still be draining past a budget.
+        let spot_pending = {
+            let r = lock(&record);
+            r.spot_stopped
+                .iter()
+                .filter(|(n, seen)| {
+                    !**seen && node_obj(&sim, n).is_some() && !r.chaos_killed.contains(*n)
+                })
+                .count()
+        };
+        if (waiting == 0 && spot_pending == 0) || Instant::now() > settle_by {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
