@@ -95,6 +95,52 @@ pub(super) async fn delete(
     }
 }
 
+/// [`delete`], retried on a transient error (429, 5xx, a connection or timeout error) with a
+/// short backoff: a clipped delete at the deadline is the pod's last chance of a SIGTERM, so one
+/// failed request must not leave it running. At least three tries, then until `until`.
+pub(super) async fn delete_retrying(
+    api: &Api<Pod>,
+    p: &PlannedPod,
+    uid: &str,
+    grace: Option<i64>,
+    until: tokio::time::Instant,
+) -> Result<(), String> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let dp = DeleteParams {
+            grace_period_seconds: grace
+                .filter(|g| *g >= 0)
+                .and_then(|g| u32::try_from(g).ok()),
+            preconditions: (!uid.is_empty()).then(|| Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let err = match api.delete(&p.pod.name, &dp).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
+            Err(e) => e,
+        };
+        let transient = match &err {
+            kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+            _ => true,
+        };
+        let message = format!(
+            "error when deleting pods/\"{}\" -n \"{}\": {err}",
+            p.pod.name, p.pod.namespace
+        );
+        if !transient || (tries >= 3 && tokio::time::Instant::now() + delay > until) {
+            return Err(message);
+        }
+        tracing::warn!(pod = %p.pod, error = %err, retry_in = ?delay, "deleting the pod failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
 /// The result of one eviction attempt.
 pub(super) enum Attempt {
     Gone,

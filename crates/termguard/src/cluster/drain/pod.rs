@@ -69,9 +69,20 @@ impl Drainer {
                     {
                         self.emit(Progress::Evicting(p.pod.clone()));
                         result.attempts += 1;
+                        // Retried on a transient error until the pod's clipped grace would
+                        // end: its last chance of a SIGTERM before the instance goes.
+                        let until = tokio::time::Instant::now()
+                            + Duration::from_secs(grace_period_seconds.max(1) as u64);
                         let deleted = {
                             let _permit = permits.acquire().await;
-                            evict::delete(&api, &p, &uid, Some(grace_period_seconds)).await
+                            evict::delete_retrying(
+                                &api,
+                                &p,
+                                &uid,
+                                Some(grace_period_seconds),
+                                until,
+                            )
+                            .await
                         };
                         match deleted {
                             Ok(()) => {
