@@ -488,7 +488,9 @@ impl Handler {
                     return Ok(r);
                 }
                 Err(e) => {
-                    let past = current_deadline(req).is_some_and(|d| d <= Timestamp::now());
+                    let past = req
+                        .current_deadline()
+                        .is_some_and(|d| d <= Timestamp::now());
                     if past {
                         if let Some(m) = self.metrics.get() {
                             Metrics::count(&m.drains, "error");
@@ -944,15 +946,7 @@ fn unfinished(o: Outcome) -> bool {
 
 /// Whether a notice-driven drain's deadline is still ahead (a drain without one is manual).
 fn before_deadline(req: &DrainRequest) -> bool {
-    current_deadline(req).is_some_and(|d| d > Timestamp::now())
-}
-
-/// The drain's deadline as the notices for its node have it now.
-fn current_deadline(req: &DrainRequest) -> Option<Timestamp> {
-    match &req.deadline_updates {
-        Some(rx) => *rx.borrow(),
-        None => req.deadline,
-    }
+    req.current_deadline().is_some_and(|d| d > Timestamp::now())
 }
 
 /// How a drain outcome reads in logs.

@@ -57,6 +57,14 @@ impl DrainRequest {
             concurrency: 64,
         }
     }
+
+    /// The deadline as it stands now: the latest of `deadline_updates` when set.
+    pub fn current_deadline(&self) -> Option<Timestamp> {
+        match &self.deadline_updates {
+            Some(rx) => *rx.borrow(),
+            None => self.deadline,
+        }
+    }
 }
 
 /// Errors that stop a drain before it can report.
@@ -354,14 +362,6 @@ impl Drainer {
         .await
     }
 
-    /// The request's deadline as it stands now.
-    fn requested_deadline(req: &DrainRequest) -> Option<Timestamp> {
-        match &req.deadline_updates {
-            Some(rx) => *rx.borrow(),
-            None => req.deadline,
-        }
-    }
-
     async fn drain_inner(&self, req: &DrainRequest) -> Result<DrainReport, DrainError> {
         let started = tokio::time::Instant::now();
         let now = Timestamp::now();
@@ -371,7 +371,7 @@ impl Drainer {
             .timeout
             .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
         let (role, node_uid, feed) = loop {
-            let requested = Self::requested_deadline(req);
+            let requested = req.current_deadline();
             let claim = Claim {
                 owner: &self.identity,
                 notice: &req.notice,

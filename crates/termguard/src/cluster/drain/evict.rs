@@ -69,13 +69,9 @@ pub(super) async fn evict(
     }
 }
 
-pub(super) async fn delete(
-    api: &Api<Pod>,
-    p: &PlannedPod,
-    uid: &str,
-    grace: Option<i64>,
-) -> Result<(), String> {
-    let dp = DeleteParams {
+/// A DELETE with the grace period (when ≥ 0) and the pod's UID as a precondition.
+fn delete_params(uid: &str, grace: Option<i64>) -> DeleteParams {
+    DeleteParams {
         grace_period_seconds: grace
             .filter(|g| *g >= 0)
             .and_then(|g| u32::try_from(g).ok()),
@@ -84,8 +80,16 @@ pub(super) async fn delete(
             resource_version: None,
         }),
         ..Default::default()
-    };
-    match api.delete(&p.pod.name, &dp).await {
+    }
+}
+
+pub(super) async fn delete(
+    api: &Api<Pod>,
+    p: &PlannedPod,
+    uid: &str,
+    grace: Option<i64>,
+) -> Result<(), String> {
+    match api.delete(&p.pod.name, &delete_params(uid, grace)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(format!(
@@ -109,17 +113,7 @@ pub(super) async fn delete_retrying(
     let mut tries = 0;
     loop {
         tries += 1;
-        let dp = DeleteParams {
-            grace_period_seconds: grace
-                .filter(|g| *g >= 0)
-                .and_then(|g| u32::try_from(g).ok()),
-            preconditions: (!uid.is_empty()).then(|| Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let err = match api.delete(&p.pod.name, &dp).await {
+        let err = match api.delete(&p.pod.name, &delete_params(uid, grace)).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
             Err(e) => e,
