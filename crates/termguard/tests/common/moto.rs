@@ -323,6 +323,17 @@ impl Moto {
 
     /// Visible + in-flight messages on the queue (SQS's approximate counts; exact in moto).
     pub async fn queue_depth(&self, queue_url: &str) -> (u64, u64) {
+        let first = self.queue_depth_once(queue_url).await;
+        if first != (0, 0) {
+            return first;
+        }
+        // moto evaluates each count at its own millisecond: a message turning visible between
+        // the two is counted in neither. A second reading confirms an empty queue.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.queue_depth_once(queue_url).await
+    }
+
+    async fn queue_depth_once(&self, queue_url: &str) -> (u64, u64) {
         let out = self
             .sqs
             .get_queue_attributes()
