@@ -363,6 +363,28 @@ pub fn instance_id_for(name: &str) -> String {
     format!("i-0{:016x}", h)[..19].to_string()
 }
 
+/// A boot id for a node's first boot, stable for its name: the kubelet reports the kernel's
+/// (a UUID), which changes on every boot of the instance.
+pub fn boot_id_for(name: &str) -> String {
+    let hash = |seed: u64| {
+        name.bytes()
+            .fold(seed, |a, b| (a ^ b as u64).wrapping_mul(0x100000001b3))
+    };
+    let h = format!(
+        "{:016x}{:016x}",
+        hash(0xcbf29ce484222325),
+        hash(0x84222325cbf29ce4)
+    );
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// The Node object for a node spec, labelled like an EKS node.
 pub fn node_object(n: &NodeSpec, region: &str) -> Value {
     let instance_id = if n.instance_id.is_empty() {
@@ -416,7 +438,7 @@ pub fn node_object(n: &NodeSpec, region: &str) -> Value {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {"kubeletVersion": "v1.32.0-eks", "kubeProxyVersion": "v1.32.0-eks", "osImage": "Amazon Linux 2023",
                 "kernelVersion": "6.1.0", "containerRuntimeVersion": "containerd://1.7.0", "operatingSystem": "linux", "architecture": "amd64",
-                "machineID": "", "systemUUID": "", "bootID": ""}
+                "machineID": "", "systemUUID": "", "bootID": boot_id_for(&n.name)}
         }
     })
 }

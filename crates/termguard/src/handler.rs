@@ -1,7 +1,8 @@
 //! One notice end to end: resolve the node → drain → complete the lifecycle action → say what
 //! to do with the message. Idempotent: the drain's progress lives on the Node, duplicate
 //! notices for one node share one drain, and heartbeats start the moment a notice arrives —
-//! also after a restart mid-drain (spec asg-and-imds.md §1.3, §1.5; drain-semantics.md §5.6).
+//! also after a restart mid-drain (`docs/aws-semantics.md#heartbeats`,
+//! `docs/drain-semantics.md#running-twice`).
 
 use crate::aws::{
     ActionRef, Activities, Groups, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult,
@@ -199,10 +200,18 @@ impl Handler {
         let Some(instance) = notice.instance.clone() else {
             return Disposition::Done("notice names no instance".into());
         };
-        let node = self
-            .nodes
-            .node_for(&instance)
-            .and_then(|n| n.metadata.name.clone());
+        let found = self.nodes.node_for(&instance);
+        let node = found.as_ref().and_then(|n| n.metadata.name.clone());
+        if let Some(n) = found.as_deref() {
+            if nodes::undone_for(n, &drain_id(notice)) {
+                tracing::info!(instance = %instance, node = node.as_deref().unwrap_or("-"),
+                    "a late copy of a notice whose drain was undone when the instance came back: not draining again");
+                return Disposition::Done(format!(
+                    "{} notice already handled: the node was drained for it and put back in service when the instance came back",
+                    notice.kind.label()
+                ));
+            }
+        }
         let span = tracing::info_span!("notice", instance = %instance, kind = notice.kind.label(),
             node = node.as_deref().unwrap_or("-"), cause = notice.cause.as_ref().map_or("-", Cause::label));
         // Instrumented, not entered: an entered span held across awaits would tag other tasks'
@@ -363,11 +372,10 @@ impl Handler {
             .as_ref()
             .map_or(notice.kind.label(), Cause::label)
             .to_string();
-        let id = notice.event_id.as_ref().map_or_else(
-            || format!("{}-{}", notice.kind.label(), notice.event_time),
-            |e| e.to_string(),
-        );
-        match self.drain_shared(node, &id, &cause, deadline).await {
+        match self
+            .drain_shared(node, &drain_id(notice), &cause, deadline)
+            .await
+        {
             Ok(r) => Disposition::Done(format!(
                 "node {node} {:?} ({} pods evicted)",
                 r.outcome, r.evicted
@@ -436,7 +444,8 @@ impl Handler {
     }
 
     /// The recorded result when this notice's drain of the node already finished: a duplicate
-    /// delivery (SQS is at-least-once, spec asg-and-imds.md §7) must not drain the node again.
+    /// delivery (SQS is at-least-once: `docs/aws-semantics.md#delivery`) must not drain the node
+    /// again.
     async fn finished_drain(&self, req: &DrainRequest) -> Option<DrainReport> {
         let node = self.node_api.get(&req.node).await.ok()?;
         let state = nodes::DrainState::of(&node);
@@ -605,7 +614,7 @@ impl Handler {
             .map_or("lifecycle-terminate", Cause::label)
             .to_string();
         let drained = self
-            .drain_shared(&node, action.token.as_str(), &cause, Some(global_deadline))
+            .drain_shared(&node, &drain_id(notice), &cause, Some(global_deadline))
             .await;
         let _ = stop_tx.send(true);
         let beats = heartbeats.await.unwrap_or(0);
@@ -920,6 +929,18 @@ impl Handler {
 }
 
 /// How soon a failed heartbeat is tried again: 1, 2, 4, then every 5 s.
+/// The id a notice's drain is recorded under on the Node (`termguard.io/drain-notice`): the
+/// lifecycle action's token, or the producer's event id (the same in every copy of a message).
+fn drain_id(notice: &Notice) -> String {
+    if let (NoticeKind::LifecycleTerminate, Some(hook)) = (&notice.kind, &notice.hook) {
+        return hook.token.to_string();
+    }
+    notice.event_id.as_ref().map_or_else(
+        || format!("{}-{}", notice.kind.label(), notice.event_time),
+        |e| e.to_string(),
+    )
+}
+
 fn heartbeat_retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(3)).min(Duration::from_secs(5))
 }

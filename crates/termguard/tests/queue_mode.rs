@@ -1667,6 +1667,17 @@ both_backends! {
         let undone = cluster::eventually(Duration::from_secs(15), || unmarked(&bed, &node)).await;
         assert!(undone, "put back in service: {}", bed.cluster.node(&node).await);
         assert_eq!(tg.metric("termguard_nodes_returned_total"), 1.0);
+
+        // A late copy of the same warning (SQS delivers at least once; a backlog or a redrive
+        // brings it after the instance is back): acknowledged, and the node is not drained again.
+        assert!(wait_queue_empty(&bed, Duration::from_secs(10)).await);
+        bed.cluster.reset_counts();
+        bed.moto.send(&bed.fleet.queue_url, &serde_json::to_string(&v)?).await;
+        assert!(wait_queue_empty(&bed, Duration::from_secs(15)).await, "the late copy is deleted");
+        assert!(!cordoned(&bed, &node).await, "not drained again: {}", bed.cluster.node(&node).await);
+        assert!(unmarked(&bed, &node).await);
+        assert_eq!(bed.cluster.verb_count("evict"), 0, "no pod evicted again");
+        assert_eq!(events_about(&bed, &node, "DrainStarted").await?, 1, "one drain");
         tg.stop().await
     }
 }

@@ -1,7 +1,8 @@
 //! Node state for a drain: cordon, the `termguard.io/terminating` taint, the
 //! exclude-from-load-balancers label, and the progress annotations that let a second run —
 //! after a crash, on another replica, or from a duplicate message — continue instead of
-//! starting over (spec drain-semantics.md §5.1).
+//! starting over (`docs/drain-semantics.md#marking-the-node`,
+//! `docs/drain-semantics.md#running-twice`).
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -43,6 +44,20 @@ pub const STARTED: &str = "termguard.io/drain-started";
 pub const PHASE: &str = "termguard.io/drain-phase";
 /// The final summary (JSON), so a follower reports the same result.
 pub const RESULT: &str = "termguard.io/drain-result";
+/// The notice whose drain was undone because the instance came back (or its maintenance was
+/// called off): a late copy of it (SQS delivers at least once; a backlog or a dead-letter
+/// redrive can bring it hours later) must not drain the node again. Kept when the drain's own
+/// annotations are removed.
+pub const UNDONE_NOTICE: &str = "termguard.io/undone-notice";
+
+/// Whether the node's drain for `notice` was undone since (see [`UNDONE_NOTICE`]).
+pub fn undone_for(node: &Node, notice: &str) -> bool {
+    node.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(UNDONE_NOTICE))
+        .is_some_and(|n| n == notice)
+}
 
 /// How long an owner's renewal stays valid; a drain not renewed for this long was abandoned.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -220,8 +235,9 @@ pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
 }
 
 /// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
-/// taint (read-modify-write of the whole list, spec §5.1 rule 2), the load-balancer label (only
-/// if absent, rule 3) and the progress annotations. Conflicts are retried with a fresh read.
+/// taint (read-modify-write of the whole list), the load-balancer label (only if absent) and
+/// the progress annotations (`docs/drain-semantics.md#marking-the-node`). Conflicts are retried
+/// with a fresh read.
 pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOutcome, NodeError> {
     let was_cordoned = cordon(api, name).await?;
     loop {
@@ -469,11 +485,14 @@ pub async fn uncordon_if(
             patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
         }
         if !annotations.is_empty() {
-            let nulls: BTreeMap<String, serde_json::Value> = annotations
+            let mut changes: BTreeMap<String, serde_json::Value> = annotations
                 .into_iter()
                 .map(|k| (k, serde_json::Value::Null))
                 .collect();
-            patch["metadata"]["annotations"] = json!(nulls);
+            if let Some(notice) = DrainState::of(&node).notice.filter(|n| n != "manual") {
+                changes.insert(UNDONE_NOTICE.to_string(), json!(notice));
+            }
+            patch["metadata"]["annotations"] = json!(changes);
         }
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
