@@ -49,6 +49,13 @@ export TERMGUARD_CLUSTER_DIR="$CLUSTER_DIR" TERMGUARD_REQUIRE_REAL_CLUSTER=1
 
 cargo test --workspace --locked </dev/null
 
+# A short chaos soak on each backend (docs/reliability.md#the-chaos-soak): notices of every
+# kind through the AWS test peer, faults all along (on the real backend through the
+# fault-injecting proxy); it exits 1 naming any invariant that is not 0. Built in the dev
+# profile: the test build's artifacts serve it.
+cargo bench -p termguard --bench soak --profile dev --locked -- --notices 150 --seed 1 </dev/null
+cargo bench -p termguard --bench soak --profile dev --locked -- --backend real --notices 150 --seed 2 </dev/null
+
 # Least privilege, shown by the real authorizer: the termguard user was refused nothing, and
-# every rule of the shipped ClusterRole was used by the code under test.
+# every rule of the shipped ClusterRole was used by the code under test (the soak included).
 python3 scripts/rbac-check.py "$CLUSTER_DIR/audit.log"

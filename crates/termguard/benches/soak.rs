@@ -3,12 +3,16 @@
 //!
 //! Over real sockets: the moto peer (tests/aws/moto_server.py) with this cluster's Auto Scaling
 //! group (a termination hook, instances replaced as they go) and another cluster's group whose
-//! hook sends to the same queue; the Kubernetes simulator with a Node per instance; termguard's
-//! queue mode, several replicas in this process on one queue. A seeded generator sends the
+//! hook sends to the same queue; a cluster with a Node per instance — the Kubernetes simulator
+//! (`--backend sim`, the default) or the real control plane of `scripts/cluster.sh` with KWOK
+//! nodes (`--backend real`, `TERMGUARD_CLUSTER_DIR` naming it), reached by termguard through
+//! the fault-injecting proxy of scripts/controlplane/faultproxy as the `termguard` user of the
+//! shipped ClusterRole; termguard's queue mode, several replicas in this process on one queue. A seeded generator sends the
 //! notices — lifecycle terminations, Spot warnings (stop: the instance comes back), rebalance
 //! recommendations, late `stopping` events for live instances, AWS Health changes and their
 //! closing, the other cluster's terminations, duplicates, malformed messages — while faults are
-//! injected: API 5xx and 429 on every verb and cut watches (the simulator), throttled and
+//! injected: API 5xx and 429 on every verb, cut watches, latency and reset connections (the
+//! simulator's own faults, or the proxy's on the real backend), throttled and
 //! failing heartbeats, completions, receives and deletes (the peer), replicas killed and
 //! restarted mid-drain, nodes killed mid-drain. A "cloud" loop plays EC2: it kills the Node of
 //! every instance the group terminated (counting the pods still on it), joins a Node for every
@@ -17,17 +21,23 @@
 //! Printed at the end, one line each (`invariant <name> <value>`), then `soak: …`; exits 1
 //! naming the invariants that are not 0.
 //!
-//! Run: `cargo bench -p termguard --bench soak -- --notices 1000 --seed 1` (also `--nodes`,
-//! `--replicas`, `--interval-ms`). Simulator backend; TERMGUARD_LOG=termguard=info shows logs.
+//! Run: `cargo bench -p termguard --bench soak -- --notices 1000 --seed 1` (also `--backend
+//! sim|real`, `--nodes`, `--replicas`, `--interval-ms`). On the real backend:
+//! `scripts/cluster.sh up DIR` first, then `TERMGUARD_CLUSTER_DIR=DIR cargo bench … --backend
+//! real`. TERMGUARD_LOG=termguard=info shows termguard's logs.
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
 #[path = "../tests/common/moto.rs"]
 mod moto;
 
+use cluster::{Backend, TestCluster};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_sim::resources::{NODES, PODS};
-use kube_sim::scenario::{NodeSpec, Scenario};
-use kube_sim::Sim;
+use kube_sim::scenario::NodeSpec;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -39,6 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 struct Options {
+    backend: Backend,
     notices: usize,
     seed: u64,
     nodes: usize,
@@ -47,9 +58,23 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let f = args::numeric_flags(&["notices", "seed", "nodes", "replicas", "interval-ms"])?;
+    let mut f = args::flags(&[
+        "backend",
+        "notices",
+        "seed",
+        "nodes",
+        "replicas",
+        "interval-ms",
+    ])?;
+    let backend = match f.remove("backend").as_deref() {
+        None | Some("sim") => Backend::Sim,
+        Some("real") => Backend::Real,
+        Some(other) => anyhow::bail!("--backend {other}: sim or real"),
+    };
+    let f = args::numbers(f)?;
     let get = |k: &str, d: u64| f.get(k).copied().unwrap_or(d);
     Ok(Options {
+        backend,
         notices: get("notices", 1000) as usize,
         seed: get("seed", 1),
         nodes: get("nodes", 24) as usize,
@@ -81,8 +106,8 @@ struct Record {
     killed_at: HashMap<String, Instant>,
     /// Nodes a Spot stop warning was sent for, and whether their drain was seen finished.
     spot_stopped: HashMap<String, bool>,
-    /// Nodes whose instance came back (a new boot).
-    returned: HashSet<String>,
+    /// Nodes whose instance came back (a new boot), with the notice of the drain before.
+    returned: HashMap<String, String>,
     /// Instances with a termination in flight (ours), so no two notices overlap on purpose.
     terminating: HashSet<String>,
     /// Message bodies sent, for duplicates.
@@ -103,17 +128,323 @@ fn is_daemon(pod: &Value) -> bool {
         .is_some_and(|o| o.iter().any(|r| r["kind"] == "DaemonSet"))
 }
 
-fn pods_on(sim: &Sim, node: &str) -> Vec<Arc<Value>> {
-    sim.store
-        .list(&PODS, None)
-        .0
-        .into_iter()
-        .filter(|p| p["spec"]["nodeName"] == node)
-        .collect()
+/// The cluster of the soak, on either backend, read and changed through the API (the admin
+/// client: never faulted), and the faults termguard's requests meet.
+struct World {
+    cluster: TestCluster,
+    /// The fault-injecting proxy in front of kube-apiserver (real backend).
+    proxy: Option<Proxy>,
 }
 
-fn node_obj(sim: &Sim, node: &str) -> Option<Arc<Value>> {
-    sim.store.get(&NODES, "", node)
+/// A running scripts/controlplane/faultproxy.
+struct Proxy {
+    _child: tokio::process::Child,
+    /// `https://127.0.0.1:PORT`, the API server's address through the proxy.
+    url: String,
+    /// `127.0.0.1:PORT` of its control API.
+    control: String,
+}
+
+impl Proxy {
+    /// Starts `$BIN/faultproxy` (DIR/env) in front of the control plane of `dir`.
+    async fn start(dir: &std::path::Path, seed: u64) -> anyhow::Result<Proxy> {
+        use tokio::io::AsyncBufReadExt;
+        let env = std::fs::read_to_string(dir.join("env"))?;
+        let var = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("{k} missing from {}", dir.join("env").display()))
+        };
+        let bin = std::path::PathBuf::from(var("BIN")?).join("faultproxy");
+        let pki = dir.join("pki");
+        let mut child = tokio::process::Command::new(&bin)
+            .arg("--upstream")
+            .arg(var("API_URL")?)
+            .arg("--ca")
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("apiserver.crt"))
+            .arg("--key")
+            .arg(pki.join("apiserver.key"))
+            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+            .arg("--seed")
+            .arg(seed.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("{}: {e} (built by scripts/cluster.sh build)", bin.display())
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("faultproxy: no stdout"))?;
+        let mut first = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await??;
+        let addrs: Value = serde_json::from_str(&first)
+            .map_err(|e| anyhow::anyhow!("faultproxy's first line {first:?}: {e}"))?;
+        let (Some(listen), Some(control)) = (addrs["listen"].as_str(), addrs["control"].as_str())
+        else {
+            anyhow::bail!("faultproxy's first line {first:?} names no addresses");
+        };
+        Ok(Proxy {
+            _child: child,
+            url: format!("https://{listen}"),
+            control: control.to_string(),
+        })
+    }
+
+    async fn control(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<Value> {
+        let (status, text) = moto::http(&self.control, method, path, body).await;
+        anyhow::ensure!(status == 200, "faultproxy {method} {path}: {status} {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+impl World {
+    async fn start(o: &Options, yaml: &str) -> anyhow::Result<World> {
+        let proxy = match o.backend {
+            Backend::Sim => None,
+            Backend::Real => {
+                let dir = cluster::real_cluster_dir().ok_or_else(|| {
+                    anyhow::anyhow!("--backend real: TERMGUARD_CLUSTER_DIR names no control plane (scripts/cluster.sh up DIR)")
+                })?;
+                Some(Proxy::start(&dir, o.seed).await?)
+            }
+        };
+        let cluster = TestCluster::start(o.backend, yaml).await;
+        cluster.settle().await;
+        Ok(World { cluster, proxy })
+    }
+
+    /// What termguard's replicas connect with: the simulator, or the `termguard` user through
+    /// the proxy.
+    async fn termguard_config(&self) -> anyhow::Result<kube::Config> {
+        match (&self.proxy, self.cluster.sim()) {
+            (_, Some(sim)) => Ok(kube::Config::new(sim.url().parse()?)),
+            (Some(proxy), None) => {
+                let mut kc = kube::config::Kubeconfig::read_from(self.cluster.kubeconfig())?;
+                for c in &mut kc.clusters {
+                    if let Some(cluster) = c.cluster.as_mut() {
+                        cluster.server = Some(proxy.url.clone());
+                    }
+                }
+                Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+            }
+            (None, None) => anyhow::bail!("a real backend without its proxy"),
+        }
+    }
+
+    /// Every Node by name (empty on an error: the callers try again on their next round).
+    /// On the simulator, read from its store: its faults are for termguard alone.
+    async fn nodes(&self) -> HashMap<String, Value> {
+        if let Some(sim) = self.cluster.sim() {
+            return sim
+                .store
+                .list(&NODES, None)
+                .0
+                .into_iter()
+                .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), (*n).clone())))
+                .collect();
+        }
+        let api: Api<Node> = Api::all(self.cluster.admin.clone());
+        match api.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter_map(|n| Some((n.metadata.name.clone()?, serde_json::to_value(n).ok()?)))
+                .collect(),
+            Err(e) => {
+                eprintln!("soak: listing nodes: {e}");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// The nodes, retried until a listing succeeds (for the final counts).
+    async fn nodes_surely(&self) -> HashMap<String, Value> {
+        for _ in 0..20 {
+            let n = self.nodes().await;
+            if !n.is_empty() {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        HashMap::new()
+    }
+
+    /// The pods bound to `node`, or `None` when they could not be listed.
+    async fn pods_on(&self, node: &str) -> Option<Vec<Value>> {
+        if let Some(sim) = self.cluster.sim() {
+            return Some(
+                sim.store
+                    .list(&PODS, None)
+                    .0
+                    .into_iter()
+                    .filter(|p| p["spec"]["nodeName"] == node)
+                    .map(|p| (*p).clone())
+                    .collect(),
+            );
+        }
+        let api: Api<Pod> = Api::all(self.cluster.admin.clone());
+        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        match api.list(&lp).await {
+            Ok(list) => Some(
+                list.items
+                    .iter()
+                    .filter_map(|p| serde_json::to_value(p).ok())
+                    .collect(),
+            ),
+            Err(e) => {
+                eprintln!("soak: listing the pods of {node}: {e}");
+                None
+            }
+        }
+    }
+
+    /// The kubelet of the node dies.
+    async fn kill(&self, node: &str) -> bool {
+        self.cluster.try_kill_node(node).await.is_ok()
+    }
+
+    /// The cloud node controller deletes the Node of a terminated instance.
+    async fn delete_node(&self, node: &str) {
+        if let Some(sim) = self.cluster.sim() {
+            let _ = sim.delete_node(node);
+            return;
+        }
+        let api: Api<Node> = Api::all(self.cluster.admin.clone());
+        let _ = api.delete(node, &Default::default()).await;
+    }
+
+    /// A new instance's kubelet registers its Node.
+    async fn join(&self, spec: &NodeSpec) -> bool {
+        self.cluster.join_node(spec, "soak").await.is_ok()
+    }
+
+    /// The node's kubelet reports a new boot.
+    async fn set_boot(&self, node: &str, boot: &str) {
+        if let Some(sim) = self.cluster.sim() {
+            let _ = sim.store.update(&NODES, "", node, |o| {
+                o["status"]["nodeInfo"]["bootID"] = json!(boot);
+                Ok(())
+            });
+            return;
+        }
+        let api: Api<Node> = Api::all(self.cluster.admin.clone());
+        let patch = json!({"status": {"nodeInfo": {"bootID": boot}}});
+        let _ = api
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(patch))
+            .await;
+    }
+
+    /// The taint manager deletes a pod of an unreachable node.
+    async fn delete_pod(&self, pod: &Value) {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let api: Api<Pod> = Api::namespaced(self.cluster.admin.clone(), ns);
+        let _ = api
+            .delete(
+                pod["metadata"]["name"].as_str().unwrap_or(""),
+                &Default::default(),
+            )
+            .await;
+    }
+
+    /// API faults, seeded, on every verb (or none).
+    async fn set_faults(&self, seed: u64, on: bool) -> anyhow::Result<()> {
+        match (self.cluster.sim(), &self.proxy) {
+            (Some(sim), _) => {
+                sim.faults.seed(seed);
+                sim.faults.set(if on {
+                    serde_json::from_value(json!({
+                        "verbs": {
+                            "get": {"errorRate": 0.03, "errorCode": 503},
+                            "list": {"errorRate": 0.03, "errorCode": 500},
+                            "patch": {"errorRate": 0.03, "errorCode": 500},
+                            "create": {"errorRate": 0.03, "errorCode": 429},
+                            "delete": {"errorRate": 0.03, "errorCode": 500},
+                            "evict": {"errorRate": 0.05, "errorCode": 429},
+                        },
+                        "watchCutAfter": 40,
+                    }))?
+                } else {
+                    Default::default()
+                });
+            }
+            (None, Some(proxy)) => {
+                let rules = if on {
+                    json!([
+                        {"verb": "create", "resource": "pods/eviction", "error_rate": 0.05,
+                         "error_codes": [429], "retry_after_seconds": 1},
+                        {"verb": "watch", "resource": "nodes", "watch_cut_after_ms": [1000, 8000],
+                         "watch_cut_rate": 0.5, "watch_cut_mode": "abort"},
+                        {"verb": "watch", "watch_cut_after_ms": [1000, 8000], "watch_cut_rate": 0.5},
+                        {"verb": "get", "error_rate": 0.03, "error_codes": [503], "reset_rate": 0.005},
+                        {"verb": "list", "error_rate": 0.03, "error_codes": [500],
+                         "latency_ms": [20, 300], "latency_rate": 0.05},
+                        {"verb": "patch", "error_rate": 0.03, "error_codes": [500, 503],
+                         "latency_ms": [20, 300], "latency_rate": 0.05, "reset_rate": 0.005},
+                        {"verb": "update", "error_rate": 0.03, "error_codes": [500]},
+                        {"verb": "create", "error_rate": 0.03, "error_codes": [429, 500],
+                         "retry_after_seconds": 1},
+                        {"verb": "delete", "error_rate": 0.03, "error_codes": [500], "reset_rate": 0.005},
+                    ])
+                } else {
+                    json!([])
+                };
+                proxy
+                    .control("PUT", "/faults", Some(&json!({"rules": rules}).to_string()))
+                    .await?;
+            }
+            (None, None) => anyhow::bail!("a real backend without its proxy"),
+        }
+        Ok(())
+    }
+
+    /// Faults injected into the cluster API so far.
+    async fn injected(&self) -> u64 {
+        match (self.cluster.sim(), &self.proxy) {
+            (Some(sim), _) => sim.faults.injected(),
+            (None, Some(proxy)) => proxy
+                .control("GET", "/stats", None)
+                .await
+                .ok()
+                .and_then(|s| s["faults"].as_u64())
+                .unwrap_or(0),
+            (None, None) => 0,
+        }
+    }
+
+    /// Pods whose eviction the API server accepted more than once.
+    fn evicted_twice(&self) -> usize {
+        self.cluster
+            .accepted_evictions()
+            .values()
+            .filter(|n| **n > 1)
+            .count()
+    }
+
+    fn backend(&self) -> &'static str {
+        match self.cluster.backend {
+            Backend::Sim => "simulator",
+            Backend::Real => "real control plane through faultproxy",
+        }
+    }
+}
+
+fn pod_name(p: &Value) -> String {
+    format!(
+        "{}/{}",
+        p["metadata"]["namespace"].as_str().unwrap_or(""),
+        p["metadata"]["name"].as_str().unwrap_or("")
+    )
 }
 
 fn annotation(n: &Value, key: &str) -> Option<String> {
@@ -129,12 +460,12 @@ struct Replica {
 }
 
 fn start_replica(
-    sim_url: &str,
+    config: &kube::Config,
     aws: &aws_config::SdkConfig,
     queue: &str,
     id: &str,
 ) -> anyhow::Result<Replica> {
-    let client = termguard::cluster::drain::client(kube::Config::new(sim_url.parse()?))?;
+    let client = termguard::cluster::drain::client(config.clone())?;
     let mut settings = Settings::new(queue, id);
     settings.cluster = ClusterTags::new(Some(CLUSTER), None).map_err(anyhow::Error::msg)?;
     settings.queue.wait_time = Duration::from_secs(2);
@@ -198,21 +529,12 @@ fn health_event(instance: &str, status: &str) -> String {
 /// EC2 and the kubelets: Nodes for new instances, dead Nodes for terminated ones, stopped Spot
 /// instances started again once drained.
 async fn cloud(
-    sim: Arc<Sim>,
+    world: Arc<World>,
     moto: Arc<moto::Moto>,
     record: Arc<Mutex<Record>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut known: HashSet<String> = lock(&record).nodes.keys().cloned().collect();
-    let Ok(client) = sim
-        .url()
-        .parse()
-        .map_err(anyhow::Error::from)
-        .and_then(|u| Ok(kube::Client::try_from(kube::Config::new(u))?))
-    else {
-        eprintln!("cloud: no client for the simulator");
-        return;
-    };
     let mut boots = 0u64;
     loop {
         tokio::select! {
@@ -223,22 +545,21 @@ async fn cloud(
         let ids: HashSet<String> = members.iter().map(|i| i.id.clone()).collect();
         // Terminated by the group: the instance is gone, and so is whatever still ran on it.
         for gone in known.difference(&ids).cloned().collect::<Vec<_>>() {
-            known.remove(&gone);
             let node = node_name(&gone);
             let chaos = lock(&record).chaos_killed.contains(&node);
-            let left: Vec<String> = pods_on(&sim, &node)
+            // What still ran when the instance went, read before it is killed (a failed read is
+            // tried again on the next round).
+            let Some(on_node) = world.pods_on(&node).await else {
+                continue;
+            };
+            known.remove(&gone);
+            let left: Vec<String> = on_node
                 .iter()
-                .filter(|p| !is_daemon(p))
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p["metadata"]["namespace"].as_str().unwrap_or(""),
-                        p["metadata"]["name"].as_str().unwrap_or("")
-                    )
-                })
+                .filter(|p| !is_daemon(p) && !finished(p))
+                .map(pod_name)
                 .collect();
-            let _ = sim.kill_node(&node);
-            let _ = sim.delete_node(&node);
+            world.kill(&node).await;
+            world.delete_node(&node).await;
             let mut r = lock(&record);
             r.terminated.insert(gone.clone());
             r.terminating.remove(&gone);
@@ -262,7 +583,7 @@ async fn cloud(
                 labels: BTreeMap::new(),
                 taints: Vec::new(),
             };
-            if sim.add_node(&spec).is_ok() {
+            if world.join(&spec).await {
                 known.insert(inst.id.clone());
                 lock(&record).nodes.insert(inst.id.clone(), node);
             }
@@ -283,20 +604,24 @@ async fn cloud(
             due
         };
         for node in due {
-            for p in pods_on(&sim, &node).iter().filter(|p| !is_daemon(p)) {
-                let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
-                let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-                    kube::Api::namespaced(client.clone(), ns);
-                let _ = api
-                    .delete(
-                        p["metadata"]["name"].as_str().unwrap_or(""),
-                        &Default::default(),
-                    )
-                    .await;
+            for p in world.pods_on(&node).await.unwrap_or_default() {
+                if !is_daemon(&p) {
+                    world.delete_pod(&p).await;
+                }
             }
         }
         // A stopped Spot instance starts again once drained: a new boot.
-        let stopped: Vec<String> = lock(&record).spot_stopped.keys().cloned().collect();
+        // (Once per warning: a node whose warning's drain was seen finished is not started again.)
+        let stopped: Vec<String> = lock(&record)
+            .spot_stopped
+            .iter()
+            .filter(|(_, seen)| !**seen)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if stopped.is_empty() {
+            continue;
+        }
+        let nodes = world.nodes().await;
         for node in stopped {
             // An instance its group is terminating does not start again.
             let terminating = {
@@ -305,32 +630,33 @@ async fn cloud(
                     *n == node && (r.terminating.contains(i) || r.terminated.contains(i))
                 })
             };
-            if terminating {
+            if terminating || nodes.is_empty() {
                 continue;
             }
-            let Some(n) = node_obj(&sim, &node) else {
+            let Some(n) = nodes.get(&node) else {
                 lock(&record).spot_stopped.remove(&node);
                 continue;
             };
             // Drained, or timed out (a hibernation warning has no warning period: clipped at once).
+            let notice = annotation(n, "termguard.io/drain-notice");
             if matches!(
-                annotation(&n, "termguard.io/drain-phase").as_deref(),
+                annotation(n, "termguard.io/drain-phase").as_deref(),
                 Some("drained" | "timed-out")
-            ) && annotation(&n, "termguard.io/drain-notice")
-                .is_some_and(|id| id.starts_with("spot-"))
+            ) && notice.as_deref().is_some_and(|id| id.starts_with("spot-"))
             {
                 boots += 1;
-                let boot = format!("boot-{boots}");
-                let _ = sim.store.update(&NODES, "", &node, |o| {
-                    o["status"]["nodeInfo"]["bootID"] = json!(boot);
-                    Ok(())
-                });
+                world.set_boot(&node, &format!("boot-{boots}")).await;
                 let mut r = lock(&record);
                 r.spot_stopped.insert(node.clone(), true);
-                r.returned.insert(node);
+                r.returned.insert(node, notice.unwrap_or_default());
             }
         }
     }
+}
+
+/// A pod that has run to completion (nothing left to move).
+fn finished(p: &Value) -> bool {
+    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -343,8 +669,15 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     println!(
-        "chaos soak: {} notices, seed {}, {} nodes, {} replicas, simulator backend",
-        o.notices, o.seed, o.nodes, o.replicas
+        "chaos soak: {} notices, seed {}, {} nodes, {} replicas, {} backend",
+        o.notices,
+        o.seed,
+        o.nodes,
+        o.replicas,
+        match o.backend {
+            Backend::Sim => "simulator",
+            Backend::Real => "real control plane",
+        }
     );
     let started = Instant::now();
     let moto = Arc::new(moto::Moto::start().await);
@@ -381,25 +714,11 @@ async fn main() -> anyhow::Result<()> {
         "workloads:\n  - {{kind: Deployment, name: web, replicas: {}, terminationGracePeriodSeconds: 5, pdb: {{maxUnavailable: 2}}}}\n  - {{kind: Deployment, name: pooler, replicas: 2, terminationGracePeriodSeconds: 5, annotations: {{termguard.io/drain-order: last}}}}\n  - {{kind: DaemonSet, name: agent, namespace: kube-system, tolerations: [{{operator: Exists}}]}}\n",
         o.nodes * 2
     ));
-    let sim = Arc::new(Sim::start(&Scenario::from_yaml(&yaml)?, "127.0.0.1:0".parse()?).await?);
-    anyhow::ensure!(
-        sim.wait_settled(Duration::from_secs(120)).await,
-        "the scenario did not settle"
-    );
+    let world = Arc::new(World::start(&o, &yaml).await?);
+    world.cluster.reset_counts();
 
     // Faults, seeded: the API server and AWS fail now and then, all along.
-    sim.faults.seed(o.seed);
-    sim.faults.set(serde_json::from_value(json!({
-        "verbs": {
-            "get": {"errorRate": 0.03, "errorCode": 503},
-            "list": {"errorRate": 0.03, "errorCode": 500},
-            "patch": {"errorRate": 0.03, "errorCode": 500},
-            "create": {"errorRate": 0.03, "errorCode": 429},
-            "delete": {"errorRate": 0.03, "errorCode": 500},
-            "evict": {"errorRate": 0.05, "errorCode": 429},
-        },
-        "watchCutAfter": 40,
-    }))?);
+    world.set_faults(o.seed, true).await?;
     moto.set_faults(&json!({"seed": o.seed, "rules": [
         {"action": "RecordLifecycleActionHeartbeat", "error_rate": 0.15, "error": "throttling"},
         {"action": "CompleteLifecycleAction", "error_rate": 0.1, "error": "internal"},
@@ -411,20 +730,24 @@ async fn main() -> anyhow::Result<()> {
     ]}))
     .await;
 
-    let sim_url = sim.url();
+    let config = world.termguard_config().await?;
     let mut replicas: Vec<Replica> = Vec::new();
     let mut crashed_ok = 0usize;
     for i in 0..o.replicas {
         replicas.push(start_replica(
-            &sim_url,
+            &config,
             &moto.aws,
             &ours.queue_url,
             &format!("replica-{i}"),
         )?);
     }
     let (cloud_stop, cloud_rx) = watch::channel(false);
-    let cloud_task = tokio::spawn(cloud(sim.clone(), moto.clone(), record.clone(), cloud_rx));
-    println!("setup: {:.1} s", started.elapsed().as_secs_f64());
+    let cloud_task = tokio::spawn(cloud(world.clone(), moto.clone(), record.clone(), cloud_rx));
+    println!(
+        "setup: {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        world.backend()
+    );
 
     let mut rng = fastrand::Rng::with_seed(o.seed);
     let mut next_replica = o.replicas;
@@ -447,7 +770,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             replicas.push(start_replica(
-                &sim_url,
+                &config,
                 &moto.aws,
                 &ours.queue_url,
                 &format!("replica-{next_replica}"),
@@ -457,10 +780,12 @@ async fn main() -> anyhow::Result<()> {
         }
         if sent % 150 == 149 && last_kill != sent {
             last_kill = sent;
-            let waiting: Vec<String> = lock(&record).terminating.iter().cloned().collect();
+            // Sorted: the seed, not the hasher, picks.
+            let mut waiting: Vec<String> = lock(&record).terminating.iter().cloned().collect();
+            waiting.sort();
             if let Some(inst) = waiting.get(rng.usize(..waiting.len().max(1))).cloned() {
                 let node = node_name(&inst);
-                if sim.kill_node(&node).is_ok() {
+                if world.kill(&node).await {
                     let mut r = lock(&record);
                     r.killed_at.insert(node.clone(), Instant::now());
                     r.chaos_killed.insert(node);
@@ -469,7 +794,8 @@ async fn main() -> anyhow::Result<()> {
         }
         // Instances of ours still in service; `schedulable` also not cordoned (a node a Spot
         // warning or maintenance can still take, as opposed to one already drained).
-        let live: Vec<(String, String)> = {
+        let nodes = world.nodes().await;
+        let mut live: Vec<(String, String)> = {
             let r = lock(&record);
             r.nodes
                 .iter()
@@ -478,13 +804,18 @@ async fn main() -> anyhow::Result<()> {
                         && !r.terminating.contains(*i)
                         && !r.chaos_killed.contains(*n)
                 })
-                .filter(|(_, n)| node_obj(&sim, n).is_some())
+                .filter(|(_, n)| nodes.contains_key(*n))
                 .map(|(i, n)| (i.clone(), n.clone()))
                 .collect()
         };
+        live.sort();
         let schedulable: Vec<(String, String)> = live
             .iter()
-            .filter(|(_, n)| node_obj(&sim, n).is_some_and(|o| o["spec"]["unschedulable"] != true))
+            .filter(|(_, n)| {
+                nodes
+                    .get(n)
+                    .is_some_and(|o| o["spec"]["unschedulable"] != true)
+            })
             .cloned()
             .collect();
         let any = |rng: &mut fastrand::Rng| live.get(rng.usize(..live.len().max(1))).cloned();
@@ -611,12 +942,13 @@ async fn main() -> anyhow::Result<()> {
             .count();
         // And every Spot warning's node drained (or gone): a warning sent near the end may
         // still be draining past a budget.
+        let nodes = world.nodes_surely().await;
         let spot_pending = {
             let r = lock(&record);
             r.spot_stopped
                 .iter()
                 .filter(|(n, seen)| {
-                    !**seen && node_obj(&sim, n).is_some() && !r.chaos_killed.contains(*n)
+                    !**seen && nodes.contains_key(*n) && !r.chaos_killed.contains(*n)
                 })
                 .count()
         };
@@ -625,7 +957,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    sim.faults.set(Default::default());
+    world.set_faults(o.seed, false).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     for r in replicas {
         let _ = r.stop.send(true);
@@ -698,34 +1030,48 @@ async fn main() -> anyhow::Result<()> {
             })
             .unwrap_or(0)
     };
+    let nodes = world.nodes_surely().await;
+    let node_obj = |n: &str| nodes.get(n).cloned();
+    let mut pods_left: HashMap<String, usize> = HashMap::new();
+    for a in ours_actions.iter().filter(|a| a["state"] == "waiting") {
+        let node = node_name(a["instance_id"].as_str().unwrap_or(""));
+        let n = world.pods_on(&node).await.map_or(0, |p| p.len());
+        pods_left.insert(node, n);
+    }
+    let evicted_twice = world.evicted_twice();
+    let api_injected = world.injected().await;
     let r = lock(&record);
     let spot_undrained = r
         .spot_stopped
         .iter()
-        .filter(|(n, seen)| !**seen && node_obj(&sim, n).is_some() && !r.chaos_killed.contains(*n))
+        .filter(|(n, seen)| !**seen && nodes.contains_key(*n) && !r.chaos_killed.contains(*n))
         .count();
-    // Nodes whose instance came back after their drain (termguard's own test of it, on the Node
-    // as it is now) and that are still cordoned.
-    let cordoned_after_return = r
+    // Nodes whose instance came back after their drain and that are still cordoned for that
+    // drain (not for a later notice's).
+    let left_cordoned: Vec<&String> = r
         .returned
         .iter()
-        .filter_map(|n| node_obj(&sim, n))
-        .filter_map(|o| {
-            serde_json::from_value::<k8s_openapi::api::core::v1::Node>((*o).clone()).ok()
+        .filter(|(n, notice)| {
+            node_obj(n).is_some_and(|o| {
+                o["spec"]["unschedulable"] == true
+                    && annotation(&o, "termguard.io/drain-notice").as_ref() == Some(*notice)
+            })
         })
-        .filter(|n| {
-            termguard::cluster::nodes::returned(n)
-                && n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
-        })
-        .count();
-    let evicted_twice = sim
-        .faults
-        .path_counts()
-        .iter()
-        .filter(|(k, v)| k.starts_with("evicted ") && **v > 1)
-        .count();
-    let injected =
-        sim.faults.injected() + aws_injected + r.restarts as u64 + r.chaos_killed.len() as u64;
+        .map(|(n, _)| n)
+        .collect();
+    let cordoned_after_return = left_cordoned.len();
+    for n in left_cordoned.iter().take(10) {
+        let o = node_obj(n).unwrap_or_default();
+        let a = &o["metadata"]["annotations"];
+        println!(
+            "  left cordoned after its instance came back: {n} (boot {} recorded {}, phase {}, finished {}, owner {}, ready {})",
+            o["status"]["nodeInfo"]["bootID"], a["termguard.io/drain-boot-id"],
+            a["termguard.io/drain-phase"], a["termguard.io/drain-finished"], a["termguard.io/drain-owner"],
+            o["status"]["conditions"].as_array().into_iter().flatten()
+                .find(|c| c["type"] == "Ready").map_or(Value::Null, |c| c.clone())
+        );
+    }
+    let injected = api_injected + aws_injected + r.restarts as u64 + r.chaos_killed.len() as u64;
     let invariants: Vec<(&str, usize)> = vec![
         (
             "instances-terminated-with-pods-that-could-still-move",
@@ -751,7 +1097,7 @@ async fn main() -> anyhow::Result<()> {
     }
     for a in ours_actions.iter().filter(|a| a["state"] == "waiting") {
         let node = node_name(a["instance_id"].as_str().unwrap_or(""));
-        let o = node_obj(&sim, &node).unwrap_or_default();
+        let o = node_obj(&node).unwrap_or_default();
         println!(
             "  still waiting: {} on {node} (heartbeats {}, phase {:?}, owner {:?}, notice {:?}, cordoned {}, pods {}, chaos {})",
             a["token"], a["heartbeat_count"],
@@ -759,17 +1105,17 @@ async fn main() -> anyhow::Result<()> {
             annotation(&o, "termguard.io/drain-owner"),
             annotation(&o, "termguard.io/drain-notice"),
             o["spec"]["unschedulable"],
-            pods_on(&sim, &node).len(),
+            pods_left.get(&node).copied().unwrap_or(0),
             r.chaos_killed.contains(&node)
         );
     }
     for (n, _) in r
         .spot_stopped
         .iter()
-        .filter(|(n, seen)| !**seen && node_obj(&sim, n).is_some())
+        .filter(|(n, seen)| !**seen && nodes.contains_key(*n))
         .take(10)
     {
-        let o = node_obj(&sim, n).unwrap_or_default();
+        let o = node_obj(n).unwrap_or_default();
         println!(
             "  spot warning not drained for: {n} (phase {:?}, notice {:?}, cordoned {})",
             annotation(&o, "termguard.io/drain-phase"),
@@ -794,7 +1140,11 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "command: cargo bench -p termguard --bench soak -- --notices {} --seed {} --nodes {} --replicas {} --interval-ms {}",
+        "command: cargo bench -p termguard --bench soak -- --backend {} --notices {} --seed {} --nodes {} --replicas {} --interval-ms {}",
+        match o.backend {
+            Backend::Sim => "sim",
+            Backend::Real => "real",
+        },
         o.notices, o.seed, o.nodes, o.replicas, o.interval_ms
     );
     let bad: Vec<&str> = invariants

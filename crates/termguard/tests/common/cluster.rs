@@ -417,14 +417,10 @@ impl TestCluster {
             labels: BTreeMap::new(),
             taints: Vec::new(),
         };
-        match (&self.sim, &self.real) {
-            (Some(sim), _) => {
-                sim.add_node(&spec).expect("node added");
-            }
-            (_, Some(real)) => {
-                kwok::create_node(&self.admin, &spec, &self.scenario.region, "added")
-                    .await
-                    .expect("node created");
+        self.join_node(&spec, "added").await.expect("node added");
+        match &self.real {
+            None => {}
+            Some(real) => {
                 let mut applied = real.applied.clone();
                 applied.nodes = vec![name.to_string()];
                 applied.objects.clear();
@@ -432,6 +428,50 @@ impl TestCluster {
                 kwok::wait_settled(&self.admin, &applied, Duration::from_secs(60))
                     .await
                     .expect("the added node becomes Ready");
+            }
+        }
+    }
+
+    /// A new instance's Node joins (not waiting for it to be Ready); `source` names what
+    /// made it, in its scenario label on the real backend.
+    pub async fn join_node(&self, spec: &NodeSpec, source: &str) -> anyhow::Result<()> {
+        match &self.sim {
+            Some(sim) => {
+                sim.add_node(spec).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            None => {
+                kwok::create_node(&self.admin, spec, &self.scenario.region, source).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills a node, as [`TestCluster::kill_node`], reporting a failure (a node already gone)
+    /// instead of panicking.
+    pub async fn try_kill_node(&self, name: &str) -> anyhow::Result<()> {
+        match &self.sim {
+            Some(sim) => {
+                sim.kill_node(name).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
+            None => kwok::kill_node(&self.admin, name).await?,
+        }
+        Ok(())
+    }
+
+    /// Evictions the API server accepted since the last reset, per `namespace/name` of the
+    /// pod (a refused one, 429 from a budget, is not counted). On the real backend, from the
+    /// audit log's `termguard` requests.
+    pub fn accepted_evictions(&self) -> BTreeMap<String, u64> {
+        match (&self.sim, &self.real) {
+            (Some(sim), _) => sim
+                .faults
+                .path_counts()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("evicted ")?.to_string(), v)))
+                .collect(),
+            (_, Some(real)) => {
+                let from = *real.audit_from.lock().unwrap_or_else(|e| e.into_inner());
+                accepted_evictions(&real.dir, from, "termguard")
             }
             _ => unreachable!(),
         }
@@ -577,6 +617,41 @@ pub fn audit_counts(dir: &Path, from: u64, user: &str) -> BTreeMap<String, u64> 
             ev["verb"].as_str().unwrap_or("")
         };
         *counts.entry(format!("{verb} {path}")).or_default() += 1;
+    }
+    counts
+}
+
+/// Evictions of `user` the API server accepted (2xx), from byte `from` of the audit log on,
+/// per `namespace/name` of the pod.
+pub fn accepted_evictions(dir: &Path, from: u64, user: &str) -> BTreeMap<String, u64> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let mut counts = BTreeMap::new();
+    let Ok(mut f) = std::fs::File::open(dir.join("audit.log")) else {
+        return counts;
+    };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return counts;
+    }
+    for line in std::io::BufReader::new(f).lines().map_while(|l| l.ok()) {
+        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let accepted = ev["responseStatus"]["code"]
+            .as_u64()
+            .is_some_and(|c| (200..300).contains(&c));
+        if ev["user"]["username"] != user
+            || ev["stage"] != "ResponseComplete"
+            || ev["objectRef"]["subresource"] != "eviction"
+            || !accepted
+        {
+            continue;
+        }
+        let pod = format!(
+            "{}/{}",
+            ev["objectRef"]["namespace"].as_str().unwrap_or(""),
+            ev["objectRef"]["name"].as_str().unwrap_or("")
+        );
+        *counts.entry(pod).or_default() += 1;
     }
     counts
 }
