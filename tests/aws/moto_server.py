@@ -13,7 +13,8 @@ RecordLifecycleActionHeartbeat with an HTML 500, returns no scaling activities, 
 lifecycle hook's NotificationTargetARN/RoleARN/GlobalTimeout, and terminates instances at once
 instead of holding them in Terminating:Wait (https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html). termguard's
 queue mode lives exactly there, so this launcher adds it, following AWS's documented semantics
-(spec §1, §5). Everything else is moto's own behaviour.
+(docs/aws-semantics.md: lifecycle hooks, heartbeats, the global timeout, scaling activity
+causes). Everything else is moto's own behaviour.
 
 What it adds (details and the JSON format in tests/aws/README.md):
 * PutLifecycleHook keeps NotificationTargetARN, RoleARN and NotificationMetadata as sent;
@@ -25,7 +26,8 @@ What it adds (details and the JSON format in tests/aws/README.md):
   and an AZ rebalance put the instance in Terminating:Wait (one lifecycle action per hook, each with
   its own token) instead of terminating it; without a hook the instance is terminated at once as
   before. The lifecycle message is sent to the SQS queue the hook's NotificationTargetARN names, in
-  the EventBridge shape by default (spec/events/eventbridge-asg-terminate-lifecycle-action.json),
+  the EventBridge shape by default
+  (crates/termguard/tests/data/events/eventbridge-asg-terminate-lifecycle-action.json),
   and is also put on the account's default EventBridge bus (moto's events backend), so an
   EventBridge rule with an SQS target created by a test routes it as AWS would.
 * With a launch hook (autoscaling:EC2_INSTANCE_LAUNCHING), every instance the group launches
@@ -41,7 +43,8 @@ What it adds (details and the JSON format in tests/aws/README.md):
   removed from the group and terminated in EC2, and its scaling activity becomes Successful.
   ABANDON also ends the instance's other hooks' actions (state "cancelled"), CONTINUE lets them run.
 * DescribeScalingActivities: one activity per launched/terminated instance with AWS's Description
-  and Cause texts (spec §5: two spaces between sentences, times YYYY-MM-DDTHH:MM:SSZ), StatusCode
+  and Cause texts (docs/aws-semantics.md#scaling-activity-causes: two spaces between sentences,
+  times YYYY-MM-DDTHH:MM:SSZ), StatusCode
   MidLifecycleAction while waiting; in-progress first, then newest first; MaxRecords/NextToken.
 * Test-only: the Query action ``SimulateAZRebalance`` (AutoScalingGroupName, optional InstanceId)
   and ``GET /_termguard/lifecycle-actions`` (JSON state of every lifecycle action).
@@ -503,7 +506,7 @@ def expire_if_due(action: "LifecycleAction", now: float | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# cause texts (spec §5)
+# cause texts (docs/aws-semantics.md#scaling-activity-causes)
 # --------------------------------------------------------------------------------------------
 
 
@@ -1058,7 +1061,8 @@ def origin_destination(launching: bool) -> tuple[str, str]:
 
 
 def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
-    """spec/events/eventbridge-asg-terminate-lifecycle-action.json, field for field."""
+    """crates/termguard/tests/data/events/eventbridge-asg-terminate-lifecycle-action.json, field
+    for field."""
     detail: dict[str, Any] = {
         "LifecycleActionToken": action.token,
         "AutoScalingGroupName": group.name,
@@ -1084,7 +1088,7 @@ def lifecycle_event(backend: AutoScalingBackend, group: FakeAutoScalingGroup, ho
 
 
 def direct_notification(backend: AutoScalingBackend, group: FakeAutoScalingGroup, hook: LifecycleHook, action: LifecycleAction) -> dict[str, Any]:
-    """spec/events/sqs-direct-asg-terminate-lifecycle.json, field for field."""
+    """crates/termguard/tests/data/events/sqs-direct-asg-terminate-lifecycle.json, field for field."""
     origin, destination = origin_destination(hook.lifecycle_transition == LAUNCHING)
     body: dict[str, Any] = {
         "Origin": origin,

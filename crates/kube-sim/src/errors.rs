@@ -1,4 +1,4 @@
-//! API errors rendered as the real API server's `Status` bodies (`spec/kube-api-surface.md` §4).
+//! API errors rendered as the real API server's `Status` bodies (`docs/simulator.md#errors`).
 
 use crate::resources::ResourceDef;
 use serde::Serialize;
@@ -248,7 +248,7 @@ impl ApiError {
         }
     }
 
-    /// 500 for a pod covered by several PDBs: no reason, no details (spec §4.6).
+    /// 500 for a pod covered by several PDBs: no reason, no details (`docs/simulator.md#eviction`).
     pub fn multiple_pdbs() -> Self {
         ApiError {
             code: 500,

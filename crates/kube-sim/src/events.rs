@@ -1,5 +1,5 @@
-//! One Event object visible through core/v1 and events.k8s.io/v1 (`spec/kube-api-surface.md`
-//! §9.4). Stored in the events.k8s.io/v1 shape; converted for the core/v1 API.
+//! One Event object visible through core/v1 and events.k8s.io/v1 (`docs/simulator.md#events`).
+//! Stored in the events.k8s.io/v1 shape; converted for the core/v1 API.
 
 use serde_json::{json, Map, Value};
 

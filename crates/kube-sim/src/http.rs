@@ -1,5 +1,5 @@
 //! The HTTP front: path routing, content negotiation (JSON or Table), list paging, watch
-//! streams, and every verb the spec's checklists need (`spec/kube-api-surface.md` §2, §10, §11).
+//! streams, and every verb kubectl 1.32 and kube-rs need (`docs/simulator.md#what-it-serves`).
 
 use crate::errors::ApiError;
 use crate::faults::Faults;
@@ -112,7 +112,8 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
         return None;
     }
     // Only the subresources the simulator serves exist; anything else (`pods/x/log`,
-    // `deployments/x/scale`, `nodes/x/proxy/...`) is the generic 404 (§2), not the object.
+    // `deployments/x/scale`, `nodes/x/proxy/...`) is the generic 404, not the object
+    // (`docs/simulator.md#resources-and-verbs`).
     let served = match rest.get(2).copied() {
         None => true,
         Some("status") => STATUS_SUBRESOURCE.contains(&res.storage),
@@ -654,7 +655,8 @@ fn update(
     body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
     let name = target.name.clone().unwrap_or_default();
-    // `?dryRun=All` (kube-rs `PostParams::dry_run`): validate and answer, persist nothing (§1).
+    // `?dryRun=All` (kube-rs `PostParams::dry_run`): validate and answer, persist nothing
+    // (`docs/simulator.md#resources-and-verbs`).
     let dry = q.get("dryRun").is_some_and(|d| d == "All");
     let mut dry_result = None;
     let mut wanted = parse_body(body)?;
@@ -718,7 +720,8 @@ fn patch_object(
         if is_core_event {
             doc = events::from_core(&doc);
         }
-        // A patch that names a resourceVersion is an optimistic-concurrency update (§4.3).
+        // A patch that names a resourceVersion is an optimistic-concurrency update
+        // (`docs/simulator.md#patch`).
         check_rv(res, &name, cur, &doc)?;
         doc["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         dry_result = admit(res, &name, sub.as_deref(), cur, doc, dry)?;
@@ -807,7 +810,8 @@ fn delete_collection(
 }
 
 /// An Eviction body: policy/v1 (`deleteOptions`), policy/v1beta1 (same), or kube-rs's
-/// snake_case `delete_options`, which a real server drops as an unknown field (§5, §12.9).
+/// snake_case `delete_options`, which a real server drops as an unknown field
+/// (`docs/simulator.md#eviction`, `docs/simulator.md#client-pitfalls-it-reproduces`).
 fn evict(
     app: &AppState,
     target: &Target,
@@ -833,7 +837,7 @@ fn evict(
         _ => DeleteOptions::default(),
     };
     // `?dryRun=All` (kube-rs `EvictParams::post_options.dry_run`): run the checks, change
-    // nothing (§5).
+    // nothing (`docs/simulator.md#eviction`).
     if q.get("dryRun").is_some_and(|d| d == "All") {
         opts.dry_run = Some(vec!["All".into()]);
     }

@@ -1,5 +1,5 @@
 //! kube-sim: a Kubernetes API server simulator faithful to the subset kubectl 1.32 and kube-rs
-//! use (`spec/kube-api-surface.md`), with a scheduler, workload controllers, kubelets, PDB
+//! use (`docs/simulator.md`), with a scheduler, workload controllers, kubelets, PDB
 //! status and node loss behind it. It is the test bed of termguard's drain engine, the engine
 //! of `termguard lab`, and can be served on its own for kubectl.
 

@@ -1,5 +1,5 @@
 //! A minimal OpenAPI v3 document, enough for `kubectl create -f` / `apply -f` to validate
-//! (`spec/kube-api-surface.md` §7.6).
+//! (`docs/simulator.md#openapi`).
 
 use crate::resources::{ALL, GROUPS};
 use serde_json::{json, Map, Value};

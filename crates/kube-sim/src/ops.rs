@@ -1,5 +1,6 @@
 //! Writes with API-server semantics beyond plain storage: graceful pod deletion and the
-//! eviction subresource with PodDisruptionBudget checks (`spec/kube-api-surface.md` §5, §7.3).
+//! eviction subresource with PodDisruptionBudget checks (`docs/simulator.md#eviction`,
+//! `docs/simulator.md#deletes-and-grace-periods`).
 
 use crate::errors::{success_status, ApiError, StatusDetails};
 use crate::resources::{ResourceDef, PDBS, PODS};
@@ -163,7 +164,8 @@ fn is_ready(pod: &Value) -> bool {
         .is_some_and(|c| c["status"] == "True")
 }
 
-/// The eviction subresource: PDB check, then a graceful delete (eviction.go, spec §5).
+/// The eviction subresource: PDB check, then a graceful delete (kube-apiserver's eviction.go;
+/// `docs/simulator.md#eviction`).
 /// `grace` comes from the Eviction body's `deleteOptions` (policy/v1 or v1beta1 shape).
 pub fn evict(store: &Store, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
     let pod = store.get_or_404(&PODS, ns, name)?;

@@ -1,6 +1,6 @@
 //! PATCH semantics: JSON merge patch (RFC 7386), strategic merge patch (merge patch plus
 //! list merging by key for the lists kubectl and controllers patch), and JSON patch (RFC 6902).
-//! See `spec/kube-api-surface.md` §7.1.
+//! See `docs/simulator.md#patch`.
 
 use crate::errors::ApiError;
 use serde_json::Value;

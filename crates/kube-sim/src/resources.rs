@@ -1,6 +1,6 @@
 //! The resource types the simulator serves, and their discovery metadata.
 //!
-//! Discovery shapes follow `spec/kube-api-surface.md` §3: `pods/eviction` must name group
+//! Discovery shapes follow `docs/simulator.md#discovery`: `pods/eviction` must name group
 //! `policy` and version `v1`, or `kubectl drain` silently falls back to deleting pods.
 
 /// One served resource type.
@@ -275,7 +275,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<serde_json::Value> {
     }
     if group.is_empty() {
         // The eviction subresource lives in the core list but names policy/v1
-        // (kube-api-surface.md §3): kubectl's CheckEvictionSupport looks for exactly this.
+        // (`docs/simulator.md#discovery`): kubectl's CheckEvictionSupport looks for exactly this.
         resources.push(serde_json::json!({
             "name": "pods/eviction", "singularName": "", "namespaced": true,
             "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]

@@ -1,4 +1,4 @@
-//! Label and field selectors as the API server evaluates them (`spec/kube-api-surface.md` §9.3).
+//! Label and field selectors as the API server evaluates them (`docs/simulator.md#selectors`).
 
 use crate::errors::ApiError;
 use serde_json::Value;
@@ -453,7 +453,7 @@ fn field_value(obj: &Value, field: &str) -> String {
 
 /// Whether a `metav1.LabelSelector` object (PDB, ReplicaSet `spec.selector`) matches labels.
 /// `empty_matches_all` distinguishes workload selectors from PDB selectors: for eviction
-/// purposes an empty PDB selector matches no pod (spec §9.3).
+/// purposes an empty PDB selector matches no pod (`docs/simulator.md#selectors`).
 pub fn selector_object_matches(selector: &Value, labels: &Value, empty_matches_all: bool) -> bool {
     let match_labels = selector.get("matchLabels").and_then(Value::as_object);
     let exprs = selector.get("matchExpressions").and_then(Value::as_array);

@@ -1,9 +1,10 @@
 //! The object store: every object as JSON, one global resourceVersion counter, a bounded
 //! history of changes for watch replay, and a broadcast of live changes.
 //!
-//! Semantics follow `spec/kube-api-surface.md` §1 (resourceVersion is one strictly increasing
-//! counter, every write bumps it) and §6 (watch replay from a history buffer; a version older
-//! than the retained history is answered with 410 Expired).
+//! Semantics follow `docs/simulator.md#resourceversion-and-lists` (resourceVersion is one
+//! strictly increasing counter, every write bumps it) and `docs/simulator.md#watch` (watch
+//! replay from a history buffer; a version older than the retained history is answered with
+//! 410 Expired).
 
 use crate::errors::ApiError;
 use crate::resources::{self, ResourceDef};

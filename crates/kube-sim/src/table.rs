@@ -1,5 +1,5 @@
-//! Server-side printing: `meta.k8s.io/v1` Table replies for kubectl (`spec/kube-api-surface.md`
-//! §8.1). Without them kubectl prints only `NAME AGE`.
+//! Server-side printing: `meta.k8s.io/v1` Table replies for kubectl
+//! (`docs/simulator.md#tables-for-kubectl`). Without them kubectl prints only `NAME AGE`.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,4 @@
-//! Watch streams (`spec/kube-api-surface.md` §6): chunked NDJSON, one event per line, replay
+//! Watch streams (`docs/simulator.md#watch`): chunked NDJSON, one event per line, replay
 //! from a resourceVersion, synthetic ADDED for a fresh watch, bookmarks, `timeoutSeconds`,
 //! selector transitions as ADDED/DELETED, and a too-old version as an in-stream 410 ERROR.
 
@@ -112,7 +112,7 @@ fn error_line(e: &ApiError) -> Vec<u8> {
 
 /// Translates a change into what a filtered watcher sees: an object that starts matching is
 /// ADDED, one that stops matching is DELETED — with the object as it was while it matched,
-/// at the change's resourceVersion, as the watch cache sends it (§6).
+/// at the change's resourceVersion, as the watch cache sends it (`docs/simulator.md#watch`).
 fn translate(change: &Change, filter: &Filter) -> Option<(&'static str, Value)> {
     let now = filter.matches(&change.object);
     let before = change.old.as_deref().is_some_and(|o| filter.matches(o));
@@ -184,7 +184,8 @@ pub(crate) async fn watch(
         match app.store.subscribe_since(start_rv) {
             Ok(sub) => (sub.live, sub.backlog, start_rv),
             Err(e) => {
-                // Too old: an ERROR event inside a 200 stream, never an HTTP 410 (§6, §12.7).
+                // Too old: an ERROR event inside a 200 stream, never an HTTP 410
+                // (`docs/simulator.md#watch`).
                 return stream_response(Body::from(error_line(&e)), wants_table);
             }
         }

@@ -1,7 +1,8 @@
 //! kube-rs against kube-sim over HTTP, the way termguard talks to a real API server: typed
 //! APIs, paging, selectors, the runtime watcher, eviction and PodDisruptionBudgets, optimistic
 //! concurrency, patches, in-stream 410s, the workload controllers, node loss, events, leases and
-//! fault injection (`spec/kube-api-surface.md` §4, §5, §6, §9, §11, §12).
+//! fault injection (`docs/simulator.md#what-it-serves`, and the client pitfalls in
+//! `docs/simulator.md#client-pitfalls-it-reproduces`).
 //!
 //! Every test starts its own simulator on a free loopback port from a small inline scenario and
 //! waits for conditions through kube-rs watches (never on wall-clock limits).
@@ -646,7 +647,8 @@ workloads:
         .await?
         .boxed();
     // kube-rs puts the grace period under snake_case `delete_options`, which a real server
-    // drops as an unknown field (spec §5, §12.9): the pod's own 30 s grace period applies.
+    // drops as an unknown field (`docs/simulator.md#eviction`): the pod's own 30 s grace period
+    // applies.
     let evict = EvictParams {
         delete_options: Some(DeleteParams::default().grace_period(1)),
         ..Default::default()
@@ -1626,7 +1628,7 @@ workloads:
         ..Default::default()
     };
 
-    // Eviction with ?dryRun=All: the checks run, nothing changes (spec §5).
+    // Eviction with ?dryRun=All: the checks run, nothing changes (`docs/simulator.md#eviction`).
     let name = ready[0].name_any();
     let status = pods
         .evict(
@@ -1646,7 +1648,8 @@ workloads:
     let budget = pdbs.get("web").await?;
     assert_eq!(budget.status.map(|s| s.disruptions_allowed), Some(1));
 
-    // Replace with ?dryRun=All returns the would-be object but does not persist it (§1).
+    // Replace with ?dryRun=All returns the would-be object but does not persist it
+    // (`docs/simulator.md#resources-and-verbs`).
     let node_name = node_of(&pod).to_string();
     let mut node = nodes.get(&node_name).await?;
     node.labels_mut().insert("dry".into(), "run".into());
@@ -1793,7 +1796,8 @@ async fn watcher_relists_after_an_in_stream_410() -> anyhow::Result<()> {
     faults.set(FaultConfig::default());
 
     // The re-watch from the expired version gets an ERROR 410 event; only that makes kube-rs
-    // re-list (an HTTP 410 would leave it retrying the same version forever, §12.7).
+    // re-list (an HTTP 410 would leave it retrying the same version forever;
+    // `docs/simulator.md#watch`).
     let mut relisted = BTreeSet::new();
     let mut saw_init = false;
     loop {

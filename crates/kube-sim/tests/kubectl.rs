@@ -1,6 +1,7 @@
 //! Drives the real kubectl 1.32 (`/usr/bin/kubectl`) against an in-process simulator and
 //! checks what it prints: the simulator is only useful if kubectl behaves against it the way
-//! it does against a real API server (`spec/kube-api-surface.md` §8, §10, §12).
+//! it does against a real API server (`docs/simulator.md#what-it-serves`,
+//! `docs/simulator.md#client-pitfalls-it-reproduces`).
 //!
 //! Every test starts its own simulator on a free loopback port, writes a kubeconfig into a
 //! private temporary directory and passes `--cache-dir` so kubectl's discovery cache is never
@@ -802,7 +803,8 @@ async fn get_pods_watch_prints_terminating_and_replacement() {
     })
     .await;
 
-    // kubectl is still watching (a server-closed stream would make it exit 0, §12.4).
+    // kubectl is still watching (a server-closed stream would make it exit 0;
+    // `docs/simulator.md#client-pitfalls-it-reproduces`).
     assert!(
         child.try_wait().expect("child status").is_none(),
         "kubectl get --watch exited early; output:\n{}",

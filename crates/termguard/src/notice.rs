@@ -4,20 +4,19 @@
 //! Auto Scaling lifecycle actions — which hook to heartbeat and complete. It holds no I/O
 //! types: the queue source pairs it with its own ack handle. These are the domain types;
 //! reading AWS's wire values into them is the job of `sources::parse`.
-//! Facts cited below are from AWS's Auto Scaling lifecycle-hook documentation
-//! (<https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html>; the "§n"
-//! marks number its topics as this project has always cited them) and the message shapes in
-//! `tests/data/events/README.md`.
+//! The AWS facts behind them are in `docs/aws-semantics.md` (each with its AWS source), the
+//! message shapes in `tests/data/events/README.md`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use jiff::{SignedDuration, Timestamp};
 
-/// `HeartbeatTimeout` a lifecycle hook gets when none was set (§1.3: default 3600 s).
+/// `HeartbeatTimeout` a lifecycle hook gets when none was set (`docs/aws-semantics.md#heartbeats`).
 pub const DEFAULT_HEARTBEAT_TIMEOUT: SignedDuration = SignedDuration::from_secs(3600);
 
-/// Warning period of a Spot interruption before the action happens (§3: ≈ event time + 2 min).
+/// Warning period of a Spot interruption before the action happens: ≈ event time + 2 min
+/// (`docs/aws-semantics.md#spot-interruption-warning`).
 pub const SPOT_WARNING: SignedDuration = SignedDuration::from_secs(120);
 
 macro_rules! string_newtype {
@@ -92,7 +91,8 @@ pub struct InvalidInstanceId(pub String);
 impl FromStr for InstanceId {
     type Err = InvalidInstanceId;
 
-    /// Accepts `i-` plus ASCII alphanumerics, at most 19 chars in all (§1.5: `InstanceId` is 1–19 chars).
+    /// Accepts `i-` plus ASCII alphanumerics, at most 19 chars in all (the API's `InstanceId`
+    /// is 1–19 chars: `docs/aws-semantics.md#lifecycle-api-calls`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let valid = s.len() <= 19
             && s.strip_prefix("i-").is_some_and(|rest| {
@@ -140,7 +140,7 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    /// Metric/log label, in the words of DESIGN.md.
+    /// Metric/log label (the kinds listed in `docs/operations.md#metrics`).
     pub fn label(&self) -> &'static str {
         match self {
             Self::LifecycleTerminate => "lifecycle-terminate",
@@ -171,7 +171,8 @@ pub enum SpotAction {
     Terminate,
     /// The instance will be stopped.
     Stop,
-    /// The instance will be hibernated; hibernation starts at once (§3).
+    /// The instance will be hibernated; hibernation starts at once
+    /// (`docs/aws-semantics.md#spot-interruption-warning`).
     Hibernate,
     /// A value AWS added after this was written.
     Unknown(String),
@@ -210,7 +211,8 @@ impl InstanceState {
 /// `Cause::from_activity_cause` (in `sources::parse::cause`, with the other AWS text parsers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// The group evened out its Availability Zones (the incident in DESIGN.md).
+    /// The group evened out its Availability Zones (`docs/aws-semantics.md#az-rebalancing`; the
+    /// incident `termguard lab` replays).
     AzRebalance,
     /// The group's desired capacity went down.
     ScaleIn(ScaleInTrigger),
@@ -279,7 +281,8 @@ pub struct Deadline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadlineBasis {
     /// Event time + [`DEFAULT_HEARTBEAT_TIMEOUT`]: the message does not carry the hook's own
-    /// timeout; refine it from `DescribeLifecycleHooks` and extend it with heartbeats (§1.3).
+    /// timeout; refine it from `DescribeLifecycleHooks` and extend it with heartbeats
+    /// (`docs/aws-semantics.md#heartbeats`).
     AssumedHeartbeatTimeout,
     /// Event time + [`SPOT_WARNING`].
     SpotWarning,
@@ -311,7 +314,8 @@ pub enum LifecycleTransition {
     Terminating,
 }
 
-/// The coordinates needed to heartbeat and complete a lifecycle action (§1.5).
+/// The coordinates needed to heartbeat and complete a lifecycle action
+/// (`docs/aws-semantics.md#lifecycle-api-calls`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifecycleHook {
     /// The Auto Scaling group.

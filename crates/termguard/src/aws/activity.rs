@@ -1,5 +1,6 @@
 //! [`Activities`] over the Auto Scaling API: why an instance is going, from the scaling activity
-//! that terminates it (`DescribeScalingActivities`, spec asg-and-imds.md §5).
+//! that terminates it (`DescribeScalingActivities`;
+//! `docs/aws-semantics.md#scaling-activity-causes`).
 //!
 //! A scale-in of many instances sends a burst of notices for one group; each would list the
 //! same activities. Lookups are therefore single-flight per group and reuse a listing for a few

@@ -1,5 +1,6 @@
 //! [`Lifecycle`] over the Auto Scaling API: `RecordLifecycleActionHeartbeat`,
-//! `CompleteLifecycleAction` and `DescribeLifecycleHooks` (spec asg-and-imds.md §1.3, §1.5).
+//! `CompleteLifecycleAction` and `DescribeLifecycleHooks` (`docs/aws-semantics.md#heartbeats`,
+//! `docs/aws-semantics.md#global-timeout`, `docs/aws-semantics.md#lifecycle-api-calls`).
 
 use super::sdk::classify_sdk;
 use super::{ActionRef, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult};
@@ -10,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `HeartbeatTimeout` when the hook reports none (§1.3: default 3600 s).
+/// `HeartbeatTimeout` when the hook reports none: 3600 s (`docs/aws-semantics.md#heartbeats`).
 const DEFAULT_HEARTBEAT_SECS: u64 = 3600;
-/// The ceiling of a hook's global timeout (§1.3: 48 h).
+/// The ceiling of a hook's global timeout (48 h: `docs/aws-semantics.md#global-timeout`).
 const MAX_GLOBAL_SECS: u64 = 172_800;
 
 /// How long a hook's timeouts are reused before they are read again.

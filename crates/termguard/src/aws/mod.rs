@@ -1,9 +1,11 @@
 //! The AWS side, behind small traits so the handler runs the same against the SDK (queue mode)
 //! and against the lab's in-process Auto Scaling simulation.
 //!
-//! * [`Lifecycle`] — heartbeats and completion of lifecycle actions (spec asg-and-imds.md §1.5),
-//!   and the hook's timeouts (§1.3).
-//! * [`Activities`] — why an instance is going: the scaling activity's cause (§5).
+//! * [`Lifecycle`] — heartbeats and completion of lifecycle actions, and the hook's timeouts
+//!   (`docs/aws-semantics.md#lifecycle-api-calls`, `docs/aws-semantics.md#heartbeats`,
+//!   `docs/aws-semantics.md#global-timeout`).
+//! * [`Activities`] — why an instance is going: the scaling activity's cause
+//!   (`docs/aws-semantics.md#scaling-activity-causes`).
 //! * [`Groups`] — whether a group is one this cluster manages (the tag check).
 
 pub mod activity;
@@ -44,7 +46,8 @@ impl HookTimeouts {
 pub enum LifecycleResult {
     /// Let the termination proceed (and other hooks run).
     Continue,
-    /// Stop other hooks; with instance retention this keeps the instance (§1.4): avoid.
+    /// Stop other hooks; with instance retention this keeps the instance: avoid
+    /// (`docs/aws-semantics.md#default-results-and-instance-retention`).
     Abandon,
 }
 

@@ -13,8 +13,8 @@ use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 use std::time::Duration;
 
-/// How long one attempt of any call may take. SQS long polls wait up to 20 s (spec
-/// asg-and-imds.md §7: "set the HTTP read timeout above `WaitTimeSeconds`").
+/// How long one attempt of any call may take. SQS long polls wait up to 20 s, so the HTTP read
+/// timeout must be above `WaitTimeSeconds` (`docs/aws-semantics.md#delivery`).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The loader every client starts from: the standard configuration chain, our HTTP client and
@@ -60,9 +60,10 @@ const THROTTLING: [&str; 6] = [
     "RequestThrottled",
 ];
 
-/// Classifies a failed lifecycle call (spec asg-and-imds.md §1.5): `ValidationError` "No active
-/// Lifecycle Action found…" means the action is over; `ResourceContention`, throttling, 5xx,
-/// dispatch failures and timeouts are worth a retry; everything else is not.
+/// Classifies a failed lifecycle call (`docs/aws-semantics.md#lifecycle-api-calls`):
+/// `ValidationError` "No active Lifecycle Action found…" means the action is over;
+/// `ResourceContention`, throttling, 5xx, dispatch failures and timeouts are worth a retry;
+/// everything else is not.
 pub fn classify(
     kind: FailureKind,
     code: Option<&str>,

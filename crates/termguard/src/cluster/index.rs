@@ -1,5 +1,5 @@
 //! A watched cache of Nodes, indexed by EC2 instance id through `spec.providerID`
-//! (`aws:///<zone>/<instance-id>`, spec asg-and-imds.md §8).
+//! (`aws:///<zone>/<instance-id>`; `docs/aws-semantics.md#instance-to-node`).
 
 use crate::notice::InstanceId;
 use futures::StreamExt;

@@ -1,9 +1,10 @@
 //! An in-process Auto Scaling group over the simulator's nodes: instances in zones, an
 //! optional termination lifecycle hook (Terminating:Wait, heartbeats extend the wait, the
 //! heartbeat timeout applies the default result), scaling activities with AWS's cause texts
-//! (spec asg-and-imds.md §1, §5), and instance termination that kills the node with no
-//! graceful shutdown. It implements the same `Lifecycle`, `Activities` and `Groups` traits
-//! the SDK implementations do, so termguard's real handler drives it.
+//! (`docs/aws-semantics.md#lifecycle-hooks`, `docs/aws-semantics.md#scaling-activity-causes`),
+//! and instance termination that kills the node with no graceful shutdown. It implements the
+//! same `Lifecycle`, `Activities` and `Groups` traits the SDK implementations do, so
+//! termguard's real handler drives it.
 
 use super::timeline::Timeline;
 use crate::aws::{
@@ -443,7 +444,8 @@ impl Groups for AutoScaling {
     }
 }
 
-/// AWS's cause text for an AZ rebalance termination (spec asg-and-imds.md §5).
+/// AWS's cause text for an AZ rebalance termination
+/// (`docs/aws-semantics.md#scaling-activity-causes`).
 pub fn az_rebalance_cause(instance: &str, zones: &[String], from: usize, to: usize) -> String {
     let t = stamp();
     format!(

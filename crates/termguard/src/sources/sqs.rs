@@ -1,8 +1,8 @@
 //! Queue mode: long-poll the SQS queue EventBridge (or a lifecycle hook) feeds, hand each
 //! message's notices to the [`Handler`], and settle the message by what the handler says.
 //!
-//! SQS rules this follows (spec asg-and-imds.md §7): delivery is at-least-once and unordered, so
-//! the handler is idempotent; `WaitTimeSeconds` ≤ 20 and `MaxNumberOfMessages` ≤ 10 per call; a
+//! SQS rules this follows (`docs/aws-semantics.md#sqs`): delivery is at-least-once and unordered,
+//! so the handler is idempotent; `WaitTimeSeconds` ≤ 20 and `MaxNumberOfMessages` ≤ 10 per call; a
 //! message is kept invisible while its work runs with `ChangeMessageVisibility` (each call sets
 //! the timeout from now, and the total stays under 12 hours from the receive); a message is
 //! deleted only when all its work is done. Messages that cannot be parsed are left alone for

@@ -1,5 +1,6 @@
 //! The evictor's pure arithmetic: grace periods against the deadline, retry delays for blocked
-//! evictions, and what an eviction error means (spec drain-semantics.md §5.4, §5.5).
+//! evictions, and what an eviction error means (`docs/drain-semantics.md#evictions-and-retries`,
+//! `docs/drain-semantics.md#deadline-clipping`).
 
 use std::time::Duration;
 
@@ -9,10 +10,12 @@ use kube::core::Status;
 
 use super::plan::NamespacedName;
 
-/// The pod grace period when neither `--grace-period` nor the pod sets one (spec §3.1).
+/// The pod grace period when neither `--grace-period` nor the pod sets one
+/// (`docs/drain-semantics.md#grace-periods`).
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
 
-/// The grace period a pod gets: `--grace-period` if ≥ 0, else its own, else 30 s (spec §5.5 rule 12).
+/// The grace period a pod gets: `--grace-period` if ≥ 0, else its own, else 30 s
+/// (`docs/drain-semantics.md#deadline-clipping`).
 pub fn effective_grace_period(flag: Option<i64>, pod: &Pod) -> i64 {
     match flag {
         Some(seconds) if seconds >= 0 => seconds,
@@ -31,14 +34,15 @@ pub enum GraceDecision {
     /// Its grace period ends before the deadline: evict it normally, PDBs respected.
     Fits,
     /// It would not: DELETE it now with this shorter grace period (≥ 1), bypassing PDBs, so it
-    /// still gets SIGTERM and preStop before the instance dies (spec §5.5 rule 12).
+    /// still gets SIGTERM and preStop before the instance dies
+    /// (`docs/drain-semantics.md#deadline-clipping`).
     Clip {
         /// `max(floor(deadline - now), 1)`.
         grace_period_seconds: i64,
     },
 }
 
-/// Rule 12: when `now > deadline - grace`, clip the grace period to the whole seconds left.
+/// When `now > deadline - grace`, clip the grace period to the whole seconds left.
 ///
 /// `deadline` is the hard stop minus the safety margin; the caller subtracts the margin.
 pub fn clip_grace_period(now: Timestamp, deadline: Timestamp, grace_seconds: i64) -> GraceDecision {
@@ -51,9 +55,10 @@ pub fn clip_grace_period(now: Timestamp, deadline: Timestamp, grace_seconds: i64
     }
 }
 
-/// Rule 13: a pod already terminating past the deadline gets DELETE with this shorter grace.
+/// A pod already terminating past the deadline gets DELETE with this shorter grace.
 ///
-/// The API server only ever shortens a pending deletion (spec §3.5), so repeating this is safe.
+/// The API server only ever shortens a pending deletion (`docs/drain-semantics.md#grace-periods`),
+/// so repeating this is safe.
 pub fn reclip_terminating(
     now: Timestamp,
     deadline: Timestamp,
@@ -63,13 +68,15 @@ pub fn reclip_terminating(
 }
 
 /// `max(floor(deadline - now), 1)`: never 0, which would remove the pod from the API at once
-/// while its containers still run (spec §3.6, Karpenter's `forceDelete`).
+/// while its containers still run (`docs/drain-semantics.md#grace-periods`; Karpenter's
+/// `forceDelete` clamps the same way).
 pub fn seconds_left(now: Timestamp, deadline: Timestamp) -> i64 {
     // as_secs truncates toward zero, which is floor for the positive values that matter here.
     deadline.duration_since(now).as_secs().max(1)
 }
 
-/// Capped exponential backoff with jitter for evictions a PDB blocks (spec §5.4 rule 11).
+/// Capped exponential backoff with jitter for evictions a PDB blocks
+/// (`docs/drain-semantics.md#evictions-and-retries`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backoff {
     /// First delay, and the floor of every delay: kubectl's fixed 5 s retry.
@@ -117,7 +124,7 @@ impl Backoff {
     }
 }
 
-/// kubectl's line for a retried eviction (spec §5.4 rule 11).
+/// kubectl's line for a retried eviction (`docs/drain-semantics.md#evictions-and-retries`).
 pub fn retry_message(pod: &NamespacedName, delay: Duration, error: &str) -> String {
     format!(
         "error when evicting pods/\"{}\" -n \"{}\" (will retry after {}): {error}",
@@ -150,7 +157,8 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
-/// What a failed eviction means for the drain (spec §5.4 rule 11; bodies in kube-api-surface §4.6).
+/// What a failed eviction means for the drain (`docs/drain-semantics.md#evictions-and-retries`;
+/// the bodies: `docs/drain-semantics.md#the-eviction-api`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvictionErrorClass {
     /// 404, or 409 from the UID precondition (the name belongs to a new pod): this pod is gone.

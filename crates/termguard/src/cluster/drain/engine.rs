@@ -1,6 +1,7 @@
 //! The drain engine: claim the node, plan, evict wave by wave, wait for the pods to be gone,
-//! record the result (spec drain-semantics.md §5). Safe to run twice: progress lives on the
-//! Node, so a second run resumes or follows the first instead of fighting it.
+//! record the result (`docs/drain-semantics.md#where-termguard-differs`). Safe to run twice:
+//! progress lives on the Node, so a second run resumes or follows the first instead of
+//! fighting it.
 
 use super::budget::Backoff;
 use super::deadline::DeadlineFeed;
@@ -219,8 +220,8 @@ pub struct Drainer {
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
 /// backing off to minutes), which hides a PodDisruptionBudget's answer from the engine — no
 /// EvictionBlocked event, no retry line, and no grace clipping while it sleeps past the
-/// deadline. The engine retries blocked evictions itself (spec §5.4 rule 11), so build the
-/// client without that layer.
+/// deadline. The engine retries blocked evictions itself
+/// (`docs/drain-semantics.md#evictions-and-retries`), so build the client without that layer.
 pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
     config.default_retry = false;
     Client::try_from(config)

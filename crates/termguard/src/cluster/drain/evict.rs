@@ -1,4 +1,4 @@
-//! One eviction or delete request, classified (spec drain-semantics.md §5.4).
+//! One eviction or delete request, classified (`docs/drain-semantics.md#evictions-and-retries`).
 
 use super::budget::{classify_eviction_error, EvictionErrorClass};
 use super::plan::PlannedPod;
@@ -7,8 +7,8 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use std::time::Duration;
 
 /// POSTs a policy/v1 Eviction with the UID precondition. kube-rs's `Api::evict` sends
-/// `delete_options` in snake_case, which a real API server drops (kube-api-surface §12.9),
-/// so the body is built here.
+/// `delete_options` in snake_case, which a real API server drops, so the body is built here
+/// (`docs/drain-semantics.md#evictions-and-retries`).
 pub(super) async fn evict(
     api: &Api<Pod>,
     p: &PlannedPod,

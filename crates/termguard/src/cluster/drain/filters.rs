@@ -1,9 +1,10 @@
 //! Which pods a drain evicts: kubectl's `pkg/drain/filters.go` rules, one small named function each.
 //!
-//! The rules, their order and their messages follow kubectl (spec drain-semantics.md §1.2 step 3,
-//! §5.2 rule 5): a pod goes through the rules in order until one skips or refuses it. Two
-//! deliberate differences: a `--pod-selector` rule runs first (kubectl filters server-side), and
-//! the warnings of every rule are kept instead of only the last one (kubectl's own TODO).
+//! The rules, their order and their messages follow kubectl (`docs/drain-semantics.md#pod-rules`,
+//! `docs/drain-semantics.md#pod-selection`): a pod goes through the rules in order until one
+//! skips or refuses it. Two deliberate differences: a `--pod-selector` rule runs first (kubectl
+//! filters server-side), and the warnings of every rule are kept instead of only the last one
+//! (kubectl's own TODO).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,7 +47,8 @@ pub enum Verdict {
         /// Whether kubectl prints it as a warning (otherwise the skip is silent in kubectl).
         warning: bool,
     },
-    /// The whole drain is refused before anything is evicted (spec §5.2 rule 6).
+    /// The whole drain is refused before anything is evicted
+    /// (`docs/drain-semantics.md#pod-selection`).
     Refuse {
         /// kubectl's error message, without the pod list.
         reason: String,
@@ -148,7 +150,7 @@ impl PlanContext {
 /// The answer to `GET daemonsets/<name>` that kubectl's DaemonSet rule asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DaemonSetLookup {
-    /// The DaemonSet exists: its pods are never evicted (spec §5.2 rule 5).
+    /// The DaemonSet exists: its pods are never evicted (`docs/drain-semantics.md#pod-rules`).
     #[default]
     Exists,
     /// 404: the pod is orphaned, so `--force` deletes it like kubectl does.
@@ -251,7 +253,8 @@ pub fn pod_selector(pod: &Pod, opts: &DrainOptions, _: &PlanContext) -> Verdict 
 
 /// `--skip-wait-for-delete-timeout`: a pod terminating for longer than N seconds is left alone.
 ///
-/// kubectl compares whole seconds, `int(now - deletionTimestamp) > N` (spec §1.2 step 3, rule 1).
+/// kubectl compares whole seconds, `int(now - deletionTimestamp) > N`
+/// (`docs/drain-semantics.md#pod-rules`).
 pub fn skip_deleted(pod: &Pod, opts: &DrainOptions, ctx: &PlanContext) -> Verdict {
     let (Some(timeout), Some(deleted)) = (
         opts.skip_wait_for_delete_timeout,
@@ -273,7 +276,8 @@ pub fn skip_deleted(pod: &Pod, opts: &DrainOptions, ctx: &PlanContext) -> Verdic
 /// DaemonSet pods are never evicted: the DaemonSet tolerates the cordon and would recreate them.
 ///
 /// Without `--ignore-daemonsets` their presence refuses the drain; finished pods and orphans
-/// (DaemonSet gone, with `--force`) are deleted, as kubectl does (spec §1.2, §5.2 rule 5).
+/// (DaemonSet gone, with `--force`) are deleted, as kubectl does
+/// (`docs/drain-semantics.md#pod-rules`).
 pub fn daemonset(pod: &Pod, opts: &DrainOptions, ctx: &PlanContext) -> Verdict {
     let Some(owner) = daemonset_owner(pod) else {
         return Verdict::keep();

@@ -1,4 +1,4 @@
-//! Drain: plan, filters, waves, evict, wait (spec drain-semantics.md §5).
+//! Drain: plan, filters, waves, evict, wait (`docs/drain-semantics.md`).
 //!
 //! The pure part lives here: which pods leave and in which wave ([`mod@plan`]), the kubectl rules that
 //! decide it ([`filters`], [`selector`]), and the time and error arithmetic of evicting ([`budget`]).

@@ -1,7 +1,8 @@
 //! The drain plan: which pods leave, in which wave, and which stay or block the drain, and why.
 //!
 //! Pure: built from a pod list and the options, printed by `--dry-run`, serialized by
-//! `--output json`, and executed wave by wave by the evictor (spec drain-semantics.md §5.2, §5.3).
+//! `--output json`, and executed wave by wave by the evictor
+//! (`docs/drain-semantics.md#pod-selection`, `docs/drain-semantics.md#waves`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,7 +15,8 @@ use super::budget::effective_grace_period;
 use super::filters::{is_finished, select, PlanContext, Selection};
 use super::selector::PodSelector;
 
-/// Annotation that sends a pod to the last wave when its value is `last` (spec §5.3 rule 7).
+/// Annotation that sends a pod to the last wave when its value is `last`
+/// (`docs/drain-semantics.md#waves`).
 pub const DRAIN_ORDER_ANNOTATION: &str = "termguard.io/drain-order";
 /// kubectl's `--chunk-size` default (`cmdutil.DefaultChunkSize`).
 pub const DEFAULT_CHUNK_SIZE: u32 = 500;
@@ -98,10 +100,12 @@ impl Default for DrainOptions {
     }
 }
 
-/// Which pods are evicted last: poolers, DNS, log shippers and critical pods (spec §5.3 rule 7).
+/// Which pods are evicted last: poolers, DNS, log shippers and critical pods
+/// (`docs/drain-semantics.md#waves`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainLastRules {
-    /// Priority classes whose pods go last; the kubelet's own shutdown order (spec §3.7).
+    /// Priority classes whose pods go last; the kubelet's own shutdown order
+    /// (`docs/drain-semantics.md#grace-periods`).
     pub priority_classes: BTreeSet<String>,
     /// Annotations (key → value) that send a pod last.
     pub annotations: BTreeMap<String, String>,
@@ -146,7 +150,8 @@ pub enum WaveKind {
     DrainLast,
 }
 
-/// Pods evicted in parallel; a wave starts once the previous wave's pods are gone (spec §5.3 rule 8).
+/// Pods evicted in parallel; a wave starts once the previous wave's pods are gone
+/// (`docs/drain-semantics.md#waves`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Wave {
     /// 1-based position in the plan.
@@ -164,7 +169,7 @@ pub struct PlannedPod {
     /// Namespace and name.
     #[serde(flatten)]
     pub pod: NamespacedName,
-    /// The UID sent as the eviction precondition (spec §5.4 rule 10).
+    /// The UID sent as the eviction precondition (`docs/drain-semantics.md#evictions-and-retries`).
     pub uid: Option<String>,
     /// Effective grace period: `--grace-period`, else the pod's own, else 30 s.
     pub grace_period_seconds: i64,
@@ -220,7 +225,8 @@ pub struct DrainPlan {
 /// Why a drain cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// Some pods are refused; kubectl aborts before evicting anything (spec §5.2 rule 6).
+    /// Some pods are refused; kubectl aborts before evicting anything
+    /// (`docs/drain-semantics.md#pod-rules`).
     #[error("{message}")]
     Refused {
         /// kubectl's aggregated error text.

@@ -1,6 +1,7 @@
 //! One pod's way off the node: evict (or, past the deadline, delete with a clipped grace
 //! period), retry refusals with backoff, then wait — by watching — until it is gone
-//! (spec drain-semantics.md §5.4–§5.6).
+//! (`docs/drain-semantics.md#evictions-and-retries`, `docs/drain-semantics.md#deadline-clipping`,
+//! `docs/drain-semantics.md#waiting-by-watching`).
 
 use super::budget::{clip_grace_period, reclip_terminating, GraceDecision};
 use super::deadline::DeadlineFeed;
@@ -48,7 +49,8 @@ impl Drainer {
         let mut blocked_reported = false;
         if p.terminating {
             result.action = PodAction::AlreadyTerminating;
-            // A pod terminating past the deadline gets a shorter grace (spec §5.5 rule 13).
+            // A pod terminating past the deadline gets a shorter grace
+            // (`docs/drain-semantics.md#deadline-clipping`).
             self.reclip(&api, &p, &uid, tracker, permits, deadlines, &mut result)
                 .await;
         } else {
@@ -61,7 +63,8 @@ impl Drainer {
                     break;
                 }
                 // Past D - g: the eviction can no longer finish gracefully in time; delete with
-                // the grace clipped to the time left, bypassing budgets (spec §5.5 rule 12).
+                // the grace clipped to the time left, bypassing budgets
+                // (`docs/drain-semantics.md#deadline-clipping`).
                 if let Some(d) = due.clip {
                     if let GraceDecision::Clip {
                         grace_period_seconds,

@@ -1,7 +1,7 @@
 //! `--pod-selector`: a label selector in kubectl's string syntax, parsed into kube's `Selector`.
 //!
 //! kubectl validates the flag with `labels.Parse` before draining and sends it to the server as
-//! `labelSelector` (spec drain-semantics.md §1.1, §5.2 rule 4). termguard sends the same string and
+//! `labelSelector` (`docs/drain-semantics.md#pod-rules`). termguard sends the same string and
 //! also applies it locally, so a plan built from any pod list honours it.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,7 +1,8 @@
-//! Waiting for pods to be gone by watching, not polling (spec drain-semantics.md §5.6 rule 14):
-//! one watcher over the node's pods (list, then watch from that resourceVersion; a 410 means
-//! relist) keeps the set of live pod UIDs. A pod is gone when its UID is no longer in the set —
-//! a recreated pod with the same name has a new UID, so it is never mistaken for the old one.
+//! Waiting for pods to be gone by watching, not polling
+//! (`docs/drain-semantics.md#waiting-by-watching`): one watcher over the node's pods (list,
+//! then watch from that resourceVersion; a 410 means relist) keeps the set of live pod UIDs. A
+//! pod is gone when its UID is no longer in the set — a recreated pod with the same name has a
+//! new UID, so it is never mistaken for the old one.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;

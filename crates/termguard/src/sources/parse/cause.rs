@@ -6,7 +6,8 @@ use crate::notice::{Cause, ScaleInTrigger};
 
 /// Substrings that must all occur in the text, and the cause they mean, in the order tried.
 /// Order matters: an AZRebalance termination is followed by the usual "difference between
-/// desired and actual capacity" sentences, so it is tested first (asg-and-imds.md §5).
+/// desired and actual capacity" sentences, so it is tested first
+/// (`docs/aws-semantics.md#scaling-activity-causes`).
 const RULES: [(&[&str], Cause); 10] = [
     (&["balance instances in zones"], Cause::AzRebalance),
     (&["balancing the group's zones"], Cause::AzRebalance),
@@ -41,7 +42,8 @@ const RULES: [(&[&str], Cause); 10] = [
 ];
 
 impl Cause {
-    /// Classifies the `Cause` text of a scaling activity (§5: substring, case-sensitive, first match wins).
+    /// Classifies the `Cause` text of a scaling activity: substring, case-sensitive, first match
+    /// wins (`docs/aws-semantics.md#scaling-activity-causes`).
     pub fn from_activity_cause(text: &str) -> Self {
         RULES
             .iter()

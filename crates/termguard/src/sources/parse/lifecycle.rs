@@ -7,8 +7,9 @@
 //! a return to the warm pool (`Destination`=`WarmPool`) stops or hibernates the instance, so
 //! "the node still goes away and must be drained, but the cause is warm-pool return"; and a
 //! replace-root-volume refresh reboots the node onto a new root volume: "drain it; do not
-//! treat it as gone for good" (`tests/data/events/README.md`, both fixtures; spec
-//! `asg-and-imds.md` §1.1, §5). Both are told by the cause and `LifecycleHook::instance_returns`.
+//! treat it as gone for good" (`tests/data/events/README.md`, both fixtures;
+//! `docs/aws-semantics.md#lifecycle-hooks`). Both are told by the cause and
+//! `LifecycleHook::instance_returns`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -191,7 +192,8 @@ fn lifecycle_notice(
         metadata: message.notification_metadata,
     };
     // Warm-pool return and root-volume replacement are known from the event itself; every other
-    // cause comes from the scaling activity, looked up later (asg-and-imds.md §5, last paragraph).
+    // cause comes from the scaling activity, looked up later
+    // (`docs/aws-semantics.md#scaling-activity-causes`).
     let cause = if hook.action.as_deref() == Some("ReplaceRootVolume") {
         Some(Cause::ReplaceRootVolume)
     } else if transition == LifecycleTransition::Terminating
@@ -206,7 +208,8 @@ fn lifecycle_notice(
         LifecycleTransition::Terminating => NoticeKind::LifecycleTerminate,
     };
     // The wait lasts the hook's HeartbeatTimeout from about the event time; the message does
-    // not carry it, so assume the default until the hook is described (§1.3).
+    // not carry it, so assume the default until the hook is described
+    // (`docs/aws-semantics.md#global-timeout`).
     let deadline = Deadline {
         at: after("time", meta.event_time, DEFAULT_HEARTBEAT_TIMEOUT)?,
         basis: DeadlineBasis::AssumedHeartbeatTimeout,

@@ -25,7 +25,7 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Notice, Pars
         cause: Some(Cause::RebalanceRecommendation),
         event_time: meta.event_time,
         // A risk signal, not a schedule: it may come long before an interruption, or with none
-        // at all (asg-and-imds.md §3), so there is no deadline.
+        // at all (`docs/aws-semantics.md#rebalance-recommendation`), so there is no deadline.
         deadline: None,
         hook: None,
         source: meta.source,

@@ -39,7 +39,8 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Notice, Pars
         .as_deref()
         .map_or(SpotAction::Terminate, action);
     // The event carries no action time (only IMDS does): the action comes about two minutes
-    // after the event, except hibernation, which gets no warning period (asg-and-imds.md §3).
+    // after the event, except hibernation, which gets no warning period
+    // (`docs/aws-semantics.md#spot-interruption-warning`).
     let deadline = if action == SpotAction::Hibernate {
         Deadline {
             at: meta.event_time,

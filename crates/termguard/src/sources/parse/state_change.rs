@@ -25,7 +25,7 @@ pub(super) fn from_eventbridge(detail: Value, meta: Meta) -> Result<Notice, Pars
     let instance = instance_id("detail.instance-id", detail.instance_id)?;
     let state = state(&required("detail.state", detail.state)?);
     // `stopping`/`shutting-down` are already happening and `stopped`/`terminated` are over
-    // (asg-and-imds.md §3): no time is promised beyond the event itself.
+    // (`docs/aws-semantics.md#ec2-state-change`): no time is promised beyond the event itself.
     let deadline = state.is_going_away().then_some(Deadline {
         at: meta.event_time,
         basis: DeadlineBasis::Immediate,
