@@ -427,15 +427,25 @@ pub async fn annotate(
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
 /// set it, and the progress annotations. Returns whether anything changed.
 pub async fn uncordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
-    uncordon_if(api, name, |_| true).await
+    undo(api, name, |_| true, false).await
 }
 
 /// [`uncordon`], only while `still` holds for the Node as read: checked again on every read,
 /// so a drain another replica claimed meanwhile (a conflict, then a fresh read) is never undone.
+/// The undone notice is recorded ([`UNDONE_NOTICE`]); a manual [`uncordon`] leaves nothing.
 pub async fn uncordon_if(
     api: &Api<Node>,
     name: &str,
     still: impl Fn(&Node) -> bool,
+) -> Result<bool, NodeError> {
+    undo(api, name, still, true).await
+}
+
+async fn undo(
+    api: &Api<Node>,
+    name: &str,
+    still: impl Fn(&Node) -> bool,
+    record_undone: bool,
 ) -> Result<bool, NodeError> {
     loop {
         let node = api.get(name).await.map_err(api_err("getting", name))?;
@@ -489,7 +499,8 @@ pub async fn uncordon_if(
                 .into_iter()
                 .map(|k| (k, serde_json::Value::Null))
                 .collect();
-            if let Some(notice) = DrainState::of(&node).notice.filter(|n| n != "manual") {
+            let notice = DrainState::of(&node).notice.filter(|n| n != "manual");
+            if let Some(notice) = notice.filter(|_| record_undone) {
                 changes.insert(UNDONE_NOTICE.to_string(), json!(notice));
             }
             patch["metadata"]["annotations"] = json!(changes);

@@ -591,24 +591,23 @@ fn audit_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("audit.log")).map_or(0, |m| m.len())
 }
 
+/// The completed requests of `user` in the audit log, from byte `from` on, read as they go.
+fn audit_events<'a>(dir: &Path, from: u64, user: &'a str) -> impl Iterator<Item = Value> + 'a {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let file = std::fs::File::open(dir.join("audit.log"))
+        .ok()
+        .and_then(|mut f| f.seek(SeekFrom::Start(from)).ok().map(|_| f));
+    file.into_iter()
+        .flat_map(|f| std::io::BufReader::new(f).lines().map_while(|l| l.ok()))
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .filter(move |ev| ev["user"]["username"] == user && ev["stage"] == "ResponseComplete")
+}
+
 /// Requests of `user` in the audit log from byte `from` on, keyed like the simulator's
 /// counters: `"<verb> <path>"`.
 pub fn audit_counts(dir: &Path, from: u64, user: &str) -> BTreeMap<String, u64> {
-    use std::io::{BufRead, Seek, SeekFrom};
     let mut counts = BTreeMap::new();
-    let Ok(mut f) = std::fs::File::open(dir.join("audit.log")) else {
-        return counts;
-    };
-    if f.seek(SeekFrom::Start(from)).is_err() {
-        return counts;
-    }
-    for line in std::io::BufReader::new(f).lines().map_while(|l| l.ok()) {
-        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if ev["user"]["username"] != user || ev["stage"] != "ResponseComplete" {
-            continue;
-        }
+    for ev in audit_events(dir, from, user) {
         let uri = ev["requestURI"].as_str().unwrap_or("");
         let path = uri.split('?').next().unwrap_or(uri);
         let verb = if ev["objectRef"]["subresource"] == "eviction" {
@@ -624,26 +623,12 @@ pub fn audit_counts(dir: &Path, from: u64, user: &str) -> BTreeMap<String, u64> 
 /// Evictions of `user` the API server accepted (2xx), from byte `from` of the audit log on,
 /// per `namespace/name` of the pod.
 pub fn accepted_evictions(dir: &Path, from: u64, user: &str) -> BTreeMap<String, u64> {
-    use std::io::{BufRead, Seek, SeekFrom};
     let mut counts = BTreeMap::new();
-    let Ok(mut f) = std::fs::File::open(dir.join("audit.log")) else {
-        return counts;
-    };
-    if f.seek(SeekFrom::Start(from)).is_err() {
-        return counts;
-    }
-    for line in std::io::BufReader::new(f).lines().map_while(|l| l.ok()) {
-        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
+    for ev in audit_events(dir, from, user) {
         let accepted = ev["responseStatus"]["code"]
             .as_u64()
             .is_some_and(|c| (200..300).contains(&c));
-        if ev["user"]["username"] != user
-            || ev["stage"] != "ResponseComplete"
-            || ev["objectRef"]["subresource"] != "eviction"
-            || !accepted
-        {
+        if ev["objectRef"]["subresource"] != "eviction" || !accepted {
             continue;
         }
         let pod = format!(
