@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use termguard::cluster::drain::filters::{DAEMONSET_FATAL, LOCAL_STORAGE_FATAL, UNMANAGED_FATAL};
 use termguard::cluster::drain::{
-    DrainOptions, DrainReport, NamespacedName, Outcome, PodAction, PodResult, PodSelector,
+    Backoff, DrainOptions, DrainReport, NamespacedName, Outcome, PodAction, PodResult, PodSelector,
     Progress, Role,
 };
 use termguard::cluster::events::{Events, Reason};
@@ -760,6 +760,54 @@ both_backends! {
         c.settle().await;
         let on_b = c.pods_on("node-b").await;
         assert_eq!(on_b.iter().filter(|p| is_web(p)).count(), 3);
+        Ok(())
+    }
+}
+
+both_backends! {
+    /// Six replicas behind `maxUnavailable: 1`: one may go at a time, each time a replacement
+    /// is Ready elsewhere. With the fallback backoff at ten minutes, only the budget's own
+    /// change can wake the retries in time: the drain is paced by the budget, not a timer.
+    async fn a_blocked_eviction_is_retried_when_its_budget_has_room_not_when_a_timer_fires(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: web, replicas: 6, startupMs: 1000, pdb: {maxUnavailable: 1}}\n",
+            ),
+        )
+        .await;
+        c.add_node("node-b").await;
+        let feed = PodFeed::start(&c).await;
+        let web = feed.initial_on(NODE);
+        assert_eq!(web.len(), 6);
+        let slow = Backoff {
+            initial: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+            jitter: 0.0,
+        };
+        let opts = DrainOptions {
+            // Far more than six start-ups; far less than one fallback retry.
+            timeout: Some(Duration::from_secs(150)),
+            ..Default::default()
+        };
+        let report = drainer(&c, "t")
+            .with_backoff(slow)
+            .drain(&request(NODE, opts))
+            .await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.evicted, 6);
+        let retried = web
+            .iter()
+            .filter(|p| result_of(&report, p).attempts > 1)
+            .count();
+        assert!(retried >= 4, "one disruption at a time: {report:#?}");
+        feed.sync().await;
+        assert!(
+            feed.min_healthy(is_web) >= 5,
+            "more than maxUnavailable web pods were unavailable at some point"
+        );
         Ok(())
     }
 }

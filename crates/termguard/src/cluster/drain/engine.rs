@@ -215,6 +215,9 @@ pub struct Drainer {
     progress: ProgressFn,
     pub(super) backoff: Backoff,
     slots: Option<DrainSlots>,
+    /// The cluster's PodDisruptionBudgets, watched from the first eviction a budget refuses
+    /// on; shared by the drainer's clones.
+    pub(super) budgets: super::room::SharedBudgets,
 }
 
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
@@ -240,6 +243,7 @@ impl Drainer {
             progress: Arc::new(|_| {}),
             backoff: Backoff::default(),
             slots: None,
+            budgets: Default::default(),
         }
     }
 

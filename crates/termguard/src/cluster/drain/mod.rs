@@ -11,6 +11,7 @@ pub mod filters;
 pub mod plan;
 mod pod;
 pub mod report;
+mod room;
 pub mod selector;
 pub mod tracker;
 

@@ -183,6 +183,9 @@ pub struct PlannedPod {
     /// Warnings of the rules that let it through.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Its labels: which PodDisruptionBudgets cover it (not part of the printed plan).
+    #[serde(skip)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A pod the drain leaves on the node.
@@ -275,6 +278,7 @@ pub fn plan(pods: &[Pod], opts: &DrainOptions, ctx: &PlanContext) -> Result<Drai
                     terminating: pod.metadata.deletion_timestamp.is_some(),
                     drain_last,
                     warnings,
+                    labels: pod.metadata.labels.clone().unwrap_or_default(),
                 };
                 if planned.drain_last.is_some() {
                     last.push(planned);

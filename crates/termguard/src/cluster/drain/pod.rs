@@ -104,6 +104,8 @@ impl Drainer {
                 }
                 self.emit(Progress::Evicting(p.pod.clone()));
                 result.attempts += 1;
+                // Taken before the request: a budget change during it is not missed.
+                let room = self.budgets.started().map(|w| w.subscribe());
                 let attempt = if req.options.disable_eviction || p.finished {
                     let _permit = permits.acquire().await;
                     evict::delete(&api, &p, &uid, req.options.grace_period)
@@ -174,12 +176,30 @@ impl Drainer {
                             )
                             .await;
                         }
+                        // A budget that refused is watched: the retry goes as soon as a
+                        // budget covering the pod has room again (a replacement became
+                        // Ready), the backoff only bounding the wait
+                        // (`docs/drain-semantics.md#evictions-and-retries`). The first
+                        // refusal starts the watch; its first list counts as a change.
+                        let room = blocked.then(|| {
+                            room.unwrap_or_else(|| self.budgets.get(&self.client).subscribe())
+                        });
+                        let has_room = async {
+                            match room {
+                                Some(r) => r.wait(&p.pod.namespace, &p.labels).await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         // A deadline that moved (a later notice, the hook's real timeout)
                         // is acted on at once, not after the backoff.
                         moved.borrow_and_update();
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = moved.changed() => {}
+                            () = has_room => {
+                                // Spread out: every drain blocked by this budget heard it.
+                                tokio::time::sleep(ROOM_JITTER.mul_f64(rng.f64())).await;
+                            }
                         }
                     }
                 }
@@ -383,6 +403,11 @@ impl Drainer {
         }
     }
 }
+
+/// At most this long, at random, between a budget's room and the retry it wakes: the drains
+/// blocked by one budget do not all ask at the same instant, and a room a few milliseconds
+/// stale costs one more refusal at most.
+const ROOM_JITTER: Duration = Duration::from_millis(200);
 
 /// How often a notice-driven drain checks whether a terminating pod can still be confirmed gone.
 const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);

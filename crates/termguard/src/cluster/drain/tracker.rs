@@ -14,7 +14,65 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Live pods on the node by UID; `None` until the first complete list.
-type Snapshot = Option<Arc<HashMap<String, Pod>>>;
+type Snapshot = Kept<Pod>;
+
+/// Objects of a watch by key (`entry` gives an object's key and what to keep of it); `None`
+/// until the first complete list.
+pub(super) type Kept<V> = Option<Arc<HashMap<String, V>>>;
+
+/// Watches `api` (list, then watch from that resourceVersion; a 410 relists) and publishes
+/// every change of the kept objects on a channel. The task runs until its handle is aborted;
+/// a failed watch is retried by kube-runtime's watcher after a pause, `what` naming it in the
+/// log.
+pub(super) fn keep<K, V>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: String,
+    entry: fn(&K) -> Option<(String, V)>,
+) -> (watch::Receiver<Kept<V>>, JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let (tx, rx) = watch::channel::<Kept<V>>(None);
+    let task = tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config).boxed();
+        let mut live: HashMap<String, V> = HashMap::new();
+        let mut buffer: HashMap<String, V> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Event::Init) => buffer.clear(),
+                Ok(Event::InitApply(o)) => {
+                    if let Some((k, v)) = entry(&o) {
+                        buffer.insert(k, v);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    live = std::mem::take(&mut buffer);
+                    tx.send_replace(Some(Arc::new(live.clone())));
+                }
+                Ok(Event::Apply(o)) => {
+                    if let Some((k, v)) = entry(&o) {
+                        live.insert(k, v);
+                        tx.send_replace(Some(Arc::new(live.clone())));
+                    }
+                }
+                Ok(Event::Delete(o)) => {
+                    if let Some((k, _)) = entry(&o) {
+                        live.remove(&k);
+                        tx.send_replace(Some(Arc::new(live.clone())));
+                    }
+                }
+                // The watcher retries by itself; keep going (backoff is kube-runtime's).
+                Err(e) => {
+                    tracing::warn!(watching = %what, error = %e, "watch failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    (rx, task)
+}
 
 /// Tracks which pods are still on a node.
 pub struct PodTracker {
@@ -33,43 +91,8 @@ impl PodTracker {
     pub fn start(client: Client, node: &str) -> Self {
         let api: Api<Pod> = Api::all(client);
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        let (tx, rx) = watch::channel::<Snapshot>(None);
-        let node = node.to_string();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, config).boxed();
-            let mut live: HashMap<String, Pod> = HashMap::new();
-            let mut buffer: HashMap<String, Pod> = HashMap::new();
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(Event::Init) => buffer.clear(),
-                    Ok(Event::InitApply(p)) => {
-                        if let Some(uid) = p.metadata.uid.clone() {
-                            buffer.insert(uid, p);
-                        }
-                    }
-                    Ok(Event::InitDone) => {
-                        live = std::mem::take(&mut buffer);
-                        tx.send_replace(Some(Arc::new(live.clone())));
-                    }
-                    Ok(Event::Apply(p)) => {
-                        if let Some(uid) = p.metadata.uid.clone() {
-                            live.insert(uid, p);
-                            tx.send_replace(Some(Arc::new(live.clone())));
-                        }
-                    }
-                    Ok(Event::Delete(p)) => {
-                        if let Some(uid) = p.metadata.uid.as_deref() {
-                            live.remove(uid);
-                            tx.send_replace(Some(Arc::new(live.clone())));
-                        }
-                    }
-                    // The watcher retries by itself; keep going (backoff is kube-runtime's).
-                    Err(e) => {
-                        tracing::warn!(node = %node, error = %e, "pod watch failed; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                }
-            }
+        let (rx, task) = keep(api, config, format!("pods on node {node}"), |p: &Pod| {
+            Some((p.metadata.uid.clone()?, p.clone()))
         });
         PodTracker { rx, task }
     }
