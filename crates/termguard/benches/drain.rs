@@ -1,7 +1,9 @@
 //! Drain benchmark on the Kubernetes API simulator, termguard and the real `kubectl drain`
-//! side by side (issue 4). Prints, for each scenario and tool: drain wall time, the overhead
-//! above the physical limit (wall time minus the longest pod shutdown), and API requests per
-//! pod; then termguard's figures as ratios of kubectl's. Not a test: nothing is asserted.
+//! side by side. Prints, for each scenario and tool: drain wall time, the overhead above the
+//! physical limit (the least time the drain can take: the longest pod shutdown, or for the
+//! budgeted scenario the replacements' start-ups the budget makes it wait for), and API
+//! requests per pod; then termguard's figures as ratios of kubectl's. Not a test: nothing is
+//! asserted.
 //!
 //! Run: `cargo bench -p termguard --bench drain` (optional: `-- --runs 5`).
 
@@ -151,20 +153,37 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
+#[derive(Default)]
 struct Summary {
+    wall: Vec<f64>,
     overhead: Vec<f64>,
     per_pod: Vec<f64>,
 }
 
-fn print(tool: &str, s: &mut Summary) -> (f64, f64) {
-    let (lo, hi) = (
-        s.overhead.iter().cloned().fold(f64::MAX, f64::min),
-        s.overhead.iter().cloned().fold(f64::MIN, f64::max),
-    );
+impl Summary {
+    fn add(&mut self, f: &Figures, physical: f64, pods: usize) {
+        self.wall.push(f.wall.as_secs_f64());
+        self.overhead.push(f.wall.as_secs_f64() - physical);
+        self.per_pod.push(f.requests as f64 / pods as f64);
+    }
+}
+
+fn spread(xs: &[f64]) -> (f64, f64) {
+    (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    )
+}
+
+/// Prints one tool's medians; returns (wall, overhead, requests per pod).
+fn print(tool: &str, s: &mut Summary) -> (f64, f64, f64) {
+    let (wlo, whi) = spread(&s.wall);
+    let (lo, hi) = spread(&s.overhead);
+    let w = median(&mut s.wall);
     let o = median(&mut s.overhead);
     let r = median(&mut s.per_pod);
-    println!("  {tool:<9} overhead above physical limit: median {o:>6.3} s (min {lo:.3}, max {hi:.3})   API requests per pod: {r:>5.2}");
-    (o, r)
+    println!("  {tool:<9} wall: median {w:>7.3} s (min {wlo:.3}, max {whi:.3})   overhead above physical limit: median {o:>6.3} s (min {lo:.3}, max {hi:.3})   API requests per pod: {r:>5.2}");
+    (w, o, r)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -189,51 +208,64 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("command: cargo bench -p termguard --bench drain -- --runs {runs}");
     let max_shutdown_ms = 2000;
-    for (label, nodes, per_node, spare) in [
+    let spread = max_shutdown_ms as f64 / 1000.0;
+    // The pods' own shutdown bounds the first two; in the third a budget lets one of six
+    // replicas go at a time, each once the last one's replacement is Ready, so the last
+    // eviction can come no sooner than five start-ups after the first.
+    let (replicas, startup_ms, shutdown_ms) = (6u64, 3000u64, 50u64);
+    let budgeted = format!(
+        "name: bench\ndefaults: {{startupMs: 50, shutdownMs: 50}}\nnodes:\n  - {{name: ip-10-1-0-10.ec2.internal, zone: us-east-1a}}\nworkloads:\n  - {{kind: Deployment, name: web, replicas: {replicas}, startupMs: {startup_ms}, shutdownMs: {shutdown_ms}, pdb: {{maxUnavailable: 1}}}}\n"
+    );
+    let budget_limit = ((replicas - 1) * startup_ms + shutdown_ms) as f64 / 1000.0;
+    for (label, yaml, pods, spare, physical) in [
         (
-            "one node, 110 pods, shutdown up to 2 s",
-            1usize,
+            "one node, 110 pods, shutdown up to 2 s".to_string(),
+            scenario(1, 110, max_shutdown_ms),
             110usize,
             3usize,
+            spread,
         ),
         (
-            "50 nodes at once, 30 pods each, shutdown up to 2 s",
+            "50 nodes at once, 30 pods each, shutdown up to 2 s".to_string(),
+            scenario(50, 30, max_shutdown_ms),
+            50 * 30,
             50,
-            30,
-            50,
+            spread,
+        ),
+        (
+            format!("{replicas} replicas behind a PDB with maxUnavailable: 1, each replacement Ready {:.0} s after it starts", startup_ms as f64 / 1000.0),
+            budgeted,
+            replicas as usize,
+            1,
+            budget_limit,
         ),
     ] {
-        let yaml = scenario(nodes, per_node, max_shutdown_ms);
-        let physical = max_shutdown_ms as f64 / 1000.0;
-        let mut tg = Summary {
-            overhead: vec![],
-            per_pod: vec![],
-        };
-        let mut kc = Summary {
-            overhead: vec![],
-            per_pod: vec![],
-        };
+        let mut tg = Summary::default();
+        let mut kc = Summary::default();
         for _ in 0..runs {
             let f = run_termguard(&yaml, spare).await?;
-            tg.overhead.push(f.wall.as_secs_f64() - physical);
-            tg.per_pod
-                .push(f.requests as f64 / (nodes * per_node) as f64);
+            tg.add(&f, physical, pods);
             if kubectl_ok {
                 let f = run_kubectl(&yaml, spare).await?;
-                kc.overhead.push(f.wall.as_secs_f64() - physical);
-                kc.per_pod
-                    .push(f.requests as f64 / (nodes * per_node) as f64);
+                kc.add(&f, physical, pods);
             }
         }
-        println!("{label} (physical limit {physical:.1} s):");
-        let (to, tr) = print("termguard", &mut tg);
+        println!("{label} (physical limit {physical:.2} s):");
+        let (tw, to, tr) = print("termguard", &mut tg);
         if kubectl_ok {
-            let (ko, kr) = print("kubectl", &mut kc);
+            let (kw, ko, kr) = print("kubectl", &mut kc);
             println!(
-                "  ratio termguard/kubectl: overhead {:.3} (kubectl's is {:.0}x termguard's), requests per pod {:.2}",
+                "  ratio termguard/kubectl: wall {:.3}, overhead {:.3} (kubectl's is {:.0}x termguard's), requests per pod {:.2}; termguard's wall {:.2}x the physical limit",
+                tw / kw,
                 to / ko,
                 ko / to.max(1e-3),
-                tr / kr
+                tr / kr,
+                tw / physical
+            );
+        } else {
+            println!(
+                "  termguard's wall {:.2}x the physical limit",
+                tw / physical
             );
         }
     }

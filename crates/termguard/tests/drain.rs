@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use termguard::cluster::drain::filters::{DAEMONSET_FATAL, LOCAL_STORAGE_FATAL, UNMANAGED_FATAL};
 use termguard::cluster::drain::{
-    Backoff, DrainOptions, DrainReport, NamespacedName, Outcome, PodAction, PodResult, PodSelector,
-    Progress, Role,
+    Backoff, DrainOptions, DrainReport, Drainer, NamespacedName, Outcome, PodAction, PodResult,
+    PodSelector, Progress, Role,
 };
 use termguard::cluster::events::{Events, Reason};
 use termguard::cluster::nodes;
@@ -1037,6 +1037,104 @@ both_backends! {
         );
         Ok(())
     }
+}
+
+/// Marks the node as claimed, just now, by `owner`, as a drain that was killed leaves it.
+async fn claimed_by(c: &TestCluster, owner: &str) -> Result {
+    let api: Api<Node> = Api::all(c.admin.clone());
+    let annotations = json!({
+        nodes::OWNER: owner,
+        nodes::RENEWED: Timestamp::now().to_string(),
+        nodes::NOTICE: "manual",
+        nodes::CAUSE: "manual",
+        nodes::PHASE: "draining",
+    });
+    api.patch(
+        NODE,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"unschedulable": true}, "metadata": {"annotations": annotations}}),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A drainer as `identity` that counts how often it says it follows another owner.
+fn counting_follows(
+    c: &TestCluster,
+    identity: &str,
+) -> (Drainer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let follows = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = follows.clone();
+    let d = drainer(c, identity).with_progress(move |p| {
+        if matches!(p, Progress::Following { .. }) {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (d, follows)
+}
+
+both_backends! {
+    /// A fresh claim whose process, on this host, has ended (a `termguard drain` killed with
+    /// SIGKILL) is taken over at once: no following a dead owner for a lease period while the
+    /// deadline runs. The same claim from another host is followed: only its lease can tell.
+    async fn a_claim_of_an_ended_process_of_this_host_is_taken_over_at_once(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let me = termguard::commands::identity();
+        let host = me.rsplit_once('/').map(|(h, _)| h.to_string()).unwrap_or_default();
+        let mut child = std::process::Command::new("true").spawn()?;
+        let dead = child.id();
+        child.wait()?;
+        claimed_by(&c, &format!("{host}/{dead}")).await?;
+        let (d, follows) = counting_follows(&c, &me);
+        let report = d.drain(&request(NODE, DrainOptions::default())).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.role, Role::Resumed, "{report:#?}");
+        assert_eq!(follows.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(c.node(NODE).await["metadata"]["annotations"][nodes::OWNER], me.as_str());
+        assert!(!nodes::owner_ended(&format!("another-host/{dead}"), &me));
+        assert!(!nodes::owner_ended(&me, &me), "this process runs");
+        Ok(())
+    }
+}
+
+/// A drain that fails (here: listing the node's pods is forbidden) releases its claim: the
+/// next run, from anywhere, takes over at once instead of waiting out the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_drain_releases_its_claim_for_the_next_run() -> Result {
+    let c = TestCluster::start_settled(
+        cluster::Backend::Sim,
+        &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+    )
+    .await;
+    let sim = c.sim().expect("the simulator backend");
+    sim.faults.set(serde_json::from_value(
+        json!({"verbs": {"list pods": {"errorRate": 1.0, "errorCode": 403}}}),
+    )?);
+    let failed = drainer(&c, "host-a/100")
+        .drain(&request(NODE, DrainOptions::default()))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let n = c.node(NODE).await;
+    assert_eq!(n["metadata"]["annotations"][nodes::OWNER], "host-a/100");
+    assert!(
+        n["metadata"]["annotations"][nodes::RENEWED].is_null(),
+        "{n}"
+    );
+    assert_eq!(n["spec"]["unschedulable"], true, "the node stays cordoned");
+
+    sim.faults.set(Default::default());
+    let (d, follows) = counting_follows(&c, "host-b/200");
+    let report = d.drain(&request(NODE, DrainOptions::default())).await?;
+    assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+    assert_eq!(report.role, Role::Resumed, "{report:#?}");
+    assert_eq!(follows.load(std::sync::atomic::Ordering::Relaxed), 0);
+    Ok(())
 }
 
 both_backends! {

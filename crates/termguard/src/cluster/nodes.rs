@@ -151,6 +151,25 @@ impl DrainState {
     }
 }
 
+/// Whether the process `owner` names has ended, as far as `me` can tell: both identities are
+/// `host/pid` (`termguard::commands::identity`), the host is this one, and no process of that
+/// pid runs here. Anything else — another host, a name of another form, a system without
+/// `/proc` — cannot be told, and the owner's lease decides.
+pub fn owner_ended(owner: &str, me: &str) -> bool {
+    let (Some((host, pid)), Some((my_host, my_pid))) =
+        (owner.rsplit_once('/'), me.rsplit_once('/'))
+    else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == my_host
+        && pid.to_string() != my_pid
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// What the caller wants recorded when it claims a drain.
 #[derive(Debug, Clone)]
 pub struct Claim<'a> {
@@ -244,7 +263,10 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         let node = api.get(name).await.map_err(api_err("getting", name))?;
         let now = Timestamp::now();
         let state = DrainState::of(&node);
-        if let Some(owner) = state.active_owner(c.owner, now) {
+        let live = state
+            .active_owner(c.owner, now)
+            .filter(|o| !owner_ended(o, c.owner));
+        if let Some(owner) = live {
             let owner = owner.to_string();
             // Our deadline is earlier than the one the owner keeps: tell it (the earliest
             // deadline of any notice wins, on whichever replica runs the drain).
@@ -422,6 +444,31 @@ pub async fn annotate(
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(api_err("annotating", name))
+}
+
+/// Gives up `owner`'s claim of the node's drain without finishing it (the drain failed): its
+/// lease ends now, so the next run takes the drain over at once instead of waiting a lease
+/// period for renewals that will not come. The node stays cordoned and marked. Nothing
+/// changes if another process owns the drain by now.
+pub async fn release(api: &Api<Node>, name: &str, owner: &str) -> Result<(), NodeError> {
+    loop {
+        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        if DrainState::of(&node).owner.as_deref() != Some(owner) {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": node.metadata.resource_version,
+            "annotations": {RENEWED: null},
+        }});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_err("releasing the drain of", name)(e)),
+        }
+    }
 }
 
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we

@@ -487,7 +487,16 @@ impl Drainer {
         drop(slot);
         drop(renewer);
         drop(updates);
-        let report = result?;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Not done, and nobody renewing: let the next run take over at once.
+                if let Err(release) = nodes::release(&self.nodes, &req.node, &self.identity).await {
+                    tracing::warn!(node = %req.node, error = %release, "releasing the failed drain's claim failed; its lease ends by itself");
+                }
+                return Err(e);
+            }
+        };
         let mut stored = report.clone();
         stored.pods.clear();
         stored.skipped.clear();
@@ -530,33 +539,45 @@ impl Drainer {
         Ok(report)
     }
 
-    /// Waits for another process's drain to finish; `None` if its owner stopped renewing.
+    /// Waits for another process's drain to finish; `None` once it is ours to take over: its
+    /// owner stopped renewing (the lease ran out), released it on an error, or ended (a
+    /// process of this host that is gone).
     async fn follow(&self, node: &str) -> Result<Option<DrainReport>, DrainError> {
         use kube::runtime::watcher::{self, Event};
         let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
         let mut stream = watcher::watcher(self.nodes.clone(), config).boxed();
+        // The lease runs out with time, not with a change: looked at every couple of seconds
+        // however busy the watch is, from a fresh read (the watch may be down).
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let check = tokio::time::sleep(Duration::from_secs(2));
-            tokio::select! {
+            let seen = tokio::select! {
                 item = stream.next() => match item {
-                    Some(Ok(Event::Apply(n) | Event::InitApply(n))) => {
-                        if let Some(r) = self.finished_report(&n) {
-                            return Ok(Some(r));
-                        }
+                    Some(Ok(Event::Apply(n) | Event::InitApply(n))) => n,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!(node, error = %e, "watching the node failed; retrying");
+                        continue;
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::warn!(node, error = %e, "watching the node failed; retrying"),
                     None => return Ok(None),
                 },
-                _ = check => {
-                    let n = self.nodes.get(node).await.map_err(|source| NodeError::Api { action: "getting", node: node.to_string(), source })?;
-                    if let Some(r) = self.finished_report(&n) {
-                        return Ok(Some(r));
+                _ = every.tick() => match self.nodes.get(node).await {
+                    Ok(n) => n,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        return Err(NodeError::NotFound(node.to_string()).into())
                     }
-                    if DrainState::of(&n).active_owner(&self.identity, Timestamp::now()).is_none() {
-                        return Ok(None);
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "reading the node failed; retrying");
+                        continue;
                     }
-                }
+                },
+            };
+            if let Some(r) = self.finished_report(&seen) {
+                return Ok(Some(r));
+            }
+            match DrainState::of(&seen).active_owner(&self.identity, Timestamp::now()) {
+                Some(owner) if !nodes::owner_ended(owner, &self.identity) => {}
+                _ => return Ok(None),
             }
         }
     }
