@@ -11,7 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +27,8 @@ pub struct Budget {
     pub selector: Option<Selector>,
     /// `status.disruptionsAllowed`.
     pub allowed: i32,
+    /// `metadata.resourceVersion`: which status the room is of.
+    pub version: String,
 }
 
 impl Budget {
@@ -39,12 +41,14 @@ impl Budget {
             .and_then(|s| s.selector.clone())
             .and_then(|s| Selector::try_from(s).ok());
         let allowed = pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed);
+        let version = pdb.metadata.resource_version.clone().unwrap_or_default();
         Some((
             key,
             Budget {
                 namespace,
                 selector,
                 allowed,
+                version,
             },
         ))
     }
@@ -55,9 +59,55 @@ impl Budget {
     }
 }
 
+/// The room a budget's status shows, handed out one retry at a time: with `allowed` = 1 and
+/// forty pods waiting, one retries, not forty of which thirty-nine are refused again. Keyed by
+/// budget; a newer status (another resourceVersion) starts a new round, and so does a round
+/// older than [`ROUND_EXPIRES`] — a retry that took the room and then did not evict (its pod
+/// was gone, its deadline came) must not leave the others waiting for the fallback backoff.
+#[derive(Default)]
+struct Rounds(std::sync::Mutex<HashMap<String, Round>>);
+
+struct Round {
+    version: String,
+    left: i32,
+    started: tokio::time::Instant,
+}
+
+/// See [`Rounds`].
+const ROUND_EXPIRES: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Rounds {
+    /// Takes one retry of the room `budget` shows; `false` when this status's room is taken.
+    fn take(&self, key: &str, budget: &Budget) -> bool {
+        let Ok(mut rounds) = self.0.lock() else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        let round = rounds.entry(key.to_string()).or_insert_with(|| Round {
+            version: String::new(),
+            left: 0,
+            started: now,
+        });
+        if round.version != budget.version || now.duration_since(round.started) >= ROUND_EXPIRES {
+            *round = Round {
+                version: budget.version.clone(),
+                left: budget.allowed,
+                started: now,
+            };
+        }
+        if round.left > 0 {
+            round.left -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The cluster's budgets, as a watch keeps them.
 pub struct BudgetWatch {
     rx: watch::Receiver<Kept<Budget>>,
+    rounds: Arc<Rounds>,
     task: JoinHandle<()>,
 }
 
@@ -77,7 +127,11 @@ impl BudgetWatch {
             "PodDisruptionBudgets".into(),
             Budget::entry,
         );
-        BudgetWatch { rx, task }
+        BudgetWatch {
+            rx,
+            rounds: Arc::default(),
+            task,
+        }
     }
 
     /// A view of the budgets from now on: [`Room::wait`] looks only at the changes after
@@ -87,41 +141,53 @@ impl BudgetWatch {
     pub fn subscribe(&self) -> Room {
         let mut rx = self.rx.clone();
         let before = rx.borrow_and_update().clone();
-        Room { rx, before }
+        Room {
+            rx,
+            before,
+            rounds: self.rounds.clone(),
+        }
     }
 }
-
-/// How many budgets cover a pod and whether one has room, for a pod filter.
-type Covering = Option<(usize, bool)>;
 
 /// The budgets' changes since [`BudgetWatch::subscribe`].
 pub struct Room {
     rx: watch::Receiver<Kept<Budget>>,
     before: Kept<Budget>,
+    rounds: Arc<Rounds>,
 }
 
 impl Room {
     /// Resolves at the first change since the subscription after which a budget that covers
-    /// the pod has room, or fewer budgets than before cover it (one deleted or re-selected):
-    /// nothing may block the pod any more. Never resolves if the watch ends (the drainer is
-    /// being dropped): the evictor's backoff decides then.
+    /// the pod has room this waiter may take (see [`Rounds`]), or fewer budgets than before
+    /// cover it (one deleted or re-selected): nothing may block the pod any more. Never
+    /// resolves if the watch ends (the drainer is being dropped): the evictor's backoff
+    /// decides then.
     pub async fn wait(mut self, namespace: &str, labels: &BTreeMap<String, String>) {
-        let covering = |s: Option<&std::collections::HashMap<String, Budget>>| -> Covering {
-            let mut n = 0;
-            let mut room = false;
-            for b in s?.values().filter(|b| b.covers(namespace, labels)) {
-                n += 1;
-                room |= b.allowed > 0;
-            }
-            Some((n, room))
+        let count = |s: &Kept<Budget>| {
+            s.as_ref()
+                .map(|s| s.values().filter(|b| b.covers(namespace, labels)).count())
         };
-        let before = covering(self.before.as_deref());
-        while self.rx.changed().await.is_ok() {
-            let now = covering(self.rx.borrow_and_update().as_deref());
-            match (before, now) {
-                (_, Some((_, true))) => return,
-                (Some((was, _)), Some((n, false))) if n < was => return,
-                _ => {}
+        let before = count(&self.before);
+        // Room seen but taken by other waiters: look again once that round expires.
+        let mut taken = false;
+        loop {
+            tokio::select! {
+                r = self.rx.changed() => if r.is_err() { break },
+                () = tokio::time::sleep(ROUND_EXPIRES), if taken => {}
+            }
+            let now = self.rx.borrow_and_update().clone();
+            let Some(all) = now.as_deref() else { continue };
+            if before.is_some_and(|was| count(&now).is_some_and(|n| n < was)) {
+                return;
+            }
+            taken = false;
+            for (key, b) in all.iter().filter(|(_, b)| b.covers(namespace, labels)) {
+                if b.allowed > 0 {
+                    if self.rounds.take(key, b) {
+                        return;
+                    }
+                    taken = true;
+                }
             }
         }
         std::future::pending::<()>().await
@@ -163,6 +229,7 @@ mod tests {
             namespace: "shop".into(),
             selector: Selector::try_from(LabelSelector::default()).ok(),
             allowed: 0,
+            version: "1".into(),
         };
         assert!(b.covers("shop", &pod));
         assert!(!b.covers("other", &pod));
@@ -171,6 +238,16 @@ mod tests {
             ..b
         };
         assert!(!none.covers("shop", &pod));
+    }
+
+    static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    fn room(rx: &watch::Receiver<Kept<Budget>>, rounds: &Arc<Rounds>) -> Room {
+        Room {
+            before: rx.borrow().clone(),
+            rx: rx.clone(),
+            rounds: rounds.clone(),
+        }
     }
 
     fn budgets(list: &[(&str, &str, i32)]) -> Kept<Budget> {
@@ -187,6 +264,10 @@ mod tests {
                         namespace: "shop".into(),
                         selector: Selector::try_from(selector).ok(),
                         allowed: *allowed,
+                        version: format!(
+                            "{name}-{allowed}-{}",
+                            VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        ),
                     },
                 )
             })
@@ -206,8 +287,7 @@ mod tests {
     async fn room_comes_with_a_change_that_gives_a_covering_budget_room() {
         let (tx, rx) = watch::channel(budgets(&[("web", "web", 1), ("db", "db", 0)]));
         // The status seen before the refusal (room 1) is not taken as room: only changes are.
-        let before = rx.borrow().clone();
-        let room = Room { before, rx };
+        let room = room(&rx, &Arc::default());
         let web = labels(&[("app", "web")]);
         let task = tokio::spawn(async move { room.wait("shop", &web).await });
         assert!(!resolved(&task).await);
@@ -223,8 +303,7 @@ mod tests {
     #[tokio::test]
     async fn a_covering_budget_deleted_is_room_too() {
         let (tx, rx) = watch::channel(budgets(&[("web", "web", 0), ("web-2", "web", 0)]));
-        let before = rx.borrow().clone();
-        let room = Room { before, rx };
+        let room = room(&rx, &Arc::default());
         let web = labels(&[("app", "web")]);
         let task = tokio::spawn(async move { room.wait("shop", &web).await });
         tx.send_replace(budgets(&[("web", "web", 0), ("web-2", "web", 0)]));
@@ -236,10 +315,43 @@ mod tests {
     #[tokio::test]
     async fn the_first_list_of_a_watch_started_by_the_refusal_counts() {
         let (tx, rx) = watch::channel::<Kept<Budget>>(None);
-        let room = Room { before: None, rx };
+        let room = room(&rx, &Arc::default());
         let web = labels(&[("app", "web")]);
         let task = tokio::spawn(async move { room.wait("shop", &web).await });
         tx.send_replace(budgets(&[("web", "web", 1)]));
         assert!(resolved(&task).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_unit_of_room_wakes_one_waiter_and_a_taken_round_expires() {
+        let (tx, rx) = watch::channel(budgets(&[("web", "web", 0)]));
+        let rounds = Arc::default();
+        let web = labels(&[("app", "web")]);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (room, web) = (room(&rx, &rounds), web.clone());
+                tokio::spawn(async move { room.wait("shop", &web).await })
+            })
+            .collect();
+        let done = |w: &[tokio::task::JoinHandle<()>]| w.iter().filter(|t| t.is_finished()).count();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tx.send_replace(budgets(&[("web", "web", 1)]));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(done(&waiters), 1, "one unit of room, one retry");
+        tx.send_replace(budgets(&[("web", "web", 1)]));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(done(&waiters), 2, "a newer status, another retry");
+        // Nobody evicted with that room: once its round expires, the last waiter takes it.
+        tokio::time::sleep(ROUND_EXPIRES + std::time::Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(done(&waiters), 3);
     }
 }
