@@ -4,6 +4,7 @@
 //! starting over (`docs/drain-semantics.md#marking-the-node`,
 //! `docs/drain-semantics.md#running-twice`).
 
+use crate::cluster::retry::{self, Bound, Failed, Op};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
@@ -70,16 +71,17 @@ pub enum NodeError {
     /// The Node does not exist.
     #[error("node {0:?} not found")]
     NotFound(String),
-    /// An API call failed.
+    /// An API call failed for good: a permanent error, or one retried until its bound
+    /// (`docs/drain-semantics.md#api-errors`).
     #[error("{action} node {node}: {source}")]
     Api {
         /// What was being done.
         action: &'static str,
         /// The node.
         node: String,
-        /// The cause.
+        /// The cause, explained.
         #[source]
-        source: kube::Error,
+        source: Failed,
     },
 }
 
@@ -186,10 +188,10 @@ pub enum ClaimOutcome {
     },
 }
 
-fn api_err(action: &'static str, node: &str) -> impl FnOnce(kube::Error) -> NodeError {
+fn api_err(action: &'static str, node: &str) -> impl FnOnce(Failed) -> NodeError {
     let node = node.to_string();
-    move |source| match &source {
-        kube::Error::Api(s) if s.code == 404 => NodeError::NotFound(node),
+    move |source| match source.code() {
+        Some(404) => NodeError::NotFound(node),
         _ => NodeError::Api {
             action,
             node,
@@ -198,8 +200,31 @@ fn api_err(action: &'static str, node: &str) -> impl FnOnce(kube::Error) -> Node
     }
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
+fn is_conflict(e: &Failed) -> bool {
+    e.code() == Some(409)
+}
+
+/// GETs the Node, retried on transient errors within `bound`.
+pub async fn get(api: &Api<Node>, name: &str, bound: Bound) -> Result<Node, NodeError> {
+    retry::call(Op::new("get", "nodes", name), bound, || api.get(name))
+        .await
+        .map_err(api_err("getting", name))
+}
+
+/// PATCHes the Node, retried on transient errors within `bound`. Every patch termguard sends
+/// is safe to repeat: the same merge, or one guarded by a resourceVersion (a repeat of one
+/// that was applied after all answers 409, and the caller reads the Node again).
+async fn patch(
+    api: &Api<Node>,
+    name: &str,
+    patch: &Patch<serde_json::Value>,
+    bound: Bound,
+) -> Result<Node, Failed> {
+    let params = PatchParams::default();
+    retry::call(Op::new("patch", "nodes", name), bound, || {
+        api.patch(name, &params, patch)
+    })
+    .await
 }
 
 /// Taint values are label values: at most 63 characters of `[A-Za-z0-9._-]`.
@@ -221,14 +246,14 @@ pub fn taint_value(cause: &str) -> String {
 }
 
 /// Cordons like kubectl (strategic merge patch, no call if already cordoned); returns whether
-/// it was already cordoned.
-pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
-    let node = api.get(name).await.map_err(api_err("getting", name))?;
+/// it was already cordoned. Each request is retried on transient errors within `bound`.
+pub async fn cordon(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
+    let node = get(api, name, bound).await?;
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         return Ok(true);
     }
-    let patch = json!({"spec": {"unschedulable": true}});
-    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+    let cordon = Patch::Strategic(json!({"spec": {"unschedulable": true}}));
+    patch(api, name, &cordon, bound)
         .await
         .map_err(api_err("cordoning", name))?;
     Ok(false)
@@ -237,11 +262,16 @@ pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
 /// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
 /// taint (read-modify-write of the whole list), the load-balancer label (only if absent) and
 /// the progress annotations (`docs/drain-semantics.md#marking-the-node`). Conflicts are retried
-/// with a fresh read.
-pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOutcome, NodeError> {
-    let was_cordoned = cordon(api, name).await?;
+/// with a fresh read; every request, on a transient error, within `bound`.
+pub async fn claim(
+    api: &Api<Node>,
+    name: &str,
+    c: &Claim<'_>,
+    bound: Bound,
+) -> Result<ClaimOutcome, NodeError> {
+    let was_cordoned = cordon(api, name, bound).await?;
     loop {
-        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let node = get(api, name, bound).await?;
         let now = Timestamp::now();
         let state = DrainState::of(&node);
         if let Some(owner) = state.active_owner(c.owner, now) {
@@ -250,14 +280,11 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             // deadline of any notice wins, on whichever replica runs the drain).
             let kept = earliest(state.deadline, state.urgent);
             if let Some(ours) = c.deadline.filter(|d| kept.is_none_or(|k| *d < k)) {
-                let patch = json!({"metadata": {
+                let urgent = Patch::Merge(json!({"metadata": {
                     "resourceVersion": node.metadata.resource_version,
                     "annotations": {URGENT: ours.to_string()},
-                }});
-                match api
-                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                {
+                }}));
+                match patch(api, name, &urgent, bound).await {
                     Ok(_) => {}
                     Err(e) if is_conflict(&e) => continue,
                     Err(e) => return Err(api_err("asking for an earlier deadline on", name)(e)),
@@ -307,7 +334,7 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         }
         // The cordon again, in the same guarded patch: whatever uncordoned the node since our
         // first cordon (an undo of an earlier drain on another replica) cannot leave it open.
-        let mut patch = json!({
+        let mut claim = json!({
             "metadata": {"resourceVersion": node.metadata.resource_version, "annotations": annotations},
             "spec": {"taints": taints, "unschedulable": true},
         });
@@ -317,12 +344,9 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             .as_ref()
             .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL));
         if !has_label {
-            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
+            claim["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
         }
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
+        match patch(api, name, &Patch::Merge(claim), bound).await {
             Ok(_) => {
                 return Ok(ClaimOutcome::Owned {
                     resumed,
@@ -402,11 +426,12 @@ pub fn inherited_deadline(
 }
 
 /// Sets progress annotations (plain merge patch: only our own keys change); returns the Node
-/// as the API server stored it.
+/// as the API server stored it. Retried on transient errors within `bound`.
 pub async fn annotate(
     api: &Api<Node>,
     name: &str,
     values: &[(&str, Option<String>)],
+    bound: Bound,
 ) -> Result<Node, NodeError> {
     let map: BTreeMap<&str, serde_json::Value> = values
         .iter()
@@ -418,16 +443,17 @@ pub async fn annotate(
             )
         })
         .collect();
-    let patch = json!({"metadata": {"annotations": map}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    let annotations = Patch::Merge(json!({"metadata": {"annotations": map}}));
+    patch(api, name, &annotations, bound)
         .await
         .map_err(api_err("annotating", name))
 }
 
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
-/// set it, and the progress annotations. Returns whether anything changed.
-pub async fn uncordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
-    undo(api, name, |_| true, false).await
+/// set it, and the progress annotations. Returns whether anything changed. Each request is
+/// retried on transient errors within `bound`.
+pub async fn uncordon(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
+    undo(api, name, |_| true, false, bound).await
 }
 
 /// [`uncordon`], only while `still` holds for the Node as read: checked again on every read,
@@ -437,8 +463,9 @@ pub async fn uncordon_if(
     api: &Api<Node>,
     name: &str,
     still: impl Fn(&Node) -> bool,
+    bound: Bound,
 ) -> Result<bool, NodeError> {
-    undo(api, name, still, true).await
+    undo(api, name, still, true, bound).await
 }
 
 async fn undo(
@@ -446,9 +473,10 @@ async fn undo(
     name: &str,
     still: impl Fn(&Node) -> bool,
     record_undone: bool,
+    bound: Bound,
 ) -> Result<bool, NodeError> {
     loop {
-        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let node = get(api, name, bound).await?;
         if !still(&node) {
             return Ok(false);
         }
@@ -483,16 +511,16 @@ async fn undo(
         if !cordoned && kept.len() == taints.len() && !ours_label && annotations.is_empty() {
             return Ok(false);
         }
-        let mut patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
+        let mut undo = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
         if kept.len() != taints.len() {
-            patch["spec"]["taints"] = if kept.is_empty() {
+            undo["spec"]["taints"] = if kept.is_empty() {
                 serde_json::Value::Null
             } else {
                 json!(kept)
             };
         }
         if ours_label {
-            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+            undo["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
         }
         if !annotations.is_empty() {
             let mut changes: BTreeMap<String, serde_json::Value> = annotations
@@ -503,12 +531,9 @@ async fn undo(
             if let Some(notice) = notice.filter(|_| record_undone) {
                 changes.insert(UNDONE_NOTICE.to_string(), json!(notice));
             }
-            patch["metadata"]["annotations"] = json!(changes);
+            undo["metadata"]["annotations"] = json!(changes);
         }
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
+        match patch(api, name, &Patch::Merge(undo), bound).await {
             Ok(_) => return Ok(true),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("uncordoning", name)(e)),
