@@ -1527,6 +1527,42 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_daemonset_lookup_that_keeps_failing_refuses_the_drain_once_the_timeout_is_spent(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 1);
+        c.reset_counts();
+        let api = c.faulty(2).await?;
+        api.set(&[Fault::new("get", "daemonsets", 1.0, 503)]).await?;
+        let opts = DrainOptions {
+            ignore_daemonsets: true,
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let report = drainer_via(&api, "t").drain(&request(NODE, opts)).await?;
+        let injected = api.injected().await?;
+        api.clear().await?;
+        // Retried within `--timeout`, at least three times, then kubectl's refusal, explained.
+        assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+        let message = report.refused.clone().unwrap_or_default();
+        assert!(
+            message.contains("cannot delete daemonsets.apps \"agent\": the API server kept failing:"),
+            "{message}"
+        );
+        assert!(injected >= 3, "{injected} tries");
+        assert_eq!(c.verb_count("evict") + c.verb_count("delete"), 0);
+        assert!(c.pod_uid_exists(&uid(&web[0])).await, "nothing was evicted");
+        Ok(())
+    }
+}
+
+both_backends! {
     async fn clipped_deletes_that_fail_half_the_time_still_reach_every_pod(backend) -> Result {
         let c = TestCluster::start_settled(
             backend,

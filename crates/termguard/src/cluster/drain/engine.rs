@@ -334,7 +334,7 @@ impl Drainer {
             let lookup = match retry::call(op, bound, || api.get(&ds.name)).await {
                 Ok(_) => DaemonSetLookup::Exists,
                 Err(e) if e.code() == Some(404) => DaemonSetLookup::NotFound,
-                Err(e) => DaemonSetLookup::Failed(e.to_string()),
+                Err(e) => DaemonSetLookup::Failed(format!("daemonsets.apps \"{}\": {e}", ds.name)),
             };
             ctx = ctx.with_daemonset(&ds.namespace, &ds.name, lookup);
         }
