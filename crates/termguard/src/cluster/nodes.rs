@@ -270,10 +270,19 @@ pub async fn claim(
     bound: Bound,
 ) -> Result<ClaimOutcome, NodeError> {
     let was_cordoned = cordon(api, name, bound).await?;
+    // What the last claim patch that answered 409 would have recorded: a retried patch whose
+    // first try was applied after all (its answer lost to a timeout or a reset) answers 409 to
+    // the repeat, and the Node read next is our own claim, not a drain to resume.
+    let mut sent: Option<(Timestamp, ClaimOutcome)> = None;
     loop {
         let node = get(api, name, bound).await?;
         let now = Timestamp::now();
         let state = DrainState::of(&node);
+        if let Some((stamp, outcome)) = sent.take() {
+            if state.owner.as_deref() == Some(c.owner) && state.renewed == Some(stamp) {
+                return Ok(outcome);
+            }
+        }
         if let Some(owner) = state.active_owner(c.owner, now) {
             let owner = owner.to_string();
             // Our deadline is earlier than the one the owner keeps: tell it (the earliest
@@ -346,16 +355,18 @@ pub async fn claim(
         if !has_label {
             claim["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
         }
+        let owned = ClaimOutcome::Owned {
+            resumed,
+            inherited,
+            was_cordoned,
+            uid: node.metadata.uid.clone(),
+        };
         match patch(api, name, &Patch::Merge(claim), bound).await {
-            Ok(_) => {
-                return Ok(ClaimOutcome::Owned {
-                    resumed,
-                    inherited,
-                    was_cordoned,
-                    uid: node.metadata.uid.clone(),
-                })
+            Ok(_) => return Ok(owned),
+            Err(e) if is_conflict(&e) => {
+                sent = Some((now, owned));
+                continue;
             }
-            Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("claiming", name)(e)),
         }
     }
@@ -640,6 +651,14 @@ mod tests {
             inherited_deadline(&state("hook", 600, Some(-5)), "hook", ours, now),
             None
         );
+    }
+
+    #[test]
+    fn a_renewal_stamp_reads_back_exactly() {
+        // `claim` knows its own applied patch by the renewal stamp it wrote.
+        let now = Timestamp::now();
+        let n = node_with(&[(OWNER, "me"), (RENEWED, &now.to_string())]);
+        assert_eq!(DrainState::of(&n).renewed, Some(now));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub const FIRST_DELAY: Duration = Duration::from_millis(200);
 /// Cap of the exponential delay: an API server that comes back is noticed within seconds.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// Far enough to stand for "no end" where a deadline cannot be represented (a century).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// What an error means for the call that got it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -139,7 +142,9 @@ impl Bound {
             }
             None => DEFAULT_BUDGET,
         };
-        Self::until(Instant::now() + left)
+        let now = Instant::now();
+        // A deadline past what an Instant can hold is as good as none ending.
+        Self::until(now.checked_add(left).unwrap_or(now + FAR))
     }
 
     /// [`DEFAULT_BUDGET`] from now.
