@@ -288,8 +288,14 @@ impl Handler {
     /// An AWS Health event is closed (the change is done or cancelled): nothing to drain. A node
     /// termguard drained for maintenance gets its marks undone.
     async fn maintenance_over(&self, node: &str) -> Disposition {
-        let Ok(n) = self.node_api.get(node).await else {
-            return Disposition::Done(format!("maintenance over; node {node} is gone"));
+        // Only a 404 says the node is gone: an API server that fails the read (retried first)
+        // leaves the message for later, or the node would stay cordoned for good.
+        let n = match nodes::get(&self.node_api, node, Bound::default_budget()).await {
+            Ok(n) => n,
+            Err(nodes::NodeError::NotFound(_)) => {
+                return Disposition::Done(format!("maintenance over; node {node} is gone"))
+            }
+            Err(e) => return Disposition::Keep(format!("maintenance over; {e}")),
         };
         let drained_for_it = |n: &Node| {
             let state = nodes::DrainState::of(n);
