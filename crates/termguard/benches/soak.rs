@@ -33,7 +33,7 @@ mod cluster;
 #[path = "../tests/common/moto.rs"]
 mod moto;
 
-use cluster::{Backend, TestCluster};
+use cluster::{Backend, FaultProxy, TestCluster};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_sim::resources::{NODES, PODS};
@@ -133,79 +133,7 @@ fn is_daemon(pod: &Value) -> bool {
 struct World {
     cluster: TestCluster,
     /// The fault-injecting proxy in front of kube-apiserver (real backend).
-    proxy: Option<Proxy>,
-}
-
-/// A running scripts/controlplane/faultproxy.
-struct Proxy {
-    _child: tokio::process::Child,
-    /// `https://127.0.0.1:PORT`, the API server's address through the proxy.
-    url: String,
-    /// `127.0.0.1:PORT` of its control API.
-    control: String,
-}
-
-impl Proxy {
-    /// Starts `$BIN/faultproxy` (DIR/env) in front of the control plane of `dir`.
-    async fn start(dir: &std::path::Path, seed: u64) -> anyhow::Result<Proxy> {
-        use tokio::io::AsyncBufReadExt;
-        let env = std::fs::read_to_string(dir.join("env"))?;
-        let var = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("{k} missing from {}", dir.join("env").display()))
-        };
-        let bin = std::path::PathBuf::from(var("BIN")?).join("faultproxy");
-        let pki = dir.join("pki");
-        let mut child = tokio::process::Command::new(&bin)
-            .arg("--upstream")
-            .arg(var("API_URL")?)
-            .arg("--ca")
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("apiserver.crt"))
-            .arg("--key")
-            .arg(pki.join("apiserver.key"))
-            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-            .arg("--seed")
-            .arg(seed.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                anyhow::anyhow!("{}: {e} (built by scripts/cluster.sh build)", bin.display())
-            })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("faultproxy: no stdout"))?;
-        let mut first = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::BufReader::new(stdout).read_line(&mut first),
-        )
-        .await??;
-        let addrs: Value = serde_json::from_str(&first)
-            .map_err(|e| anyhow::anyhow!("faultproxy's first line {first:?}: {e}"))?;
-        let (Some(listen), Some(control)) = (addrs["listen"].as_str(), addrs["control"].as_str())
-        else {
-            anyhow::bail!("faultproxy's first line {first:?} names no addresses");
-        };
-        Ok(Proxy {
-            _child: child,
-            url: format!("https://{listen}"),
-            control: control.to_string(),
-        })
-    }
-
-    async fn control(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<Value> {
-        let (status, text) = moto::http(&self.control, method, path, body).await;
-        anyhow::ensure!(status == 200, "faultproxy {method} {path}: {status} {text}");
-        Ok(serde_json::from_str(&text)?)
-    }
+    proxy: Option<FaultProxy>,
 }
 
 impl World {
@@ -216,7 +144,7 @@ impl World {
                 let dir = cluster::real_cluster_dir().ok_or_else(|| {
                     anyhow::anyhow!("--backend real: TERMGUARD_CLUSTER_DIR names no control plane (scripts/cluster.sh up DIR)")
                 })?;
-                Some(Proxy::start(&dir, o.seed).await?)
+                Some(FaultProxy::start(&dir, o.seed).await?)
             }
         };
         let cluster = TestCluster::start(o.backend, yaml).await;

@@ -10,6 +10,7 @@ use crate::aws::{
 use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, Role};
 use crate::cluster::index::NodeIndex;
 use crate::cluster::nodes;
+use crate::cluster::retry::Bound;
 use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
 use crate::report::metrics::Metrics;
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
@@ -240,12 +241,14 @@ impl Handler {
                 Some(node) if self.config.drain_on_rebalance => {
                     self.drain_to_done(notice, &node, None).await
                 }
-                Some(node) => match nodes::cordon(&self.node_api, &node).await {
-                    Ok(_) => {
-                        Disposition::Done(format!("rebalance recommendation: node {node} cordoned"))
+                Some(node) => {
+                    match nodes::cordon(&self.node_api, &node, Bound::default_budget()).await {
+                        Ok(_) => Disposition::Done(format!(
+                            "rebalance recommendation: node {node} cordoned"
+                        )),
+                        Err(e) => Disposition::Keep(format!("cordoning {node}: {e}")),
                     }
-                    Err(e) => Disposition::Keep(format!("cordoning {node}: {e}")),
-                },
+                }
                 None => self.foreign(notice),
             },
             NoticeKind::StateChange { state } => {
@@ -285,8 +288,14 @@ impl Handler {
     /// An AWS Health event is closed (the change is done or cancelled): nothing to drain. A node
     /// termguard drained for maintenance gets its marks undone.
     async fn maintenance_over(&self, node: &str) -> Disposition {
-        let Ok(n) = self.node_api.get(node).await else {
-            return Disposition::Done(format!("maintenance over; node {node} is gone"));
+        // Only a 404 says the node is gone: an API server that fails the read (retried first)
+        // leaves the message for later, or the node would stay cordoned for good.
+        let n = match nodes::get(&self.node_api, node, Bound::default_budget()).await {
+            Ok(n) => n,
+            Err(nodes::NodeError::NotFound(_)) => {
+                return Disposition::Done(format!("maintenance over; node {node} is gone"))
+            }
+            Err(e) => return Disposition::Keep(format!("maintenance over; {e}")),
         };
         let drained_for_it = |n: &Node| {
             let state = nodes::DrainState::of(n);
@@ -295,7 +304,14 @@ impl Handler {
         if !drained_for_it(&n) {
             return Disposition::Done("maintenance over; nothing of termguard's to undo".into());
         }
-        match nodes::uncordon_if(&self.node_api, node, drained_for_it).await {
+        match nodes::uncordon_if(
+            &self.node_api,
+            node,
+            drained_for_it,
+            Bound::default_budget(),
+        )
+        .await
+        {
             Ok(false) => Disposition::Done(
                 "maintenance over; the node is being drained again: left as it is".into(),
             ),
@@ -330,7 +346,9 @@ impl Handler {
                 if !nodes::returned(&n) || lock(&self.inflight).contains_key(name) {
                     continue;
                 }
-                match nodes::uncordon_if(&self.node_api, name, nodes::returned).await {
+                // One try: the next round is the retry.
+                match nodes::uncordon_if(&self.node_api, name, nodes::returned, Bound::once()).await
+                {
                     Ok(false) => {}
                     Ok(true) => {
                         tracing::info!(node = name, "the instance came back after its drain: node uncordoned, termguard's taint, label and annotations removed");
@@ -554,7 +572,9 @@ impl Handler {
             t = &mut lookup => return t,
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        let (t, cordoned) = tokio::join!(lookup, nodes::cordon(&self.node_api, node));
+        // One try: the drain's claim cordons again, retried.
+        let cordon = nodes::cordon(&self.node_api, node, Bound::once());
+        let (t, cordoned) = tokio::join!(lookup, cordon);
         if let Err(e) = cordoned {
             tracing::warn!(node, error = %e, "cordoning while the hook is read failed; the drain cordons again");
         }
@@ -787,6 +807,7 @@ impl Handler {
                     &self.node_api,
                     node,
                     &[(nodes::CAUSE, Some(c.cause.label().to_string()))],
+                    Bound::default_budget(),
                 )
                 .await
                 {

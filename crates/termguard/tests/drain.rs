@@ -18,7 +18,7 @@
 mod cluster;
 mod common;
 
-use cluster::{healthy, terminating, uid, PodFeed, TestCluster};
+use cluster::{healthy, terminating, uid, Fault, PodFeed, TestCluster};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -1561,6 +1561,288 @@ both_backends! {
             run.stderr
         );
         assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A flaky API server (`docs/drain-semantics.md#api-errors`)
+//
+// The code under test reaches the API server through injected faults (`TestCluster::faulty`):
+// the simulator's own, or on the real backend scripts/controlplane/faultproxy in front of
+// kube-apiserver. Every matching request fails until the first has (so the retry is exercised
+// whatever the seeded draws), then the given share of them.
+
+/// A drainer like [`drainer`] whose requests meet `api`'s faults.
+fn drainer_via(api: &cluster::FaultyApi, identity: &str) -> termguard::cluster::drain::Drainer {
+    termguard::cluster::drain::Drainer::new(api.client.clone(), identity)
+        .with_backoff(fast_backoff())
+}
+
+both_backends! {
+    async fn a_drain_with_half_its_patches_failing_still_drains_and_cordons(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        c.reset_counts();
+        let api = c.faulty(7).await?;
+        // The cordon fails first, then half of every PATCH: claim, phases, result.
+        let switch = api
+            .set_failing_first(&[Fault::new("patch", "nodes", 0.5, 500)])
+            .await?;
+
+        let report = drainer_via(&api, "t")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        drop(switch);
+        let injected = api.injected().await?;
+        api.clear().await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert!(injected >= 1, "no PATCH failed: the test tested nothing");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Evicted);
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+        }
+        let n = c.node(NODE).await;
+        assert_eq!(n["spec"]["unschedulable"], true, "cordoned");
+        let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        assert!(
+            taints.iter().any(|t| t["key"] == nodes::TERMINATING_TAINT),
+            "{taints:?}"
+        );
+        assert_eq!(n["metadata"]["annotations"][nodes::PHASE], "drained");
+        assert_eq!(n["metadata"]["annotations"][nodes::OWNER], "t");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn a_flaky_daemonset_lookup_is_retried_not_a_refusal(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web, replicas: 2}\n",
+            ),
+        )
+        .await;
+        let ds = pods_named(&c, "agent-").await;
+        assert_eq!(ds.len(), 1);
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 2);
+        c.reset_counts();
+        let api = c.faulty(11).await?;
+        let switch = api
+            .set_failing_first(&[Fault::new("get", "daemonsets", 0.3, 500)])
+            .await?;
+
+        // Through the command line, as an operator runs it.
+        let run = c
+            .termguard_via(api.kubeconfig(), &["drain", NODE, "--ignore-daemonsets"])
+            .await;
+        drop(switch);
+        let injected = api.injected().await?;
+        api.clear().await?;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("node/node-a drained"), "{}", run.stdout);
+        assert!(!run.stderr.contains("cannot delete"), "{}", run.stderr);
+        assert!(injected >= 1, "no lookup failed: the test tested nothing");
+        let ds_get = format!(
+            "/apis/apps/v1/namespaces/{}/daemonsets/agent",
+            namespace(&ds[0])
+        );
+        assert!(
+            api.reached(&c, "get", &ds_get, injected) >= 1,
+            "a lookup got through after the failed ones: {:#?}",
+            c.request_counts()
+        );
+        for p in &web {
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+        }
+        let agent = c
+            .pod(&namespace(&ds[0]), &name(&ds[0]))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the DaemonSet pod stays"))?;
+        assert!(healthy(&agent));
+        assert_eq!(c.evictions_of(&ds[0]) + c.deletes_of(&ds[0]), 0);
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn a_daemonset_lookup_that_keeps_failing_refuses_the_drain_once_the_timeout_is_spent(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: DaemonSet, name: agent}\n- {kind: Deployment, name: web}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 1);
+        c.reset_counts();
+        let api = c.faulty(2).await?;
+        api.set(&[Fault::new("get", "daemonsets", 1.0, 503)]).await?;
+        let opts = DrainOptions {
+            ignore_daemonsets: true,
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let report = drainer_via(&api, "t").drain(&request(NODE, opts)).await?;
+        let injected = api.injected().await?;
+        api.clear().await?;
+        // Retried within `--timeout`, at least three times, then kubectl's refusal, explained.
+        assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+        let message = report.refused.clone().unwrap_or_default();
+        assert!(
+            message.contains("cannot delete daemonsets.apps \"agent\": the API server kept failing:"),
+            "{message}"
+        );
+        assert!(injected >= 3, "{injected} tries");
+        assert_eq!(c.verb_count("evict") + c.verb_count("delete"), 0);
+        assert!(c.pod_uid_exists(&uid(&web[0])).await, "nothing was evicted");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn clipped_deletes_that_fail_half_the_time_still_reach_every_pod(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: web, replicas: 4, terminationGracePeriodSeconds: 30}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let pods = feed.initial_on(NODE);
+        assert_eq!(pods.len(), 4);
+        c.reset_counts();
+        let api = c.faulty(5).await?;
+        let switch = api
+            .set_failing_first(&[Fault::new("delete", "pods", 0.5, 503)])
+            .await?;
+        let mut req = request(NODE, DrainOptions::default());
+        // About 7 s to the clip point: every pod's 30 s grace is clipped at once.
+        req.deadline = Some(Timestamp::now() + SignedDuration::from_secs(10));
+        req.margin = Duration::from_secs(3);
+
+        let report = drainer_via(&api, "t").drain(&req).await?;
+        drop(switch);
+        let injected = api.injected().await?;
+        api.clear().await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert!(injected >= 1, "no DELETE failed: the test tested nothing");
+        feed.sync().await;
+        for p in &pods {
+            let r = result_of(&report, p);
+            assert_eq!(r.action, PodAction::DeletedClipped, "{r:?}");
+            assert_eq!(r.error, None, "{r:?}");
+            assert_eq!(c.evictions_of(p), 0, "clipped: deleted, not evicted");
+            let on_server = feed.deletion_grace_seconds(&uid(p));
+            assert!(
+                on_server.is_some_and(|g| (1..30).contains(&g)),
+                "{}: the server saw the clipped delete: {on_server:?}",
+                name(p)
+            );
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+        }
+        // One DELETE per pod reached the API server; the failed ones came on top.
+        let deletes: u64 = pods.iter().map(|p| c.deletes_of(p)).sum();
+        let expected = pods.len() as u64 + if c.is_real() { 0 } else { injected };
+        assert_eq!(deletes, expected, "{:#?}", c.request_counts());
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn disable_eviction_deletes_through_failing_deletes(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 3}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 3);
+        c.reset_counts();
+        let api = c.faulty(3).await?;
+        let switch = api
+            .set_failing_first(&[Fault::new("delete", "pods", 0.5, 500)])
+            .await?;
+        let opts = DrainOptions {
+            disable_eviction: true,
+            ..Default::default()
+        };
+        let report = drainer_via(&api, "t").drain(&request(NODE, opts)).await?;
+        drop(switch);
+        let injected = api.injected().await?;
+        api.clear().await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert!(injected >= 1, "no DELETE failed: the test tested nothing");
+        for p in &web {
+            assert_eq!(result_of(&report, p).action, PodAction::Deleted);
+            assert!(!c.pod_uid_exists(&uid(p)).await, "{} is gone", name(p));
+        }
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn a_forbidden_patch_fails_at_once_and_says_what_the_cluster_role_lacks(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 2);
+        c.reset_counts();
+        let api = c.faulty(1).await?;
+        api.set(&[Fault::new("patch", "nodes", 1.0, 403)]).await?;
+
+        let run = c.termguard_via(api.kubeconfig(), &["drain", NODE]).await;
+        let injected = api.injected().await?;
+        api.clear().await?;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "cordoning node {NODE}: forbidden: the termguard ClusterRole does not grant patch on nodes"
+            )),
+            "{}",
+            run.stderr
+        );
+        // Every PATCH of the node answers 403: one fault is one PATCH, not retried.
+        assert_eq!(injected, 1, "a 403 is not retried: {:#?}", c.request_counts());
+        assert!(!run.stderr.contains("retrying"), "no retry was logged: {}", run.stderr);
+        assert_eq!(c.verb_count("evict") + c.verb_count("delete"), 0);
+        for p in &web {
+            assert!(c.pod_uid_exists(&uid(p)).await, "{} stays", name(p));
+        }
+
+        // A forbidden DELETE fails its pod at once, with the same explanation in the report.
+        api.set(&[Fault::new("delete", "pods", 1.0, 403)]).await?;
+        let opts = DrainOptions {
+            disable_eviction: true,
+            ..Default::default()
+        };
+        let report = drainer_via(&api, "t").drain(&request(NODE, opts)).await?;
+        let injected = api.injected().await? - injected;
+        api.clear().await?;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+        assert_eq!(injected, web.len() as u64, "one DELETE per pod, not retried");
+        for p in &web {
+            let error = result_of(&report, p).error.clone().unwrap_or_default();
+            assert!(
+                error.contains("forbidden: the termguard ClusterRole does not grant delete on pods"),
+                "{error}"
+            );
+            assert!(c.pod_uid_exists(&uid(p)).await, "{} stays", name(p));
+        }
         Ok(())
     }
 }

@@ -4,3 +4,4 @@ pub mod drain;
 pub mod events;
 pub mod index;
 pub mod nodes;
+pub mod retry;

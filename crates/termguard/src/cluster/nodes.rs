@@ -4,6 +4,7 @@
 //! starting over (`docs/drain-semantics.md#marking-the-node`,
 //! `docs/drain-semantics.md#running-twice`).
 
+use crate::cluster::retry::{self, Bound, Failed, Op};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
@@ -70,16 +71,17 @@ pub enum NodeError {
     /// The Node does not exist.
     #[error("node {0:?} not found")]
     NotFound(String),
-    /// An API call failed.
+    /// An API call failed for good: a permanent error, or one retried until its bound
+    /// (`docs/drain-semantics.md#api-errors`).
     #[error("{action} node {node}: {source}")]
     Api {
         /// What was being done.
         action: &'static str,
         /// The node.
         node: String,
-        /// The cause.
+        /// The cause, explained.
         #[source]
-        source: kube::Error,
+        source: Failed,
     },
 }
 
@@ -205,10 +207,10 @@ pub enum ClaimOutcome {
     },
 }
 
-fn api_err(action: &'static str, node: &str) -> impl FnOnce(kube::Error) -> NodeError {
+fn api_err(action: &'static str, node: &str) -> impl FnOnce(Failed) -> NodeError {
     let node = node.to_string();
-    move |source| match &source {
-        kube::Error::Api(s) if s.code == 404 => NodeError::NotFound(node),
+    move |source| match source.code() {
+        Some(404) => NodeError::NotFound(node),
         _ => NodeError::Api {
             action,
             node,
@@ -217,8 +219,31 @@ fn api_err(action: &'static str, node: &str) -> impl FnOnce(kube::Error) -> Node
     }
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
+fn is_conflict(e: &Failed) -> bool {
+    e.code() == Some(409)
+}
+
+/// GETs the Node, retried on transient errors within `bound`.
+pub async fn get(api: &Api<Node>, name: &str, bound: Bound) -> Result<Node, NodeError> {
+    retry::call(Op::new("get", "nodes", name), bound, || api.get(name))
+        .await
+        .map_err(api_err("getting", name))
+}
+
+/// PATCHes the Node, retried on transient errors within `bound`. Every patch termguard sends
+/// is safe to repeat: the same merge, or one guarded by a resourceVersion (a repeat of one
+/// that was applied after all answers 409, and the caller reads the Node again).
+async fn patch(
+    api: &Api<Node>,
+    name: &str,
+    patch: &Patch<serde_json::Value>,
+    bound: Bound,
+) -> Result<Node, Failed> {
+    let params = PatchParams::default();
+    retry::call(Op::new("patch", "nodes", name), bound, || {
+        api.patch(name, &params, patch)
+    })
+    .await
 }
 
 /// Taint values are label values: at most 63 characters of `[A-Za-z0-9._-]`.
@@ -240,14 +265,14 @@ pub fn taint_value(cause: &str) -> String {
 }
 
 /// Cordons like kubectl (strategic merge patch, no call if already cordoned); returns whether
-/// it was already cordoned.
-pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
-    let node = api.get(name).await.map_err(api_err("getting", name))?;
+/// it was already cordoned. Each request is retried on transient errors within `bound`.
+pub async fn cordon(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
+    let node = get(api, name, bound).await?;
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         return Ok(true);
     }
-    let patch = json!({"spec": {"unschedulable": true}});
-    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+    let cordon = Patch::Strategic(json!({"spec": {"unschedulable": true}}));
+    patch(api, name, &cordon, bound)
         .await
         .map_err(api_err("cordoning", name))?;
     Ok(false)
@@ -256,13 +281,27 @@ pub async fn cordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
 /// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
 /// taint (read-modify-write of the whole list), the load-balancer label (only if absent) and
 /// the progress annotations (`docs/drain-semantics.md#marking-the-node`). Conflicts are retried
-/// with a fresh read.
-pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOutcome, NodeError> {
-    let was_cordoned = cordon(api, name).await?;
+/// with a fresh read; every request, on a transient error, within `bound`.
+pub async fn claim(
+    api: &Api<Node>,
+    name: &str,
+    c: &Claim<'_>,
+    bound: Bound,
+) -> Result<ClaimOutcome, NodeError> {
+    let was_cordoned = cordon(api, name, bound).await?;
+    // What the last claim patch that answered 409 would have recorded: a retried patch whose
+    // first try was applied after all (its answer lost to a timeout or a reset) answers 409 to
+    // the repeat, and the Node read next is our own claim, not a drain to resume.
+    let mut sent: Option<(Timestamp, ClaimOutcome)> = None;
     loop {
-        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let node = get(api, name, bound).await?;
         let now = Timestamp::now();
         let state = DrainState::of(&node);
+        if let Some((stamp, outcome)) = sent.take() {
+            if state.owner.as_deref() == Some(c.owner) && state.renewed == Some(stamp) {
+                return Ok(outcome);
+            }
+        }
         let live = state
             .active_owner(c.owner, now)
             .filter(|o| !owner_ended(o, c.owner));
@@ -272,14 +311,11 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             // deadline of any notice wins, on whichever replica runs the drain).
             let kept = earliest(state.deadline, state.urgent);
             if let Some(ours) = c.deadline.filter(|d| kept.is_none_or(|k| *d < k)) {
-                let patch = json!({"metadata": {
+                let urgent = Patch::Merge(json!({"metadata": {
                     "resourceVersion": node.metadata.resource_version,
                     "annotations": {URGENT: ours.to_string()},
-                }});
-                match api
-                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                {
+                }}));
+                match patch(api, name, &urgent, bound).await {
                     Ok(_) => {}
                     Err(e) if is_conflict(&e) => continue,
                     Err(e) => return Err(api_err("asking for an earlier deadline on", name)(e)),
@@ -329,7 +365,7 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
         }
         // The cordon again, in the same guarded patch: whatever uncordoned the node since our
         // first cordon (an undo of an earlier drain on another replica) cannot leave it open.
-        let mut patch = json!({
+        let mut claim = json!({
             "metadata": {"resourceVersion": node.metadata.resource_version, "annotations": annotations},
             "spec": {"taints": taints, "unschedulable": true},
         });
@@ -339,21 +375,20 @@ pub async fn claim(api: &Api<Node>, name: &str, c: &Claim<'_>) -> Result<ClaimOu
             .as_ref()
             .is_some_and(|l| l.contains_key(EXCLUDE_LB_LABEL));
         if !has_label {
-            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
+            claim["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: EXCLUDE_LB_VALUE});
         }
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => {
-                return Ok(ClaimOutcome::Owned {
-                    resumed,
-                    inherited,
-                    was_cordoned,
-                    uid: node.metadata.uid.clone(),
-                })
+        let owned = ClaimOutcome::Owned {
+            resumed,
+            inherited,
+            was_cordoned,
+            uid: node.metadata.uid.clone(),
+        };
+        match patch(api, name, &Patch::Merge(claim), bound).await {
+            Ok(_) => return Ok(owned),
+            Err(e) if is_conflict(&e) => {
+                sent = Some((now, owned));
+                continue;
             }
-            Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("claiming", name)(e)),
         }
     }
@@ -424,11 +459,12 @@ pub fn inherited_deadline(
 }
 
 /// Sets progress annotations (plain merge patch: only our own keys change); returns the Node
-/// as the API server stored it.
+/// as the API server stored it. Retried on transient errors within `bound`.
 pub async fn annotate(
     api: &Api<Node>,
     name: &str,
     values: &[(&str, Option<String>)],
+    bound: Bound,
 ) -> Result<Node, NodeError> {
     let map: BTreeMap<&str, serde_json::Value> = values
         .iter()
@@ -440,8 +476,8 @@ pub async fn annotate(
             )
         })
         .collect();
-    let patch = json!({"metadata": {"annotations": map}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    let annotations = Patch::Merge(json!({"metadata": {"annotations": map}}));
+    patch(api, name, &annotations, bound)
         .await
         .map_err(api_err("annotating", name))
 }
@@ -450,20 +486,22 @@ pub async fn annotate(
 /// lease ends now, so the next run takes the drain over at once instead of waiting a lease
 /// period for renewals that will not come. The node stays cordoned and marked. Nothing
 /// changes if another process owns the drain by now.
-pub async fn release(api: &Api<Node>, name: &str, owner: &str) -> Result<(), NodeError> {
+pub async fn release(
+    api: &Api<Node>,
+    name: &str,
+    owner: &str,
+    bound: Bound,
+) -> Result<(), NodeError> {
     loop {
-        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let node = get(api, name, bound).await?;
         if DrainState::of(&node).owner.as_deref() != Some(owner) {
             return Ok(());
         }
-        let patch = json!({"metadata": {
+        let release = json!({"metadata": {
             "resourceVersion": node.metadata.resource_version,
             "annotations": {RENEWED: null},
         }});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
+        match patch(api, name, &Patch::Merge(release), bound).await {
             Ok(_) => return Ok(()),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("releasing the drain of", name)(e)),
@@ -472,9 +510,10 @@ pub async fn release(api: &Api<Node>, name: &str, owner: &str) -> Result<(), Nod
 }
 
 /// Undoes everything a drain did: uncordon, remove our taint, the load-balancer label if we
-/// set it, and the progress annotations. Returns whether anything changed.
-pub async fn uncordon(api: &Api<Node>, name: &str) -> Result<bool, NodeError> {
-    undo(api, name, |_| true, false).await
+/// set it, and the progress annotations. Returns whether anything changed. Each request is
+/// retried on transient errors within `bound`.
+pub async fn uncordon(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
+    undo(api, name, |_| true, false, bound).await
 }
 
 /// [`uncordon`], only while `still` holds for the Node as read: checked again on every read,
@@ -484,8 +523,9 @@ pub async fn uncordon_if(
     api: &Api<Node>,
     name: &str,
     still: impl Fn(&Node) -> bool,
+    bound: Bound,
 ) -> Result<bool, NodeError> {
-    undo(api, name, still, true).await
+    undo(api, name, still, true, bound).await
 }
 
 async fn undo(
@@ -493,9 +533,10 @@ async fn undo(
     name: &str,
     still: impl Fn(&Node) -> bool,
     record_undone: bool,
+    bound: Bound,
 ) -> Result<bool, NodeError> {
     loop {
-        let node = api.get(name).await.map_err(api_err("getting", name))?;
+        let node = get(api, name, bound).await?;
         if !still(&node) {
             return Ok(false);
         }
@@ -530,16 +571,16 @@ async fn undo(
         if !cordoned && kept.len() == taints.len() && !ours_label && annotations.is_empty() {
             return Ok(false);
         }
-        let mut patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
+        let mut undo = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
         if kept.len() != taints.len() {
-            patch["spec"]["taints"] = if kept.is_empty() {
+            undo["spec"]["taints"] = if kept.is_empty() {
                 serde_json::Value::Null
             } else {
                 json!(kept)
             };
         }
         if ours_label {
-            patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+            undo["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
         }
         if !annotations.is_empty() {
             let mut changes: BTreeMap<String, serde_json::Value> = annotations
@@ -550,12 +591,9 @@ async fn undo(
             if let Some(notice) = notice.filter(|_| record_undone) {
                 changes.insert(UNDONE_NOTICE.to_string(), json!(notice));
             }
-            patch["metadata"]["annotations"] = json!(changes);
+            undo["metadata"]["annotations"] = json!(changes);
         }
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
+        match patch(api, name, &Patch::Merge(undo), bound).await {
             Ok(_) => return Ok(true),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("uncordoning", name)(e)),
@@ -662,6 +700,14 @@ mod tests {
             inherited_deadline(&state("hook", 600, Some(-5)), "hook", ours, now),
             None
         );
+    }
+
+    #[test]
+    fn a_renewal_stamp_reads_back_exactly() {
+        // `claim` knows its own applied patch by the renewal stamp it wrote.
+        let now = Timestamp::now();
+        let n = node_with(&[(OWNER, "me"), (RENEWED, &now.to_string())]);
+        assert_eq!(DrainState::of(&n).renewed, Some(now));
     }
 
     #[test]

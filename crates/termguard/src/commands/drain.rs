@@ -8,6 +8,7 @@ use crate::cluster::drain::{
 };
 use crate::cluster::events::Events;
 use crate::cluster::nodes;
+use crate::cluster::retry::Bound;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -158,7 +159,7 @@ pub async fn drain(args: &DrainArgs) -> anyhow::Result<i32> {
 pub async fn uncordon(args: &UncordonArgs) -> anyhow::Result<i32> {
     let client = kube_client(&args.kube).await?;
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
-    if nodes::uncordon(&api, &args.node).await? {
+    if nodes::uncordon(&api, &args.node, Bound::default_budget()).await? {
         println!("node/{} uncordoned", args.node);
     } else {
         println!("node/{} already uncordoned", args.node);

@@ -568,6 +568,340 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Runs the built `termguard` binary as [`TestCluster::termguard`] does, with another
+    /// kubeconfig (one through the fault proxy: [`FaultyApi::kubeconfig`]).
+    pub async fn termguard_via(&self, kubeconfig: &Path, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env_remove("KUBECONFIG")
+            .env("TERMGUARD_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("termguard runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A way for the code under test to reach the API server through injected faults, seeded
+    /// with `seed`: on the simulator, its own faults (which every client meets, the admin's
+    /// reads included: fault only requests the test body does not make itself); on the real
+    /// backend, the `termguard` user through a [`FaultProxy`] of its own, whose faults only
+    /// the code under test meets. No faults until [`FaultyApi::set`].
+    pub async fn faulty(&self, seed: u64) -> anyhow::Result<FaultyApi> {
+        match (&self.sim, &self.real) {
+            (Some(sim), _) => {
+                sim.faults.seed(seed);
+                sim.faults.set(Default::default());
+                Ok(FaultyApi {
+                    client: self.client.clone(),
+                    kubeconfig: self.kubeconfig.clone(),
+                    control: FaultControl::Sim(sim.faults.clone()),
+                    _proxy: None,
+                })
+            }
+            (_, Some(real)) => {
+                let proxy = FaultProxy::start(&real.dir, seed).await?;
+                let mut kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+                let beside = self.kubeconfig.parent().unwrap_or(Path::new("."));
+                for c in &mut kc.clusters {
+                    if let Some(cluster) = c.cluster.as_mut() {
+                        cluster.server = Some(proxy.url.clone());
+                        // The copy lives elsewhere: a CA path relative to the original's
+                        // directory must not become one relative to the copy's.
+                        if let Some(ca) = cluster.certificate_authority.as_mut() {
+                            *ca = beside.join(&*ca).to_string_lossy().into_owned();
+                        }
+                    }
+                }
+                // JSON is YAML: the binary reads it as any kubeconfig.
+                let kubeconfig = temp_dir("faultproxy").join("kubeconfig");
+                std::fs::write(&kubeconfig, serde_json::to_vec(&kc)?)?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+                Ok(FaultyApi {
+                    client: termguard::cluster::drain::client(config)?,
+                    kubeconfig,
+                    control: FaultControl::Proxy(proxy.control.clone()),
+                    _proxy: Some(proxy),
+                })
+            }
+            _ => unreachable!("a test cluster has a backend"),
+        }
+    }
+}
+
+/// One kind of request made to fail: `verb` on `resource` (the plural, no API group:
+/// `nodes`, `pods`, `daemonsets`), a share `rate` of them answered `code`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fault {
+    /// `get`, `list`, `patch`, `delete`, ... as RBAC names them.
+    pub verb: &'static str,
+    /// The resource.
+    pub resource: &'static str,
+    /// Share of the matching requests that fail, in [0, 1].
+    pub rate: f64,
+    /// The HTTP code they fail with.
+    pub code: u16,
+}
+
+impl Fault {
+    /// `rate` of `verb` `resource` requests answer `code`.
+    pub fn new(verb: &'static str, resource: &'static str, rate: f64, code: u16) -> Self {
+        Fault {
+            verb,
+            resource,
+            rate,
+            code,
+        }
+    }
+}
+
+/// Where a [`FaultyApi`]'s faults are set.
+#[derive(Clone)]
+enum FaultControl {
+    Sim(Arc<kube_sim::faults::Faults>),
+    /// The proxy's control address, `127.0.0.1:PORT`.
+    Proxy(String),
+}
+
+impl FaultControl {
+    async fn set(&self, faults: &[Fault]) -> anyhow::Result<()> {
+        match self {
+            FaultControl::Sim(f) => {
+                let verbs: serde_json::Map<String, Value> = faults
+                    .iter()
+                    .map(|x| {
+                        (
+                            format!("{} {}", x.verb, x.resource),
+                            json!({"errorRate": x.rate, "errorCode": x.code}),
+                        )
+                    })
+                    .collect();
+                f.set(serde_json::from_value(json!({ "verbs": verbs }))?);
+            }
+            FaultControl::Proxy(control) => {
+                let rules: Vec<Value> = faults
+                    .iter()
+                    .map(|x| {
+                        json!({"verb": x.verb, "resource": x.resource,
+                               "error_rate": x.rate, "error_codes": [x.code]})
+                    })
+                    .collect();
+                proxy_control(
+                    control,
+                    "PUT",
+                    "/faults",
+                    Some(&json!({ "rules": rules }).to_string()),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn injected(&self) -> anyhow::Result<u64> {
+        match self {
+            FaultControl::Sim(f) => Ok(f.injected()),
+            FaultControl::Proxy(control) => {
+                let stats = proxy_control(control, "GET", "/stats", None).await?;
+                stats["faults"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("faultproxy stats without faults: {stats}"))
+            }
+        }
+    }
+}
+
+/// The code under test's way to an API server that fails requests on purpose
+/// ([`TestCluster::faulty`]). On the real backend a faulted request never reaches the API
+/// server, so its audit log (and [`TestCluster::request_counts`]) holds only the others; the
+/// simulator counts both.
+pub struct FaultyApi {
+    /// The client for the code under test.
+    pub client: kube::Client,
+    kubeconfig: PathBuf,
+    control: FaultControl,
+    _proxy: Option<FaultProxy>,
+}
+
+impl FaultyApi {
+    /// A kubeconfig for the `termguard` binary with the same faults.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Replaces the faults.
+    pub async fn set(&self, faults: &[Fault]) -> anyhow::Result<()> {
+        self.control.set(faults).await
+    }
+
+    /// `faults`, but every matching request fails until one has: whatever the seeded
+    /// generator draws, the first try fails and the retry is exercised. Switches to the
+    /// rates themselves (in the background) once a fault was injected.
+    pub async fn set_failing_first(&self, faults: &[Fault]) -> anyhow::Result<FaultSwitch> {
+        let always: Vec<Fault> = faults.iter().map(|f| Fault { rate: 1.0, ..*f }).collect();
+        let before = self.control.injected().await?;
+        self.control.set(&always).await?;
+        let control = self.control.clone();
+        let faults = faults.to_vec();
+        Ok(FaultSwitch(tokio::spawn(async move {
+            loop {
+                if control.injected().await.unwrap_or(before) > before {
+                    if let Err(e) = control.set(&faults).await {
+                        eprintln!("setting the faults: {e}");
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })))
+    }
+
+    /// No more faults.
+    pub async fn clear(&self) -> anyhow::Result<()> {
+        self.control.set(&[]).await
+    }
+
+    /// Faults injected so far.
+    pub async fn injected(&self) -> anyhow::Result<u64> {
+        self.control.injected().await
+    }
+
+    /// Requests for one verb and path that reached the API server, as [`TestCluster::requests`]
+    /// counts them, plus `injected` on the simulator (which counts faulted requests too).
+    pub fn reached(&self, c: &TestCluster, verb: &str, path: &str, injected: u64) -> u64 {
+        let counted = c.requests(verb, path);
+        match self.control {
+            FaultControl::Sim(_) => counted.saturating_sub(injected),
+            FaultControl::Proxy(_) => counted,
+        }
+    }
+}
+
+/// The background switch of [`FaultyApi::set_failing_first`]; stops with its drop.
+pub struct FaultSwitch(tokio::task::JoinHandle<()>);
+
+impl Drop for FaultSwitch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A running scripts/controlplane/faultproxy (its README) in front of a real control plane:
+/// the API server's address with faults, and its control API. Stopped with its drop.
+pub struct FaultProxy {
+    _child: tokio::process::Child,
+    /// `https://127.0.0.1:PORT`, the API server's address through the proxy.
+    pub url: String,
+    /// `127.0.0.1:PORT` of its control API.
+    pub control: String,
+}
+
+impl FaultProxy {
+    /// Starts `$BIN/faultproxy` (DIR/env) in front of the control plane of `dir`.
+    pub async fn start(dir: &Path, seed: u64) -> anyhow::Result<FaultProxy> {
+        use tokio::io::AsyncBufReadExt;
+        let env = std::fs::read_to_string(dir.join("env"))?;
+        let var = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("{k} missing from {}", dir.join("env").display()))
+        };
+        let bin = PathBuf::from(var("BIN")?).join("faultproxy");
+        let pki = dir.join("pki");
+        let mut child = tokio::process::Command::new(&bin)
+            .arg("--upstream")
+            .arg(var("API_URL")?)
+            .arg("--ca")
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("apiserver.crt"))
+            .arg("--key")
+            .arg(pki.join("apiserver.key"))
+            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+            .arg("--seed")
+            .arg(seed.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("{}: {e} (built by scripts/cluster.sh build)", bin.display())
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("faultproxy: no stdout"))?;
+        let mut first = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut first),
+        )
+        .await??;
+        let addrs: Value = serde_json::from_str(&first)
+            .map_err(|e| anyhow::anyhow!("faultproxy's first line {first:?}: {e}"))?;
+        let (Some(listen), Some(control)) = (addrs["listen"].as_str(), addrs["control"].as_str())
+        else {
+            anyhow::bail!("faultproxy's first line {first:?} names no addresses");
+        };
+        Ok(FaultProxy {
+            _child: child,
+            url: format!("https://{listen}"),
+            control: control.to_string(),
+        })
+    }
+
+    /// A request to its control API (`PUT /faults`, `GET /stats`, ...), answered with JSON.
+    pub async fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        proxy_control(&self.control, method, path, body).await
+    }
+}
+
+/// A plain HTTP/1.0 request to faultproxy's control API at `addr`; its JSON answer.
+async fn proxy_control(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, answer) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    anyhow::ensure!(
+        status == 200,
+        "faultproxy {method} {path}: {status} {answer}"
+    );
+    Ok(serde_json::from_str(answer)?)
+}
+
 /// What the built binary did.
 pub struct Run {
     /// Exit code.

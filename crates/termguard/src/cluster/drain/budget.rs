@@ -223,7 +223,7 @@ pub fn classify_eviction_error(status: &Status) -> EvictionErrorClass {
 }
 
 /// The HTTP code, or the one the reason implies when the body left `code` out.
-fn code_of(status: &Status) -> u16 {
+pub(crate) fn code_of(status: &Status) -> u16 {
     if status.code != 0 {
         return status.code;
     }

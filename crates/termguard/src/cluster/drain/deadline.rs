@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cluster::nodes::earliest;
+use crate::cluster::retry::Bound;
 
 /// Where a drain stands against time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,6 +129,18 @@ impl DeadlineFeed {
     /// A receiver that wakes on every change.
     pub(super) fn subscribe(&self) -> watch::Receiver<Deadlines> {
         self.tx.subscribe()
+    }
+
+    /// How long the drain's API calls are retried now (`docs/drain-semantics.md#api-errors`):
+    /// until its clip point or `--timeout`, whichever comes first, else for the default budget.
+    pub(super) fn retry_bound(&self) -> Bound {
+        let d = self.now();
+        Bound::deadline(earliest(d.clip, d.give_up))
+    }
+
+    /// When [`Self::retry_bound`] ends.
+    pub(super) fn retry_until(&self) -> tokio::time::Instant {
+        self.retry_bound().ends()
     }
 }
 

@@ -12,6 +12,7 @@ use super::report::{DrainReport, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
+use crate::cluster::retry::{self, Bound, Failed, Op};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -74,14 +75,15 @@ pub enum DrainError {
     /// Node state could not be read or written.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// Listing the node's pods failed.
+    /// Listing the node's pods failed for good (a permanent error, or one retried until the
+    /// drain's bound: `docs/drain-semantics.md#api-errors`).
     #[error("listing pods on node {node}: {source}")]
     ListPods {
         /// The node.
         node: String,
-        /// The cause.
+        /// The cause, explained.
         #[source]
-        source: kube::Error,
+        source: Failed,
     },
 }
 
@@ -306,27 +308,49 @@ impl Drainer {
     }
 
     /// Lists the node's pods (paged by `--chunk-size`, filtered by `--pod-selector`) and
-    /// plans the drain without changing anything.
+    /// plans the drain without changing anything. Each request is retried on transient errors
+    /// until `--timeout`, or for [`retry::DEFAULT_BUDGET`].
     pub async fn plan(
         &self,
         node: &str,
         opts: &DrainOptions,
     ) -> Result<Result<DrainPlan, PlanError>, DrainError> {
-        let pods = self.list_pods(node, opts).await?;
+        let timeout = opts.timeout.and_then(|t| {
+            Timestamp::now()
+                .checked_add(SignedDuration::try_from(t).ok()?)
+                .ok()
+        });
+        self.plan_within(node, opts, Bound::deadline(timeout)).await
+    }
+
+    async fn plan_within(
+        &self,
+        node: &str,
+        opts: &DrainOptions,
+        bound: Bound,
+    ) -> Result<Result<DrainPlan, PlanError>, DrainError> {
+        let pods = self.list_pods(node, opts, bound).await?;
         let mut ctx = PlanContext::new(Timestamp::now());
         for ds in daemonsets_to_look_up(&pods) {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &ds.namespace);
-            let lookup = match api.get(&ds.name).await {
+            let op = Op::new("get", "daemonsets", &ds.name).in_namespace(&ds.namespace);
+            // A lookup that still fails refuses the drain (kubectl's rule needs the answer).
+            let lookup = match retry::call(op, bound, || api.get(&ds.name)).await {
                 Ok(_) => DaemonSetLookup::Exists,
-                Err(kube::Error::Api(s)) if s.code == 404 => DaemonSetLookup::NotFound,
-                Err(e) => DaemonSetLookup::Failed(e.to_string()),
+                Err(e) if e.code() == Some(404) => DaemonSetLookup::NotFound,
+                Err(e) => DaemonSetLookup::Failed(format!("daemonsets.apps \"{}\": {e}", ds.name)),
             };
             ctx = ctx.with_daemonset(&ds.namespace, &ds.name, lookup);
         }
         Ok(plan(&pods, opts, &ctx))
     }
 
-    async fn list_pods(&self, node: &str, opts: &DrainOptions) -> Result<Vec<Pod>, DrainError> {
+    async fn list_pods(
+        &self,
+        node: &str,
+        opts: &DrainOptions,
+        bound: Bound,
+    ) -> Result<Vec<Pod>, DrainError> {
         let api: Api<Pod> = Api::all(self.client.clone());
         let mut lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
         if !opts.pod_selector.selects_all() {
@@ -335,12 +359,27 @@ impl Drainer {
         if opts.chunk_size > 0 {
             lp = lp.limit(opts.chunk_size);
         }
+        let first = lp.clone();
         let mut out = Vec::new();
         loop {
-            let page = api.list(&lp).await.map_err(|source| DrainError::ListPods {
-                node: node.to_string(),
-                source,
-            })?;
+            let page = match retry::call(Op::new("list", "pods", ""), bound, || api.list(&lp)).await
+            {
+                Ok(page) => page,
+                // The continue token expired while the pages were retried (410 Gone): list
+                // again from the start, as kubectl does.
+                Err(e) if e.code() == Some(410) && lp.continue_token.is_some() => {
+                    tracing::warn!(node, "the pod list's continue token expired; listing again");
+                    lp = first.clone();
+                    out.clear();
+                    continue;
+                }
+                Err(source) => {
+                    return Err(DrainError::ListPods {
+                        node: node.to_string(),
+                        source,
+                    })
+                }
+            };
             out.extend(page.items);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
@@ -383,7 +422,10 @@ impl Drainer {
                 cause: &req.cause,
                 deadline: requested,
             };
-            match nodes::claim(&self.nodes, &req.node, &claim).await? {
+            // Retried until the instance's end or `--timeout` (the clip point is not known
+            // before the claim: it needs what the Node records).
+            let bound = Bound::deadline(nodes::earliest(requested, timeout));
+            match nodes::claim(&self.nodes, &req.node, &claim, bound).await? {
                 ClaimOutcome::Owned {
                     resumed,
                     was_cordoned,
@@ -422,7 +464,9 @@ impl Drainer {
                 loop {
                     tokio::time::sleep(nodes::RENEW_EVERY).await;
                     let stamp = Timestamp::now().to_string();
-                    match nodes::annotate(&api, &node, &[(nodes::RENEWED, Some(stamp))]).await {
+                    // One try: the next renewal is the retry.
+                    let renewal = [(nodes::RENEWED, Some(stamp))];
+                    match nodes::annotate(&api, &node, &renewal, Bound::once()).await {
                         Ok(n) => {
                             if feed.set_urgent(DrainState::of(&n).urgent) {
                                 tracing::warn!(node = %node, deadline = ?feed.now().instance,
@@ -468,7 +512,8 @@ impl Drainer {
                         tracing::info!(node = %node, from = ?recorded, to = ?now_in_force, "the drain's deadline moved");
                         let value = now_in_force.map(|d| d.to_string());
                         if let Err(e) =
-                            nodes::annotate(&api, &node, &[(nodes::DEADLINE, value)]).await
+                            nodes::annotate(&api, &node, &[(nodes::DEADLINE, value)], Bound::once())
+                                .await
                         {
                             tracing::warn!(node = %node, error = %e, "recording the new deadline failed");
                         }
@@ -484,6 +529,12 @@ impl Drainer {
         let result = self
             .run(req, role, &feed, node_uid.as_deref(), started)
             .await;
+        // The result is what a follower, a resumed drain and the operator read: recorded within
+        // the drain's bound while it is ahead, else within the default budget.
+        let record = {
+            let d = feed.now();
+            Bound::deadline(nodes::earliest(d.clip, d.give_up).filter(|t| *t > Timestamp::now()))
+        };
         drop(slot);
         drop(renewer);
         drop(updates);
@@ -491,7 +542,14 @@ impl Drainer {
             Ok(r) => r,
             Err(e) => {
                 // Not done, and nobody renewing: let the next run take over at once.
-                if let Err(release) = nodes::release(&self.nodes, &req.node, &self.identity).await {
+                if let Err(release) = nodes::release(
+                    &self.nodes,
+                    &req.node,
+                    &self.identity,
+                    Bound::default_budget(),
+                )
+                .await
+                {
                     tracing::warn!(node = %req.node, error = %release, "releasing the failed drain's claim failed; its lease ends by itself");
                 }
                 return Err(e);
@@ -510,6 +568,7 @@ impl Drainer {
                 (nodes::URGENT, None),
                 (nodes::FINISHED, Some(Timestamp::now().to_string())),
             ],
+            record,
         )
         .await?;
         let (reason, note) = match report.outcome {
@@ -605,7 +664,9 @@ impl Drainer {
     ) -> Result<DrainReport, DrainError> {
         let clip_deadline = feed.now().clip;
         let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
-        let planned = self.plan(&req.node, &req.options).await?;
+        let planned = self
+            .plan_within(&req.node, &req.options, feed.retry_bound())
+            .await?;
         let mut report = DrainReport {
             node: req.node.clone(),
             outcome: Outcome::Drained,
@@ -670,23 +731,28 @@ impl Drainer {
         let health = super::pod::NodeHealth::new(self.client.clone(), &req.node);
         let driver = async {
             for (i, wave) in plan.waves.iter().enumerate() {
-                // The phase is for people and followers: failing to record it stops nothing.
-                if let Err(e) = nodes::annotate(
-                    &self.nodes,
-                    &req.node,
-                    &[(nodes::PHASE, Some(format!("wave-{}", wave.number)))],
-                )
-                .await
-                {
-                    tracing::warn!(node = %req.node, error = %e, "recording the wave failed");
-                }
                 self.emit(Progress::WaveStarted {
                     number: wave.number,
                     kind: wave.kind,
                     pods: wave.pods.len(),
                 });
                 gates[i].send_replace(true);
-                let _ = left[i].subscribe().wait_for(|l| *l == 0).await;
+                // The phase is for people and followers: recording it, retried through a
+                // flaky API server, never holds the wave's pods back, and failing to record it
+                // stops nothing. Awaited all the same, so that no late write of it can land
+                // after the next wave's or the result's (`docs/drain-semantics.md#api-errors`).
+                let phase = [(nodes::PHASE, Some(format!("wave-{}", wave.number)))];
+                let record = async {
+                    let bound = feed.retry_bound();
+                    if let Err(e) = nodes::annotate(&self.nodes, &req.node, &phase, bound).await {
+                        tracing::warn!(node = %req.node, error = %e, "recording the wave failed");
+                    }
+                };
+                let mut remaining = left[i].subscribe();
+                let done = async {
+                    let _ = remaining.wait_for(|l| *l == 0).await;
+                };
+                tokio::join!(record, done);
             }
         };
         // Every pod is driven at once; only the API requests in flight are bounded, so a slow

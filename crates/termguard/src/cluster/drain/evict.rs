@@ -2,6 +2,7 @@
 
 use super::budget::{classify_eviction_error, EvictionErrorClass};
 use super::plan::PlannedPod;
+use crate::cluster::retry::{self, Bound, Op};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use std::time::Duration;
@@ -83,56 +84,34 @@ fn delete_params(uid: &str, grace: Option<i64>) -> DeleteParams {
     }
 }
 
+/// DELETEs the pod (grace period, UID precondition), retried on a transient error (429, 5xx, a
+/// connection or timeout error) until `until`, at least three tries
+/// (`docs/drain-semantics.md#api-errors`): a clipped delete at the deadline is the pod's last
+/// chance of a SIGTERM, so one failed request must not leave it running. A 404, or a 409 from
+/// the UID precondition (the name belongs to a new pod), means this pod is gone: done.
 pub(super) async fn delete(
-    api: &Api<Pod>,
-    p: &PlannedPod,
-    uid: &str,
-    grace: Option<i64>,
-) -> Result<(), String> {
-    match api.delete(&p.pod.name, &delete_params(uid, grace)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(format!(
-            "error when deleting pods/\"{}\" -n \"{}\": {e}",
-            p.pod.name, p.pod.namespace
-        )),
-    }
-}
-
-/// [`delete`], retried on a transient error (429, 5xx, a connection or timeout error) with a
-/// short backoff: a clipped delete at the deadline is the pod's last chance of a SIGTERM, so one
-/// failed request must not leave it running. At least three tries, then until `until`.
-pub(super) async fn delete_retrying(
     api: &Api<Pod>,
     p: &PlannedPod,
     uid: &str,
     grace: Option<i64>,
     until: tokio::time::Instant,
 ) -> Result<(), String> {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let err = match api.delete(&p.pod.name, &delete_params(uid, grace)).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
-            Err(e) => e,
-        };
-        let transient = match &err {
-            kube::Error::Api(s) => s.code == 429 || s.code >= 500,
-            _ => true,
-        };
-        let message = format!(
-            "error when deleting pods/\"{}\" -n \"{}\": {err}",
-            p.pod.name, p.pod.namespace
-        );
-        if !transient || (tries >= 3 && tokio::time::Instant::now() + delay > until) {
-            return Err(message);
+    let params = delete_params(uid, grace);
+    let op = Op::new("delete", "pods", &p.pod.name).in_namespace(&p.pod.namespace);
+    retry::call(op, Bound::until(until), || async {
+        match api.delete(&p.pod.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e),
         }
-        tracing::warn!(pod = %p.pod, error = %err, retry_in = ?delay, "deleting the pod failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_secs(2));
-    }
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "error when deleting pods/\"{}\" -n \"{}\": {e}",
+            p.pod.name, p.pod.namespace
+        )
+    })
 }
 
 /// The result of one eviction attempt.

@@ -78,14 +78,7 @@ impl Drainer {
                             + Duration::from_secs(grace_period_seconds.max(1) as u64);
                         let deleted = {
                             let _permit = permits.acquire().await;
-                            evict::delete_retrying(
-                                &api,
-                                &p,
-                                &uid,
-                                Some(grace_period_seconds),
-                                until,
-                            )
-                            .await
+                            evict::delete(&api, &p, &uid, Some(grace_period_seconds), until).await
                         };
                         match deleted {
                             Ok(()) => {
@@ -108,9 +101,15 @@ impl Drainer {
                 let room = self.budgets.started().map(|w| w.subscribe());
                 let attempt = if req.options.disable_eviction || p.finished {
                     let _permit = permits.acquire().await;
-                    evict::delete(&api, &p, &uid, req.options.grace_period)
-                        .await
-                        .map_err(Attempt::Fatal)
+                    evict::delete(
+                        &api,
+                        &p,
+                        &uid,
+                        req.options.grace_period,
+                        deadlines.retry_until(),
+                    )
+                    .await
+                    .map_err(Attempt::Fatal)
                 } else {
                     let _permit = permits.acquire().await;
                     evict::evict(&api, &p, &uid, req.options.grace_period).await
@@ -322,7 +321,7 @@ impl Drainer {
             if let Some(grace) = reclip_terminating(Timestamp::now(), d, ts) {
                 let _ = {
                     let _permit = permits.acquire().await;
-                    evict::delete(api, p, uid, Some(grace)).await
+                    evict::delete(api, p, uid, Some(grace), deadlines.retry_until()).await
                 };
                 result.grace_period_seconds = Some(grace);
                 result.not_graceful = Some(format!(
