@@ -10,7 +10,8 @@ use std::path::PathBuf;
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `termguard=debug`. Default: `info`
     /// for the long-running verbs (run, sim serve), `warn` for the interactive ones, whose own
-    /// output already says what happens.
+    /// output already says what happens; both without kube-rs's line per failed request
+    /// (termguard logs the failure, with its context, and the retry).
     #[arg(long, global = true, env = "TERMGUARD_LOG")]
     pub log: Option<String>,
     /// Log as JSON lines instead of text.

@@ -7,9 +7,11 @@ use termguard::commands;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // kube-rs logs every failed request at ERROR level, a 500 that termguard then retries
+    // included; termguard logs its own failures with their context and what it does next.
     let default = match cli.command {
-        Command::Run(_) | Command::Sim(_) => "info",
-        _ => "warn",
+        Command::Run(_) | Command::Sim(_) => "info,kube_client::client::builder=off",
+        _ => "warn,kube_client::client::builder=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
