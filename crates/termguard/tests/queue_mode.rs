@@ -392,8 +392,9 @@ both_backends! {
 
 /// What a drain that cannot run to the end must not do: complete the lifecycle action while
 /// the pods are still there. With `fault` on (the API server refusing one kind of request),
-/// the drain fails and is retried (`attempts` counts the refused requests) while the action
-/// waits and the message is kept; once the fault is gone the node drains, and only then is the
+/// the request is retried — by the drain itself when the error is transient, by a new drain
+/// when it failed for good (`attempts` counts the refused requests) — while the action waits
+/// and the message is kept; once the fault is gone the node drains, and only then is the
 /// action completed. Simulator only: the real API server cannot be told to refuse one request.
 async fn a_failing_drain_is_retried_and_completes_only_once_drained(
     name: &str,
