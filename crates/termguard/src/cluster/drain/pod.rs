@@ -186,16 +186,26 @@ impl Drainer {
             }
         }
         if result.action != PodAction::AlreadyGone {
-            let asked = tokio::time::Instant::now();
             let gone = self.wait_gone(req, &p, &uid, &api, at, &mut result).await;
-            // A pod that left well before its clipped grace period ran out stopped by itself:
-            // it was not cut short, so it is not reported as ungraceful. (One that left at the
-            // end of the period was SIGKILLed by its kubelet.)
-            if gone && result.action == PodAction::DeletedClipped {
-                let granted =
-                    Duration::from_secs(result.grace_period_seconds.unwrap_or(0).max(0) as u64);
-                if asked.elapsed() + Duration::from_millis(500) < granted {
-                    result.not_graceful = None;
+            // Graceful or not, from how the pod was seen to end (`ended`): one that stopped by
+            // itself within a clipped or shortened grace period was not cut short; one killed
+            // when its grace period ran out was, clipped or not. A finished pod had ended
+            // before the drain.
+            let departed = tracker.departed(&uid).filter(|_| gone && !p.finished);
+            match departed.as_ref().map(ended) {
+                Some(Ended::ByItself) => {
+                    if matches!(
+                        result.action,
+                        PodAction::DeletedClipped | PodAction::AlreadyTerminating
+                    ) {
+                        result.not_graceful = None;
+                    }
+                }
+                Some(Ended::Killed(how)) => {
+                    result.not_graceful = Some(match result.not_graceful.take() {
+                        Some(clipped) => format!("{clipped}; {how}"),
+                        None => how,
+                    });
                 }
             }
             if !gone {
@@ -204,6 +214,7 @@ impl Drainer {
                         .not_graceful
                         .get_or_insert_with(|| "still terminating when the deadline passed".into());
                 }
+                Some(Ended::Unknown) | None => {}
                 result.action = PodAction::Remained;
                 if result.not_graceful.is_none() {
                     result.not_graceful = Some("still on the node when the deadline passed".into());
@@ -391,6 +402,73 @@ const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(5);
 
 /// The Ready condition of the node being drained, read at most every couple of seconds however
+/// How a pod that went had ended, as far as its last state shows.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// Its containers exited by themselves, or it went before its deletion time.
+    ByItself,
+    /// It was killed when its grace period ran out (why, for the report).
+    Killed(String),
+    /// Nothing says (no container states, no grace period).
+    Unknown,
+}
+
+/// How a pod ended, from observed facts only: first its kubelet's final container states (a
+/// container killed at the end of its grace period exits 137, SIGKILL, the kubelet reporting
+/// it before removing the pod); failing those, when it went against its deletionTimestamp
+/// (the API server sets it to the delete's time plus the grace period, and the kubelet kills
+/// the pod then): before it, the pod stopped by itself.
+fn ended(d: &super::tracker::Departed) -> Ended {
+    let meta = &d.pod.metadata;
+    let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
+    let statuses = d
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    let terminated: Vec<_> = statuses
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        c.state.as_ref().and_then(|s| s.terminated.as_ref()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some((name, t)) = terminated.iter().find_map(|(n, t)| {
+        t.filter(|t| t.exit_code == 137 || t.signal == Some(9))
+            .map(|t| (n, t))
+    }) {
+        let reason = t.reason.as_deref().unwrap_or("Error");
+        return Ended::Killed(if reason == "OOMKilled" {
+            format!("container {name} was OOM-killed while stopping")
+        } else {
+            format!(
+                "SIGKILLed when its {grace}s grace period ran out (container {name} exited 137)"
+            )
+        });
+    }
+    if !terminated.is_empty() && terminated.iter().all(|(_, t)| t.is_some()) {
+        return Ended::ByItself;
+    }
+    let Some(deletion) = meta.deletion_timestamp.as_ref().map(|t| t.0) else {
+        return Ended::Unknown;
+    };
+    if grace <= 0 {
+        return Ended::Unknown;
+    }
+    if d.at < deletion {
+        Ended::ByItself
+    } else {
+        Ended::Killed(format!(
+            "killed when its {grace}s grace period ran out (still running at its deletion time {deletion})"
+        ))
+    }
+}
+
 /// many pods ask.
 pub(super) struct NodeHealth {
     api: Api<k8s_openapi::api::core::v1::Node>,

@@ -2,7 +2,9 @@
 //! (`docs/drain-semantics.md#waiting-by-watching`): one watcher over the node's pods (list,
 //! then watch from that resourceVersion; a 410 means relist) keeps the set of live pod UIDs. A
 //! pod is gone when its UID is no longer in the set — a recreated pod with the same name has a
-//! new UID, so it is never mistaken for the old one.
+//! new UID, so it is never mistaken for the old one. The last state of a pod seen going (the
+//! DELETED event's object: its kubelet's final status) is kept, with when it went, so that the
+//! drain can tell a pod that stopped by itself from one that was killed.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -16,9 +18,21 @@ use tokio::task::JoinHandle;
 /// Live pods on the node by UID; `None` until the first complete list.
 type Snapshot = Option<Arc<HashMap<String, Pod>>>;
 
+/// A pod seen going: its last state and when the watch saw it go.
+#[derive(Debug, Clone)]
+pub struct Departed {
+    /// The object of the DELETED event.
+    pub pod: Pod,
+    /// When the event arrived.
+    pub at: jiff::Timestamp,
+}
+
+type DepartedMap = Arc<std::sync::Mutex<HashMap<String, Departed>>>;
+
 /// Tracks which pods are still on a node.
 pub struct PodTracker {
     rx: watch::Receiver<Snapshot>,
+    departed: DepartedMap,
     task: JoinHandle<()>,
 }
 
@@ -35,6 +49,8 @@ impl PodTracker {
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let (tx, rx) = watch::channel::<Snapshot>(None);
         let node = node.to_string();
+        let departed = DepartedMap::default();
+        let gone = departed.clone();
         let task = tokio::spawn(async move {
             let mut stream = watcher::watcher(api, config).boxed();
             let mut live: HashMap<String, Pod> = HashMap::new();
@@ -58,8 +74,12 @@ impl PodTracker {
                         }
                     }
                     Ok(Event::Delete(p)) => {
-                        if let Some(uid) = p.metadata.uid.as_deref() {
-                            live.remove(uid);
+                        if let Some(uid) = p.metadata.uid.clone() {
+                            live.remove(&uid);
+                            if let Ok(mut g) = gone.lock() {
+                                let at = jiff::Timestamp::now();
+                                g.insert(uid, Departed { pod: p, at });
+                            }
                             tx.send_replace(Some(Arc::new(live.clone())));
                         }
                     }
@@ -71,7 +91,13 @@ impl PodTracker {
                 }
             }
         });
-        PodTracker { rx, task }
+        PodTracker { rx, departed, task }
+    }
+
+    /// The last state of a pod the watch saw go, and when (`None` when it went unseen, e.g.
+    /// while the watch was relisting).
+    pub fn departed(&self, uid: &str) -> Option<Departed> {
+        self.departed.lock().ok()?.get(uid).cloned()
     }
 
     /// Waits until the first complete list has arrived.
