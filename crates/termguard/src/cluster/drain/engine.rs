@@ -8,7 +8,7 @@ use super::deadline::DeadlineFeed;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
 use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
 use super::pod::PodContext;
-use super::report::{DrainReport, Outcome, PodAction, Progress, Role};
+use super::report::{api_error_text, DrainReport, Ledger, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
@@ -42,6 +42,10 @@ pub struct DrainRequest {
     pub cause: String,
     /// Evictions in flight at once within a wave.
     pub concurrency: usize,
+    /// Becomes `Some(why)` (e.g. `SIGINT`) when the drain must stop: it stops evicting, leaves
+    /// the node cordoned and marked, releases its lease so that the next run resumes at once,
+    /// and reports what it did so far ([`Outcome::Interrupted`]).
+    pub interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl DrainRequest {
@@ -56,6 +60,24 @@ impl DrainRequest {
             notice: "manual".into(),
             cause: "manual".into(),
             concurrency: 64,
+            interrupt: None,
+        }
+    }
+
+    /// Resolves with the reason once [`Self::interrupt`] says stop; never without one.
+    async fn interrupted(&self) -> String {
+        let Some(mut rx) = self.interrupt.clone() else {
+            return std::future::pending().await;
+        };
+        // The sender gone: nobody can interrupt any more.
+        let why = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|why| why.clone());
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
         }
     }
 
@@ -75,7 +97,7 @@ pub enum DrainError {
     #[error(transparent)]
     Node(#[from] NodeError),
     /// Listing the node's pods failed.
-    #[error("listing pods on node {node}: {source}")]
+    #[error("listing pods on node {node}: {}", api_error_text(source))]
     ListPods {
         /// The node.
         node: String,
@@ -83,6 +105,9 @@ pub enum DrainError {
         #[source]
         source: kube::Error,
     },
+    /// Interrupted (the reason: `SIGINT`, `SIGTERM`) before there was a drain to report on.
+    #[error("interrupted by {0} before the drain started")]
+    Interrupted(String),
 }
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -400,7 +425,11 @@ impl Drainer {
                     self.emit(Progress::Following {
                         owner: owner.clone(),
                     });
-                    if let Some(report) = self.follow(&req.node).await? {
+                    let followed = tokio::select! {
+                        r = self.follow(&req.node) => r?,
+                        why = req.interrupted() => return Err(DrainError::Interrupted(why)),
+                    };
+                    if let Some(report) = followed {
                         return Ok(report);
                     }
                     // The owner stopped renewing: take over.
@@ -473,17 +502,80 @@ impl Drainer {
                 }
             })
         });
-        let slot = match &self.slots {
-            Some(slots) => slots.acquire(&feed).await,
-            None => None,
+        // Every pod of the drain and where it stands, on the Node as the drain goes (at most
+        // about once a second), so that a run taking over reports them all.
+        let ledger = Arc::new(if role == Role::Resumed {
+            match self.nodes.get(&req.node).await {
+                Ok(n) => Ledger::resume(
+                    n.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(nodes::PODS))
+                        .map(String::as_str),
+                ),
+                Err(e) => {
+                    tracing::warn!(node = %req.node, error = %e,
+                        "reading the interrupted drain's pods failed; reporting this run's only");
+                    Ledger::default()
+                }
+            }
+        } else {
+            Ledger::default()
+        });
+        let recorder = AbortOnDrop({
+            let api = self.nodes.clone();
+            let node = req.node.clone();
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                loop {
+                    ledger.changed().await;
+                    let record = Some(ledger.encode());
+                    if let Err(e) = nodes::annotate(&api, &node, &[(nodes::PODS, record)]).await {
+                        tracing::warn!(node = %node, error = %e, "recording the drain's pods failed");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        });
+        let work = async {
+            let slot = match &self.slots {
+                Some(slots) => slots.acquire(&feed).await,
+                None => None,
+            };
+            let result = self
+                .run(req, role, &feed, node_uid.as_deref(), started, &ledger)
+                .await;
+            drop(slot);
+            result
         };
-        let result = self
-            .run(req, role, &feed, node_uid.as_deref(), started)
-            .await;
-        drop(slot);
+        let result = tokio::select! {
+            r = work => r.map(Ok),
+            why = req.interrupted() => Ok(Err(why)),
+        };
         drop(renewer);
         drop(updates);
-        let report = result?;
+        drop(recorder);
+        let mut report = match result? {
+            Ok(report) => report,
+            Err(why) => {
+                return self
+                    .interrupted(req, role, &feed, node_uid.as_deref(), started, &ledger, why)
+                    .await
+            }
+        };
+        if role == Role::Resumed {
+            let skipped: Vec<String> = report.skipped.iter().map(|s| s.pod.to_string()).collect();
+            report.pods = ledger.results(&skipped, true);
+            tally(&mut report);
+        }
+        if report.outcome == Outcome::Refused && req.notice == "manual" {
+            // kubectl leaves a node whose drain it refused cordoned, and nothing else. (A
+            // notice-driven drain keeps its marks: the instance goes anyway, and the handler
+            // tries again until the deadline.)
+            if let Err(e) = nodes::release_marks(&self.nodes, &req.node).await {
+                tracing::warn!(node = %req.node, error = %e, "removing the taint and label of a refused drain failed");
+            }
+        }
         let mut stored = report.clone();
         stored.pods.clear();
         stored.skipped.clear();
@@ -494,6 +586,7 @@ impl Drainer {
             &[
                 (nodes::PHASE, Some(report.outcome.phase().to_string())),
                 (nodes::RESULT, stored),
+                (nodes::PODS, Some(ledger.encode())),
                 (nodes::URGENT, None),
                 (nodes::FINISHED, Some(Timestamp::now().to_string())),
             ],
@@ -503,26 +596,92 @@ impl Drainer {
             Outcome::Drained => (
                 Reason::DrainCompleted,
                 format!(
-                    "drained in {:.1}s: {} pods evicted",
+                    "drained in {:.1}s: {} pods evicted{}",
                     report.duration_ms as f64 / 1000.0,
-                    report.evicted
+                    report.evicted,
+                    not_graceful_note(&report)
                 ),
             ),
             Outcome::TimedOut => (
                 Reason::DrainTimedOut,
                 format!(
-                    "deadline reached; not graceful: {}",
-                    report.not_graceful.join(", ")
+                    "deadline reached: {} pods still on the node{}",
+                    report
+                        .pods
+                        .iter()
+                        .filter(|r| r.action == PodAction::Remained)
+                        .count(),
+                    not_graceful_note(&report)
                 ),
             ),
-            Outcome::Failed => (Reason::DrainFailed, report.errors.join("; ")),
-            Outcome::Refused => (
+            Outcome::Failed => (Reason::DrainFailed, fit_note(report.errors.join("; "))),
+            Outcome::Refused | Outcome::Interrupted => (
                 Reason::DrainFailed,
-                report.refused.clone().unwrap_or_default(),
+                fit_note(report.error.clone().unwrap_or_default()),
             ),
         };
         self.event(node_ref(&req.node, node_uid.as_deref()), reason, note)
             .await;
+        Ok(report)
+    }
+
+    /// The end of a drain interrupted by `why`: the node stays cordoned and marked, as kubectl
+    /// leaves it; the lease is given up (no renewal recorded), so that the next run takes the
+    /// drain over at once and, from the pods recorded here, reports every pod of it.
+    #[allow(clippy::too_many_arguments)]
+    async fn interrupted(
+        &self,
+        req: &DrainRequest,
+        role: Role,
+        feed: &DeadlineFeed,
+        node_uid: Option<&str>,
+        started: tokio::time::Instant,
+        ledger: &Ledger,
+        why: String,
+    ) -> Result<DrainReport, DrainError> {
+        let mut report = DrainReport {
+            node: req.node.clone(),
+            outcome: Outcome::Interrupted,
+            role,
+            notice: req.notice.clone(),
+            cause: req.cause.clone(),
+            deadline: feed.now().clip,
+            duration_ms: started.elapsed().as_millis() as u64,
+            waves: 0,
+            evicted: 0,
+            not_graceful: Vec::new(),
+            errors: Vec::new(),
+            refused: None,
+            error: None,
+            pods: ledger.results(&[], false),
+            skipped: Vec::new(),
+        };
+        report.waves = report.pods.iter().map(|r| r.wave).max().unwrap_or(0);
+        tally(&mut report);
+        let left = report
+            .pods
+            .iter()
+            .filter(|r| r.gone_after_ms.is_none() && r.action != PodAction::AlreadyGone)
+            .count();
+        report.error = Some(format!(
+            "interrupted by {why} with {left} pods not yet gone; the node stays cordoned"
+        ));
+        tracing::warn!(node = %req.node, reason = %why, left, "drain interrupted");
+        if let Err(e) = nodes::annotate(
+            &self.nodes,
+            &req.node,
+            &[(nodes::PODS, Some(ledger.encode())), (nodes::RENEWED, None)],
+        )
+        .await
+        {
+            tracing::warn!(node = %req.node, error = %e, "recording the interrupted drain failed");
+        }
+        self.event(
+            node_ref(&req.node, node_uid),
+            Reason::DrainFailed,
+            fit_note(report.error.clone().unwrap_or_default()),
+        )
+        .await;
         Ok(report)
     }
 
@@ -577,6 +736,7 @@ impl Drainer {
         feed: &DeadlineFeed,
         node_uid: Option<&str>,
         started: tokio::time::Instant,
+        ledger: &Arc<Ledger>,
     ) -> Result<DrainReport, DrainError> {
         let clip_deadline = feed.now().clip;
         let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
@@ -594,6 +754,7 @@ impl Drainer {
             not_graceful: Vec::new(),
             errors: Vec::new(),
             refused: None,
+            error: None,
             pods: Vec::new(),
             skipped: Vec::new(),
         };
@@ -601,6 +762,7 @@ impl Drainer {
             Ok(p) => p,
             Err(PlanError::Refused { message, plan }) => {
                 report.outcome = Outcome::Refused;
+                report.error = Some(message.clone());
                 report.refused = Some(message);
                 report.skipped = plan.skipped;
                 report.duration_ms = started.elapsed().as_millis() as u64;
@@ -612,6 +774,12 @@ impl Drainer {
         }
         report.waves = plan.waves.len();
         report.skipped = plan.skipped.clone();
+        let names: Vec<(String, usize)> = plan
+            .waves
+            .iter()
+            .flat_map(|w| w.pods.iter().map(|p| (p.pod.to_string(), w.number)))
+            .collect();
+        ledger.plan(names.iter().map(|(p, w)| (p.as_str(), *w)));
         let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
         self.event(
             node_ref(&req.node, node_uid),
@@ -681,9 +849,11 @@ impl Drainer {
                             deadlines: feed,
                             node: health,
                             started,
+                            ledger,
                         };
                         this.wait_turn(&p, gates[i].subscribe(), feed).await;
                         let r = this.drive_pod(&req, p, wave_no, &at).await;
+                        ledger.record(&r, true);
                         left[i].send_modify(|l| *l = l.saturating_sub(1));
                         r
                     }
@@ -691,33 +861,95 @@ impl Drainer {
             }));
         let ((), results) = tokio::join!(driver, pods);
         report.pods.extend(results);
-        for r in &report.pods {
-            if matches!(
-                r.action,
-                PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
-            ) {
-                report.evicted += 1;
-            }
-            if let Some(why) = &r.not_graceful {
-                report.not_graceful.push(format!("{}: {why}", r.pod));
-            }
-            if let Some(e) = &r.error {
-                report.errors.push(format!("{}: {e}", r.pod));
-            }
-        }
-        report.outcome = if report
-            .pods
-            .iter()
-            .any(|r| r.action == PodAction::Remained && r.error.is_none())
-        {
-            Outcome::TimedOut
-        } else if !report.errors.is_empty() {
-            Outcome::Failed
-        } else {
-            Outcome::Drained
-        };
+        tally(&mut report);
         report.deadline = feed.now().clip;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
+}
+
+/// Counts, lists, the outcome and its one-line error, from the per-pod results.
+fn tally(report: &mut DrainReport) {
+    report.evicted = 0;
+    report.not_graceful.clear();
+    report.errors.clear();
+    for r in &report.pods {
+        if matches!(
+            r.action,
+            PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+        ) {
+            report.evicted += 1;
+        }
+        if let Some(why) = &r.not_graceful {
+            report.not_graceful.push(format!("{}: {why}", r.pod));
+        }
+        if let Some(e) = &r.error {
+            report.errors.push(format!("{}: {e}", r.pod));
+        }
+    }
+    if matches!(report.outcome, Outcome::Refused | Outcome::Interrupted) {
+        return;
+    }
+    let remained = report
+        .pods
+        .iter()
+        .filter(|r| r.action == PodAction::Remained && r.error.is_none())
+        .count();
+    report.outcome = if remained > 0 {
+        Outcome::TimedOut
+    } else if !report.errors.is_empty() {
+        Outcome::Failed
+    } else {
+        Outcome::Drained
+    };
+    report.error = match report.outcome {
+        Outcome::TimedOut => Some(format!("timed out with {remained} pods still on the node")),
+        Outcome::Failed => Some(format!(
+            "some pods could not be evicted: {}",
+            report.errors.join("; ")
+        )),
+        _ => None,
+    };
+}
+
+/// Longest Event note (the API server refuses longer ones).
+const NOTE_MAX: usize = 1000;
+
+/// `note`, cut to what an Event takes.
+fn fit_note(note: String) -> String {
+    if note.len() <= NOTE_MAX {
+        return note;
+    }
+    let mut end = NOTE_MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
+/// `; not graceful: ns/a, ns/b` naming the pods that did not stop by themselves (SIGKILLed,
+/// grace clipped, deletion not confirmed), as many as an Event note takes; empty when none.
+fn not_graceful_note(report: &DrainReport) -> String {
+    let names: Vec<&str> = report
+        .pods
+        .iter()
+        .filter(|r| r.not_graceful.is_some())
+        .map(|r| r.pod.as_str())
+        .collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut note = format!("; {} not graceful: ", names.len());
+    for (i, n) in names.iter().enumerate() {
+        let more = format!(" and {} more (see the drain result)", names.len() - i);
+        if note.len() + n.len() + 2 + more.len() > NOTE_MAX - 200 {
+            note.push_str(if i == 0 { more.trim_start() } else { &more });
+            return note;
+        }
+        if i > 0 {
+            note.push_str(", ");
+        }
+        note.push_str(n);
+    }
+    note
 }

@@ -185,6 +185,13 @@ impl Drainer {
                 }
             }
         }
+        if matches!(
+            result.action,
+            PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+        ) {
+            // Asked to go: on the Node's record, so a run taking over reports it.
+            at.ledger.record(&result, false);
+        }
         if result.action != PodAction::AlreadyGone {
             let gone = self.wait_gone(req, &p, &uid, &api, at, &mut result).await;
             // Graceful or not, from how the pod was seen to end (`ended`): one that stopped by
@@ -207,6 +214,7 @@ impl Drainer {
                         None => how,
                     });
                 }
+                Some(Ended::Unknown) | None => {}
             }
             if !gone {
                 if result.action != PodAction::AlreadyTerminating {
@@ -214,7 +222,6 @@ impl Drainer {
                         .not_graceful
                         .get_or_insert_with(|| "still terminating when the deadline passed".into());
                 }
-                Some(Ended::Unknown) | None => {}
                 result.action = PodAction::Remained;
                 if result.not_graceful.is_none() {
                     result.not_graceful = Some("still on the node when the deadline passed".into());
@@ -395,13 +402,6 @@ impl Drainer {
     }
 }
 
-/// How often a notice-driven drain checks whether a terminating pod can still be confirmed gone.
-const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Past its deletion time (deletionTimestamp = the delete + its grace) plus this, a pod that is
-/// still there on a NotReady node, or held by finalizers, is not coming off by itself.
-const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(5);
-
-/// The Ready condition of the node being drained, read at most every couple of seconds however
 /// How a pod that went had ended, as far as its last state shows.
 #[derive(Debug, PartialEq)]
 enum Ended {
@@ -469,6 +469,13 @@ fn ended(d: &super::tracker::Departed) -> Ended {
     }
 }
 
+/// How often a notice-driven drain checks whether a terminating pod can still be confirmed gone.
+const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Past its deletion time (deletionTimestamp = the delete + its grace) plus this, a pod that is
+/// still there on a NotReady node, or held by finalizers, is not coming off by itself.
+const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(5);
+
+/// The Ready condition of the node being drained, read at most every couple of seconds however
 /// many pods ask.
 pub(super) struct NodeHealth {
     api: Api<k8s_openapi::api::core::v1::Node>,
@@ -538,4 +545,5 @@ pub(super) struct PodContext<'a> {
     pub(super) deadlines: &'a DeadlineFeed,
     pub(super) node: &'a NodeHealth,
     pub(super) started: tokio::time::Instant,
+    pub(super) ledger: &'a super::report::Ledger,
 }
