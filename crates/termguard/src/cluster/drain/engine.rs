@@ -522,18 +522,27 @@ impl Drainer {
         } else {
             Ledger::default()
         });
-        let recorder = AbortOnDrop({
+        // Stopped, not aborted, when the drain ends: a write cut off in flight could land after
+        // the final one and leave an older record.
+        let (stop_recording, mut quit) = tokio::sync::watch::channel(false);
+        let mut recorder = AbortOnDrop({
             let api = self.nodes.clone();
             let node = req.node.clone();
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 loop {
-                    ledger.changed().await;
+                    tokio::select! {
+                        () = ledger.changed() => {}
+                        _ = quit.changed() => return,
+                    }
                     let record = Some(ledger.encode());
                     if let Err(e) = nodes::annotate(&api, &node, &[(nodes::PODS, record)]).await {
                         tracing::warn!(node = %node, error = %e, "recording the drain's pods failed");
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = quit.changed() => return,
+                    }
                 }
             })
         });
@@ -554,6 +563,8 @@ impl Drainer {
         };
         drop(renewer);
         drop(updates);
+        stop_recording.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut recorder.0).await;
         drop(recorder);
         let mut report = match result? {
             Ok(report) => report,
@@ -726,6 +737,15 @@ impl Drainer {
             .as_deref()
             .and_then(|r| serde_json::from_str(r).ok())?;
         report.role = Role::Followed;
+        // The per-pod results, from the owner's record of them.
+        let recorded = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(nodes::PODS));
+        if let Some(recorded) = recorded {
+            report.pods = Ledger::resume(Some(recorded)).results(&[], true);
+        }
         Some(report)
     }
 
@@ -780,6 +800,17 @@ impl Drainer {
             .flat_map(|w| w.pods.iter().map(|p| (p.pod.to_string(), w.number)))
             .collect();
         ledger.plan(names.iter().map(|(p, w)| (p.as_str(), *w)));
+        // On the Node before anything is evicted: a run taking over after this one is killed
+        // knows every pod of the drain, even those gone before any later record.
+        if let Err(e) = nodes::annotate(
+            &self.nodes,
+            &req.node,
+            &[(nodes::PODS, Some(ledger.encode()))],
+        )
+        .await
+        {
+            tracing::warn!(node = %req.node, error = %e, "recording the drain's pods failed");
+        }
         let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
         self.event(
             node_ref(&req.node, node_uid),

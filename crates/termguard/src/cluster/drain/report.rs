@@ -87,7 +87,8 @@ pub struct PodResult {
     pub grace_period_seconds: Option<i64>,
     /// Eviction attempts.
     pub attempts: u32,
-    /// Milliseconds from the start of the drain until the pod was gone.
+    /// Milliseconds from the start of the drain until the pod was gone (of the run that saw it
+    /// go, when a run took over an interrupted drain).
     pub gone_after_ms: Option<u64>,
     /// Why it could not leave gracefully, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -337,7 +338,8 @@ impl Ledger {
         ledger
     }
 
-    /// Pods this run plans to drain (kept as they are when already recorded).
+    /// Pods this run plans to drain (kept as they are when already recorded). Not a change
+    /// for [`Self::changed`]: the engine writes the plan itself, before it evicts anything.
     pub fn plan<'a>(&self, pods: impl IntoIterator<Item = (&'a str, usize)>) {
         if let Ok(mut entries) = self.entries.lock() {
             for (pod, wave) in pods {
@@ -359,7 +361,6 @@ impl Ledger {
                 }
             }
         }
-        self.changed.notify_one();
     }
 
     /// This run's result for a pod: `done` once final, else the eviction was accepted. A pod
