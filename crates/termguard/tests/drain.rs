@@ -1141,6 +1141,11 @@ both_backends! {
         assert_eq!(rb.outcome, ra.outcome);
         assert_eq!(ra.evicted, 4);
         assert_eq!(rb.evicted, ra.evicted);
+        // The follower reports every pod too, from the owner's record on the Node.
+        for r in [&ra, &rb] {
+            assert_eq!(r.pods.len(), 4, "{r:#?}");
+            assert!(r.pods.iter().all(|p| p.action == PodAction::Evicted), "{r:#?}");
+        }
         for p in &pods {
             assert_eq!(c.evictions_of(p), 1, "{} evicted once", name(p));
             assert!(!c.pod_uid_exists(&uid(p)).await);
