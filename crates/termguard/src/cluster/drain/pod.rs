@@ -547,3 +547,92 @@ pub(super) struct PodContext<'a> {
     pub(super) started: tokio::time::Instant,
     pub(super) ledger: &'a super::report::Ledger,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ended, Ended};
+    use crate::cluster::drain::tracker::Departed;
+    use jiff::{SignedDuration, Timestamp};
+    use serde_json::json;
+
+    fn departed(pod: serde_json::Value, gone_after_deletion_s: i64) -> Departed {
+        let pod = serde_json::from_value(pod).unwrap_or_default();
+        let deletion = Timestamp::from_second(1_800_000_000).unwrap_or_default();
+        Departed {
+            pod,
+            at: deletion + SignedDuration::from_secs(gone_after_deletion_s),
+        }
+    }
+
+    fn pod(grace: i64, states: serde_json::Value) -> serde_json::Value {
+        json!({
+            "metadata": {"name": "p", "deletionTimestamp": "2027-01-15T08:00:00Z",
+                "deletionGracePeriodSeconds": grace},
+            "status": {"containerStatuses": states},
+        })
+    }
+
+    fn terminated(name: &str, code: i32, reason: &str) -> serde_json::Value {
+        json!({"name": name, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": reason}}})
+    }
+
+    fn running(name: &str) -> serde_json::Value {
+        json!({"name": name, "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}}})
+    }
+
+    #[test]
+    fn a_container_that_exited_137_was_killed_whenever_the_pod_went() {
+        let p = pod(
+            7,
+            json!([
+                terminated("app", 0, "Completed"),
+                terminated("sidecar", 137, "Error")
+            ]),
+        );
+        match ended(&departed(p, -5)) {
+            Ended::Killed(why) => {
+                assert!(
+                    why.contains("SIGKILLed when its 7s grace period ran out"),
+                    "{why}"
+                );
+                assert!(why.contains("sidecar"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn containers_that_all_exited_otherwise_stopped_by_themselves() {
+        let p = pod(
+            7,
+            json!([
+                terminated("app", 0, "Completed"),
+                terminated("web", 143, "Error")
+            ]),
+        );
+        // Even at the deletion time: the states say how it ended.
+        assert_eq!(ended(&departed(p, 1)), Ended::ByItself);
+    }
+
+    #[test]
+    fn without_container_states_the_deletion_time_decides() {
+        let p = pod(30, json!([running("app")]));
+        assert_eq!(ended(&departed(p.clone(), -3)), Ended::ByItself);
+        assert!(matches!(ended(&departed(p.clone(), 0)), Ended::Killed(_)));
+        assert!(matches!(ended(&departed(p, 1)), Ended::Killed(_)));
+        // No statuses at all (KWOK without a status, a pending pod).
+        let bare = json!({"metadata": {"name": "p", "deletionTimestamp": "2027-01-15T08:00:00Z",
+            "deletionGracePeriodSeconds": 30}});
+        assert_eq!(ended(&departed(bare, -1)), Ended::ByItself);
+    }
+
+    #[test]
+    fn a_deletion_without_grace_says_nothing() {
+        let p = pod(0, json!([running("app")]));
+        assert_eq!(ended(&departed(p, 1)), Ended::Unknown);
+        let none = json!({"metadata": {"name": "p"}});
+        assert_eq!(ended(&departed(none, 1)), Ended::Unknown);
+    }
+}
