@@ -574,7 +574,8 @@ impl Drainer {
                     .await
             }
         };
-        if role == Role::Resumed {
+        // A refused run planned nothing: what it would merge says nothing about the pods.
+        if role == Role::Resumed && report.outcome != Outcome::Refused {
             let skipped: Vec<String> = report.skipped.iter().map(|s| s.pod.to_string()).collect();
             report.pods = ledger.results(&skipped, true);
             tally(&mut report);
