@@ -52,9 +52,9 @@ pub enum Command {
     ///
     /// A refused drain (kubectl's rules: DaemonSet pods without --ignore-daemonsets, and so on)
     /// leaves the node cordoned only, as kubectl does: termguard's taint and load-balancer label
-    /// are taken back. On SIGINT or SIGTERM the drain stops evicting and the node stays
-    /// cordoned; the report so far is printed, and the next run takes the drain over at once
-    /// (a second signal exits without a report). With --output json a report is printed
+    /// are taken back. On SIGINT or SIGTERM the drain stops evicting and the node is left the
+    /// same way, cordoned only; the report so far is printed, and the next run takes the drain
+    /// over at once (a second signal exits without a report). With --output json a report is printed
     /// whatever happens, its `outcome` and `error` saying how the drain ended.
     ///
     /// Exit status:

@@ -1684,10 +1684,12 @@ both_backends! {
         assert_eq!(result_of(&typed, &worker).action, PodAction::Evicted);
         assert!(result_of(&typed, &worker).gone_after_ms.is_none());
 
-        // Cordoned and marked, as kubectl leaves an interrupted drain; the lease given up.
+        // Cordoned only, as kubectl leaves an interrupted drain; the progress kept, the lease
+        // given up.
         let n = c.node(NODE).await;
         assert_eq!(n["spec"]["unschedulable"], true);
-        assert!(taint(&n, nodes::TERMINATING_TAINT).is_some(), "{n:#}");
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none(), "{n:#}");
+        assert!(n["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null(), "{n:#}");
         let annotations = &n["metadata"]["annotations"];
         assert!(annotations[nodes::RENEWED].is_null(), "{annotations:#}");
         assert!(annotations[nodes::PHASE].as_str().is_some_and(|p| p.starts_with("wave-")));
@@ -1696,6 +1698,8 @@ both_backends! {
             .drain(&request(NODE, DrainOptions::default()))
             .await?;
         assert_eq!(report.role, Role::Resumed, "taken over, not followed: {report:#?}");
+        let n = c.node(NODE).await;
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_some(), "marked again: {n:#}");
         assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
         assert_eq!(report.pods.len(), 2, "{report:#?}");
         assert_eq!(report.evicted, 2, "{report:#?}");

@@ -43,8 +43,9 @@ pub struct DrainRequest {
     /// Evictions in flight at once within a wave.
     pub concurrency: usize,
     /// Becomes `Some(why)` (e.g. `SIGINT`) when the drain must stop: it stops evicting, leaves
-    /// the node cordoned and marked, releases its lease so that the next run resumes at once,
-    /// and reports what it did so far ([`Outcome::Interrupted`]).
+    /// the node cordoned (a manual drain takes its taint and label back, as for a refusal),
+    /// releases its lease so that the next run resumes at once, and reports what it did so far
+    /// ([`Outcome::Interrupted`]).
     pub interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
@@ -637,9 +638,12 @@ impl Drainer {
         Ok(report)
     }
 
-    /// The end of a drain interrupted by `why`: the node stays cordoned and marked, as kubectl
-    /// leaves it; the lease is given up (no renewal recorded), so that the next run takes the
-    /// drain over at once and, from the pods recorded here, reports every pod of it.
+    /// The end of a drain interrupted by `why`: the node stays cordoned, as kubectl leaves it
+    /// (a manual drain's taint and load-balancer label are taken back: whoever stopped it may
+    /// not go on, and the pods still there keep their traffic); the progress annotations stay
+    /// and the lease is given up (no renewal recorded), so that the next run takes the drain
+    /// over at once — marking the node again — and, from the pods recorded here, reports
+    /// every pod of it.
     #[allow(clippy::too_many_arguments)]
     async fn interrupted(
         &self,
@@ -687,6 +691,11 @@ impl Drainer {
         .await
         {
             tracing::warn!(node = %req.node, error = %e, "recording the interrupted drain failed");
+        }
+        if req.notice == "manual" {
+            if let Err(e) = nodes::release_marks(&self.nodes, &req.node).await {
+                tracing::warn!(node = %req.node, error = %e, "removing the taint and label of an interrupted drain failed");
+            }
         }
         self.event(
             node_ref(&req.node, node_uid),
