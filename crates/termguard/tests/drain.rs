@@ -1711,6 +1711,61 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn cli_sigterm_exits_143_and_says_why_in_text_and_in_an_event(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: worker, shutdownMs: 8000}\n"),
+        )
+        .await;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+            .args(["drain", NODE, "--kubeconfig"])
+            .arg(c.kubeconfig())
+            .env_remove("KUBECONFIG")
+            .env("TERMGUARD_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let cr = &c;
+        let under_way = eventually(Duration::from_secs(30), move || async move {
+            pods_named(cr, "worker-").await.iter().any(terminating)
+        })
+        .await;
+        assert!(under_way);
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        assert!(kill.success());
+        let out = child.wait_with_output().await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!(
+                "error: unable to drain node \"{NODE}\": interrupted by SIGTERM"
+            )),
+            "{stderr}"
+        );
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(c.admin.clone());
+        let failed: Vec<String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DrainFailed"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            failed.iter().any(|n| n.contains("interrupted by SIGTERM")),
+            "{failed:?}"
+        );
+        Ok(())
+    }
+}
+
 // No cluster: the help text is the same whatever the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_drain_help_says_where_termguard_deliberately_differs() -> Result {
