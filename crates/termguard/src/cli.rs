@@ -50,6 +50,19 @@ pub enum Command {
     ///   * deletion is awaited by watching the node's pods, not by polling each pod every second;
     ///   * DaemonSet and mirror pods are never evicted or deleted;
     ///   * progress is recorded on the Node, so a second run resumes or waits for the first.
+    ///
+    /// A refused drain (kubectl's rules: DaemonSet pods without --ignore-daemonsets, and so on)
+    /// leaves the node cordoned only, as kubectl does: termguard's taint and load-balancer label
+    /// are taken back. On SIGINT or SIGTERM the drain stops evicting and the node is left the
+    /// same way, cordoned only; the report so far is printed, and the next run takes the drain
+    /// over at once (a second signal exits without a report). With --output json a report is printed
+    /// whatever happens, its `outcome` and `error` saying how the drain ended.
+    ///
+    /// Exit status:
+    ///   0    the node is drained (with --dry-run: the drain would be allowed)
+    ///   1    the drain failed, timed out or was refused, or could not run (kubectl's 1)
+    ///   130  interrupted by SIGINT
+    ///   143  interrupted by SIGTERM
     // The long help lives here, not on `DrainArgs`: clap lets the variant's doc comment
     // replace the struct's, so text on the struct never reached `termguard drain --help`.
     #[command(verbatim_doc_comment)]
@@ -337,6 +350,8 @@ mod tests {
         assert!(help.contains("deliberately differs"), "{help}");
         assert!(help.contains("--ignore-daemonsets"));
         assert!(help.contains("--skip-wait-for-delete-timeout"));
+        assert!(help.contains("Exit status:"), "{help}");
+        assert!(help.contains("130  interrupted by SIGINT"), "{help}");
     }
 }
 

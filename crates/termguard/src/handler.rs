@@ -998,5 +998,6 @@ pub fn outcome_label(o: Outcome) -> &'static str {
         Outcome::TimedOut => "timed-out",
         Outcome::Failed => "failed",
         Outcome::Refused => "refused",
+        Outcome::Interrupted => "interrupted",
     }
 }

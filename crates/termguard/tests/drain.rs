@@ -76,6 +76,17 @@ fn listed_not_graceful<'a>(report: &'a DrainReport, pod: &Value) -> Option<&'a S
     report.not_graceful.iter().find(|n| n.starts_with(&prefix))
 }
 
+/// The pods a drain recorded on the Node (`nodes::PODS`), by namespace/name.
+fn recorded_pods(node: &Value) -> BTreeMap<String, Value> {
+    node["metadata"]["annotations"][nodes::PODS]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r["p"].as_str().unwrap_or("").to_string(), r))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Selection rules and options
 
@@ -111,6 +122,9 @@ both_backends! {
         let n = c.node(NODE).await;
         assert_eq!(n["spec"]["unschedulable"], true, "stays cordoned");
         assert_eq!(n["metadata"]["annotations"][nodes::PHASE], "failed");
+        // As kubectl leaves it: cordoned, nothing else.
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none(), "{n:#}");
+        assert!(n["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null(), "{n:#}");
 
         let opts = DrainOptions {
             ignore_daemonsets: true,
@@ -890,6 +904,80 @@ both_backends! {
 }
 
 both_backends! {
+    /// Graceful or not is decided by how each pod was seen to end, clipped or not: a pod that
+    /// ignores SIGTERM is killed when its grace period runs out and is reported (and named by
+    /// DrainCompleted); one that stops by itself is not.
+    async fn a_pod_killed_at_the_end_of_its_grace_period_is_reported_and_named_by_drain_completed(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: stubborn, terminationGracePeriodSeconds: 2, \
+                 shutdownMs: 60000}\n\
+                 - {kind: Deployment, name: quick, terminationGracePeriodSeconds: 30}\n",
+            ),
+        )
+        .await;
+        let feed = PodFeed::start(&c).await;
+        let pods = feed.initial_on(NODE);
+        assert_eq!(pods.len(), 2);
+        let stubborn = pods.iter().find(|p| name(p).starts_with("stubborn-")).cloned();
+        let quick = pods.iter().find(|p| name(p).starts_with("quick-")).cloned();
+        let (Some(stubborn), Some(quick)) = (stubborn, quick) else {
+            panic!("{pods:#?}");
+        };
+        let d = drainer(&c, "t").with_events(Events::new(c.client.clone(), "test"));
+        let report = d.drain(&request(NODE, DrainOptions::default())).await?;
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(result_of(&report, &stubborn).action, PodAction::Evicted);
+        let listed = listed_not_graceful(&report, &stubborn)
+            .unwrap_or_else(|| panic!("not listed: {report:#?}"));
+        assert!(listed.contains("2s grace period ran out"), "{listed}");
+        assert!(
+            listed_not_graceful(&report, &quick).is_none(),
+            "{:?}",
+            report.not_graceful
+        );
+        // The simulator's kubelet reports how the containers ended before the pod goes, as a
+        // kubelet does: 137 for the SIGKILL, 0 for a clean exit.
+        if c.sim().is_some() {
+            feed.sync().await;
+            for (p, code) in [(&stubborn, 137), (&quick, 0)] {
+                let last = feed
+                    .of(&uid(p))
+                    .into_iter()
+                    .rev()
+                    .find(|ch| ch.ty == cluster::ChangeType::Deleted)
+                    .map(|ch| ch.object)
+                    .unwrap_or_default();
+                let state = &last["status"]["containerStatuses"][0]["state"]["terminated"];
+                assert_eq!(state["exitCode"], code, "{}: {last:#}", name(p));
+            }
+            assert!(listed.contains("SIGKILLed"), "{listed}");
+        }
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(c.admin.clone());
+        let completed: Vec<String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DrainCompleted"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert_eq!(completed.len(), 1, "{completed:?}");
+        assert!(completed[0].contains("2 pods evicted"), "{}", completed[0]);
+        assert!(
+            completed[0].contains(&format!("1 not graceful: {}", ns_name(&stubborn))),
+            "{}",
+            completed[0]
+        );
+        assert!(!completed[0].contains(&name(&quick)), "{}", completed[0]);
+        Ok(())
+    }
+}
+
+both_backends! {
     async fn a_drain_whose_deadline_has_passed_deletes_with_one_second_and_does_not_wait(
         backend
     ) -> Result {
@@ -931,6 +1019,7 @@ both_backends! {
             backend,
             &one_node(
                 "- {kind: Deployment, name: worker, replicas: 2, shutdownMs: 4000}\n\
+                 - {kind: Deployment, name: web}\n\
                  - {kind: Deployment, name: pgbouncer, \
                  annotations: {termguard.io/drain-order: last}}\n",
             ),
@@ -938,7 +1027,12 @@ both_backends! {
         .await;
         let feed = PodFeed::start(&c).await;
         let pods = feed.initial_on(NODE);
-        assert_eq!(pods.len(), 3);
+        assert_eq!(pods.len(), 4);
+        let web: Vec<_> = pods
+            .iter()
+            .filter(|p| name(p).starts_with("web-"))
+            .cloned()
+            .collect();
         let workers: Vec<_> = pods
             .iter()
             .filter(|p| name(p).starts_with("worker-"))
@@ -952,14 +1046,27 @@ both_backends! {
         req.notice = "msg-1".into();
         let a = drainer(&c, "replica-a");
         let task = tokio::spawn(async move { a.drain(&req).await });
-        let (cr, wr) = (&c, &workers);
+        let (cr, wr, webr) = (&c, &workers, &web);
         let started = eventually(Duration::from_secs(30), move || async move {
             let now = cr.pods_on(NODE).await;
+            let record = recorded_pods(&cr.node(NODE).await);
             wr.iter()
                 .all(|w| now.iter().any(|p| uid(p) == uid(w) && terminating(p)))
+                && wr
+                    .iter()
+                    .all(|w| record.get(&ns_name(w)).is_some_and(|r| r["a"] == "evicted"))
+                && webr.iter().all(|w| {
+                    record
+                        .get(&ns_name(w))
+                        .is_some_and(|r| r["a"] == "evicted" && r["d"] == true)
+                })
         })
         .await;
-        assert!(started, "the first wave started");
+        assert!(
+            started,
+            "the first wave started, web is gone, and the Node records both: {:#}",
+            c.node(NODE).await["metadata"]["annotations"]
+        );
         task.abort();
         assert!(task.await.is_err_and(|e| e.is_cancelled()));
         let mut left = 0;
@@ -993,9 +1100,16 @@ both_backends! {
             assert_eq!(c.evictions_of(p), 1, "{} evicted once", name(p));
             assert_eq!(feed.deletion_requests(&uid(p)), 1);
         }
-        for w in &workers {
-            assert_eq!(result_of(&report, w).action, PodAction::AlreadyTerminating);
+        // Every pod of the drain is reported, the killed run's too: web it evicted and saw go,
+        // the workers it evicted (still terminating when the second run took over).
+        assert_eq!(report.pods.len(), 4, "{report:#?}");
+        assert_eq!(report.evicted, 4, "{report:#?}");
+        for p in web.iter().chain(&workers) {
+            let r = result_of(&report, p);
+            assert_eq!(r.action, PodAction::Evicted, "{r:?}");
+            assert_eq!(r.attempts, 1, "{r:?}");
         }
+        assert!(result_of(&report, &web[0]).gone_after_ms.is_some());
         // The resumed drain, whose notice brings no deadline of its own, keeps the one the first
         // recorded.
         let kept = report.deadline.expect("the recorded deadline is kept");
@@ -1173,6 +1287,11 @@ both_backends! {
         assert_eq!(rb.outcome, ra.outcome);
         assert_eq!(ra.evicted, 4);
         assert_eq!(rb.evicted, ra.evicted);
+        // The follower reports every pod too, from the owner's record on the Node.
+        for r in [&ra, &rb] {
+            assert_eq!(r.pods.len(), 4, "{r:#?}");
+            assert!(r.pods.iter().all(|p| p.action == PodAction::Evicted), "{r:#?}");
+        }
         for p in &pods {
             assert_eq!(c.evictions_of(p), 1, "{} evicted once", name(p));
             assert!(!c.pod_uid_exists(&uid(p)).await);
@@ -1554,13 +1673,241 @@ both_backends! {
             ns_name(&ds[0])
         );
         assert!(run.stderr.contains(&expected), "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains(&format!("There are pending nodes to be drained:\n {NODE}")),
+        // Then the error itself, bare, as kubectl's error handler prints an aggregate.
+        let pending = format!(
+            "There are pending nodes to be drained:\n {NODE}\n{DAEMONSET_FATAL}: {}\n",
+            ns_name(&ds[0])
+        );
+        assert!(run.stderr.contains(&pending), "{}", run.stderr);
+        for leak in ["Status {", "ApiError", "Some(", "Refused {"] {
+            assert!(!run.stderr.contains(leak), "{}", run.stderr);
+        }
+        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        // Left as kubectl leaves it: cordoned, without termguard's taint and label.
+        let n = c.node(NODE).await;
+        assert_eq!(n["spec"]["unschedulable"], true);
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none(), "{n:#}");
+        assert!(n["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null(), "{n:#}");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn cli_json_output_reports_a_refused_drain_and_leaves_the_node_cordoned_only(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(&format!(
+                "- {{kind: Pod, name: bare, node: {NODE}}}\n- {{kind: Deployment, name: web}}\n"
+            )),
+        )
+        .await;
+        let run = c.termguard(&["drain", NODE, "-o", "json"]).await;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["outcome"], "refused", "{report:#}");
+        let expected = format!("{UNMANAGED_FATAL}: default/bare");
+        assert_eq!(report["refused"], expected.as_str(), "{report:#}");
+        assert_eq!(report["error"], expected.as_str(), "{report:#}");
+        let typed: DrainReport = serde_json::from_value(report)?;
+        assert_eq!(typed.outcome, Outcome::Refused);
+        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        let n = c.node(NODE).await;
+        assert_eq!(n["spec"]["unschedulable"], true, "cordoned");
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none(), "{n:#}");
+        assert!(n["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null(), "{n:#}");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn cli_a_drain_that_cannot_run_still_reports_in_json_and_says_why_in_text(
+        backend
+    ) -> Result {
+        let c = TestCluster::start_settled(backend, &one_node("- {kind: Deployment, name: web}\n"))
+            .await;
+        let run = c.termguard(&["drain", "no-such-node", "-o", "json"]).await;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["outcome"], "failed", "{report:#}");
+        assert_eq!(report["node"], "no-such-node");
+        let error = report["error"].as_str().unwrap_or("");
+        assert!(error.contains("not found"), "{report:#}");
+        let typed: DrainReport = serde_json::from_value(report)?;
+        assert_eq!(typed.outcome, Outcome::Failed);
+
+        let run = c.termguard(&["drain", "no-such-node"]).await;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        // kubectl's form, after the log line that says the same.
+        assert_eq!(
+            run.stderr.lines().last(),
+            Some("error: node \"no-such-node\" not found"),
             "{}",
             run.stderr
         );
-        assert!(c.pods_on(NODE).await.iter().all(|p| !terminating(p)));
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn cli_json_output_reports_a_timed_out_drain(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, pdb: {minAvailable: 1}}\n"),
+        )
+        .await;
+        let web = pods_named(&c, "web-").await;
+        assert_eq!(web.len(), 1);
+        let run = c
+            .termguard(&["drain", NODE, "-o", "json", "--timeout", "2s"])
+            .await;
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["outcome"], "timed-out", "{report:#}");
+        let error = report["error"].as_str().unwrap_or("");
+        assert!(error.contains("1 pods still on the node"), "{report:#}");
+        assert_eq!(report["pods"][0]["pod"], ns_name(&web[0]).as_str());
+        assert_eq!(report["pods"][0]["action"], "remained");
+        Ok(())
+    }
+}
+
+both_backends! {
+    /// SIGINT stops the drain: the report so far on stdout, exit 130, the node still cordoned
+    /// and marked; the next run takes over at once and reports every pod of the drain.
+    async fn cli_sigint_stops_the_drain_and_the_next_run_takes_over(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node(
+                "- {kind: Deployment, name: worker, shutdownMs: 8000}\n\
+                 - {kind: Deployment, name: web}\n",
+            ),
+        )
+        .await;
+        let pods = c.pods_on(NODE).await;
+        assert_eq!(pods.len(), 2);
+        let worker = pods.iter().find(|p| name(p).starts_with("worker-")).cloned();
+        let web = pods.iter().find(|p| name(p).starts_with("web-")).cloned();
+        let (Some(worker), Some(web)) = (worker, web) else {
+            panic!("{pods:#?}");
+        };
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+            .args(["drain", NODE, "-o", "json", "--kubeconfig"])
+            .arg(c.kubeconfig())
+            .env_remove("KUBECONFIG")
+            .env("TERMGUARD_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or_default();
+        assert!(pid > 0);
+        let (cr, wr, webr) = (&c, &worker, &web);
+        let under_way = eventually(Duration::from_secs(30), move || async move {
+            let now = cr.pods_on(NODE).await;
+            now.iter().any(|p| uid(p) == uid(wr) && terminating(p))
+                && !now.iter().any(|p| uid(p) == uid(webr))
+        })
+        .await;
+        assert!(under_way, "the worker is stopping and web is gone");
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()?;
+        assert!(kill.success());
+        let out = child.wait_with_output().await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+        let report: Value = serde_json::from_str(&stdout)?;
+        assert_eq!(report["outcome"], "interrupted", "{report:#}");
+        let error = report["error"].as_str().unwrap_or("");
+        assert!(error.contains("SIGINT"), "{report:#}");
+        let typed: DrainReport = serde_json::from_value(report)?;
+        assert_eq!(result_of(&typed, &web).action, PodAction::Evicted);
+        assert!(result_of(&typed, &web).gone_after_ms.is_some());
+        assert_eq!(result_of(&typed, &worker).action, PodAction::Evicted);
+        assert!(result_of(&typed, &worker).gone_after_ms.is_none());
+
+        // Cordoned only, as kubectl leaves an interrupted drain; the progress kept, the lease
+        // given up.
+        let n = c.node(NODE).await;
+        assert_eq!(n["spec"]["unschedulable"], true);
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none(), "{n:#}");
+        assert!(n["metadata"]["labels"][nodes::EXCLUDE_LB_LABEL].is_null(), "{n:#}");
+        let annotations = &n["metadata"]["annotations"];
+        assert!(annotations[nodes::RENEWED].is_null(), "{annotations:#}");
+        assert!(annotations[nodes::PHASE].as_str().is_some_and(|p| p.starts_with("wave-")));
+
+        let report = drainer(&c, "next")
+            .drain(&request(NODE, DrainOptions::default()))
+            .await?;
+        assert_eq!(report.role, Role::Resumed, "taken over, not followed: {report:#?}");
+        let n = c.node(NODE).await;
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_some(), "marked again: {n:#}");
+        assert_eq!(report.outcome, Outcome::Drained, "{report:#?}");
+        assert_eq!(report.pods.len(), 2, "{report:#?}");
+        assert_eq!(report.evicted, 2, "{report:#?}");
+        assert_eq!(result_of(&report, &web).action, PodAction::Evicted);
+        assert_eq!(result_of(&report, &worker).action, PodAction::Evicted);
+        assert!(!c.pod_uid_exists(&uid(&worker)).await);
+        assert_eq!(c.evictions_of(&worker), 1, "evicted once");
+        Ok(())
+    }
+}
+
+both_backends! {
+    async fn cli_sigterm_exits_143_and_says_why_in_text_and_in_an_event(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: worker, shutdownMs: 8000}\n"),
+        )
+        .await;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+            .args(["drain", NODE, "--kubeconfig"])
+            .arg(c.kubeconfig())
+            .env_remove("KUBECONFIG")
+            .env("TERMGUARD_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let cr = &c;
+        let under_way = eventually(Duration::from_secs(30), move || async move {
+            pods_named(cr, "worker-").await.iter().any(terminating)
+        })
+        .await;
+        assert!(under_way);
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        assert!(kill.success());
+        let out = child.wait_with_output().await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!(
+                "error: unable to drain node \"{NODE}\": interrupted by SIGTERM"
+            )),
+            "{stderr}"
+        );
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(c.admin.clone());
+        let failed: Vec<String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DrainFailed"))
+            .filter_map(|e| e.note)
+            .collect();
+        assert!(
+            failed.iter().any(|n| n.contains("interrupted by SIGTERM")),
+            "{failed:?}"
+        );
         Ok(())
     }
 }
@@ -1873,5 +2220,13 @@ async fn cli_drain_help_says_where_termguard_deliberately_differs() -> Result {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     assert!(help.contains("waves"), "{help}");
+    for status in [
+        "Exit status:",
+        "0    the node is drained",
+        "130  interrupted by SIGINT",
+        "143  interrupted by SIGTERM",
+    ] {
+        assert!(help.contains(status), "{status} missing from:\n{help}");
+    }
     Ok(())
 }

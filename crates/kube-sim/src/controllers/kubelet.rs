@@ -84,6 +84,27 @@ fn container_statuses(pod: &Value, running: bool) -> Value {
     json!(list)
 }
 
+/// The status a kubelet reports for a pod whose containers have stopped after a deletion:
+/// each container terminated (exit 0 `Completed` when it stopped by itself, 137 `Error` when
+/// SIGKILLed at the end of the grace period), not ready, and the pod's phase terminal.
+fn set_terminated(pod: &mut Value, kind: ExitKind) {
+    let (code, reason, phase) = match kind {
+        ExitKind::Graceful => (0, "Completed", "Succeeded"),
+        ExitKind::GraceExpired | ExitKind::NodeLost => (137, "Error", "Failed"),
+    };
+    let now = now_rfc3339();
+    set_ready(pod, false);
+    if let Some(statuses) = pod["status"]["containerStatuses"].as_array_mut() {
+        for s in statuses {
+            let started = s["state"]["running"]["startedAt"].clone();
+            s["started"] = json!(false);
+            s["state"] = json!({"terminated": {"exitCode": code, "reason": reason,
+                "startedAt": started, "finishedAt": now, "containerID": ""}});
+        }
+    }
+    pod["status"]["phase"] = json!(phase);
+}
+
 fn mirror_name(manifest: &Value, node: &str) -> String {
     format!("{}-{}", name_of(manifest), node)
 }
@@ -131,12 +152,19 @@ pub(super) fn reconcile(
             let done_at = since + shutdown.min(grace);
             let never = pod["metadata"]["annotations"][podutil::NEVER_EXIT] == "true";
             if ctx.now >= done_at && !never {
+                let kind = if shutdown > grace {
+                    ExitKind::GraceExpired
+                } else {
+                    ExitKind::Graceful
+                };
+                // As a kubelet does: the containers' final state on the pod first (exit 0, or
+                // 137 for the SIGKILL at the end of the grace period), then the pod goes; its
+                // watchers see that state in the DELETED event.
+                let _ = ctx.store.update(&PODS, ns, name, |p| {
+                    set_terminated(p, kind);
+                    Ok(())
+                });
                 if ctx.store.remove(&PODS, ns, name, Some(uid)).is_ok() {
-                    let kind = if shutdown > grace {
-                        ExitKind::GraceExpired
-                    } else {
-                        ExitKind::Graceful
-                    };
                     exits.push(((**pod).clone(), kind));
                 }
                 st.term_at.remove(uid);

@@ -45,6 +45,9 @@ pub const STARTED: &str = "termguard.io/drain-started";
 pub const PHASE: &str = "termguard.io/drain-phase";
 /// The final summary (JSON), so a follower reports the same result.
 pub const RESULT: &str = "termguard.io/drain-result";
+/// Every pod of the drain and where it stands (compact JSON, kept up to date by the owner), so
+/// that a run taking over an interrupted drain reports the pods the earlier run evicted.
+pub const PODS: &str = "termguard.io/drain-pods";
 /// The notice whose drain was undone because the instance came back (or its maintenance was
 /// called off): a late copy of it (SQS delivers at least once; a backlog or a dead-letter
 /// redrive can bring it hours later) must not drain the node again. Kept when the drain's own
@@ -358,6 +361,7 @@ pub async fn claim(
         if !resumed {
             annotations.insert(STARTED.to_string(), json!(now.to_string()));
             annotations.insert(FINISHED.to_string(), serde_json::Value::Null);
+            annotations.insert(PODS.to_string(), serde_json::Value::Null);
             annotations.insert(
                 BOOT_ID.to_string(),
                 boot_id(&node).map_or(serde_json::Value::Null, |b| json!(b)),
@@ -597,6 +601,46 @@ async fn undo(
             Ok(_) => return Ok(true),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(api_err("uncordoning", name)(e)),
+        }
+    }
+}
+
+/// Takes back the marks a claim added — the termguard taint, and the load-balancer label when
+/// termguard set it — and keeps the cordon and the progress annotations: what a refused manual
+/// drain leaves, as kubectl leaves a node whose drain it refused (cordoned, nothing else).
+/// Returns whether anything changed.
+pub async fn release_marks(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
+    loop {
+        let node = get(api, name, bound).await?;
+        let taints: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let kept: Vec<&Taint> = taints
+            .iter()
+            .filter(|t| t.key != TERMINATING_TAINT)
+            .collect();
+        let ours_label = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(EXCLUDE_LB_LABEL))
+            .is_some_and(|v| v == EXCLUDE_LB_VALUE);
+        if kept.len() == taints.len() && !ours_label {
+            return Ok(false);
+        }
+        let mut release = json!({"metadata": {"resourceVersion": node.metadata.resource_version}});
+        if kept.len() != taints.len() {
+            release["spec"] = json!({"taints": if kept.is_empty() { serde_json::Value::Null } else { json!(kept) }});
+        }
+        if ours_label {
+            release["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+        }
+        match patch(api, name, &Patch::Merge(release), bound).await {
+            Ok(_) => return Ok(true),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_err("releasing", name)(e)),
         }
     }
 }

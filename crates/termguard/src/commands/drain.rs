@@ -3,8 +3,8 @@
 use super::{identity, kube_client};
 use crate::cli::{DrainArgs, OutputFormat, UncordonArgs};
 use crate::cluster::drain::{
-    DrainOptions, DrainRequest, Drainer, Outcome, PlanError, PodAction, PodSelector, Progress,
-    WaveKind,
+    DrainError, DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, PlanError, PodAction,
+    PodSelector, Progress, WaveKind,
 };
 use crate::cluster::events::Events;
 use crate::cluster::nodes;
@@ -86,28 +86,139 @@ fn printer(text: bool, node: String) -> impl Fn(&Progress) + Send + Sync + 'stat
     }
 }
 
-/// Runs `termguard drain`; returns the process exit code.
+/// Exit status of `termguard drain` (documented in `termguard drain --help`): kubectl's 1 for
+/// every error, and the shell's 128 + signal number for an interrupted drain.
+pub mod exit {
+    /// The node is drained (or, with `--dry-run`, the drain would be allowed).
+    pub const DRAINED: i32 = 0;
+    /// Failed, timed out, refused, or could not run.
+    pub const FAILED: i32 = 1;
+    /// Interrupted by SIGINT.
+    pub const SIGINT: i32 = 130;
+    /// Interrupted by SIGTERM.
+    pub const SIGTERM: i32 = 143;
+
+    /// The status for an interruption by `signal` (`SIGINT`, `SIGTERM`).
+    pub fn interrupted(signal: &str) -> i32 {
+        if signal == "SIGTERM" {
+            SIGTERM
+        } else {
+            SIGINT
+        }
+    }
+}
+
+/// A string quoted as kubectl quotes names (Go's `%q`, for the names Kubernetes allows).
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// SIGINT and SIGTERM: the first stops the drain (the receiver says which); a second one exits
+/// at once, without a report. `None` when the handlers cannot be installed (the signals then
+/// keep their default action).
+fn interrupts() -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot handle SIGINT/SIGTERM; they stop termguard at once");
+            return None;
+        }
+    };
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tx.send_replace(Some(first.to_string()));
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(exit::interrupted(first));
+    });
+    Some(rx)
+}
+
+/// Resolves with the signal's name once `rx` says stop; never without one.
+async fn stopped(rx: &Option<tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    let Some(mut rx) = rx.clone() else {
+        return std::future::pending().await;
+    };
+    let signal = rx
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|s| s.clone());
+    match signal {
+        Some(s) => s,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `termguard drain`; returns the process exit code. With `-o json` a report is printed
+/// whatever happens: the drain's, or one saying why there is none.
 pub async fn drain(args: &DrainArgs) -> anyhow::Result<i32> {
-    let client = kube_client(&args.kube).await?;
+    let stop = interrupts();
+    let text = args.output == OutputFormat::Text;
+    let failure = match run(args, &stop).await {
+        Ok(code) => return Ok(code),
+        Err(e) => e,
+    };
+    let (outcome, code) = match failure.downcast_ref::<DrainError>() {
+        Some(DrainError::Interrupted(signal)) => (Outcome::Interrupted, exit::interrupted(signal)),
+        _ => (Outcome::Failed, exit::FAILED),
+    };
+    let message = format!("{failure:#}");
+    if text {
+        eprintln!("error: {message}");
+    } else {
+        let report = DrainReport::unstarted(&args.node, outcome, message);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(code)
+}
+
+async fn run(
+    args: &DrainArgs,
+    stop: &Option<tokio::sync::watch::Receiver<Option<String>>>,
+) -> anyhow::Result<i32> {
+    let interrupted = |signal: String| anyhow::Error::from(DrainError::Interrupted(signal));
+    let client = tokio::select! {
+        c = kube_client(&args.kube) => c?,
+        s = stopped(stop) => return Err(interrupted(s)),
+    };
     let opts = options(args)?;
     let me = identity();
     let text = args.output == OutputFormat::Text;
     let mut drainer =
         Drainer::new(client.clone(), &me).with_progress(printer(text, args.node.clone()));
     if args.dry_run {
-        let (plan, err) = match drainer.plan(&args.node, &opts).await? {
+        let planned = tokio::select! {
+            p = drainer.plan(&args.node, &opts) => p?,
+            s = stopped(stop) => return Err(interrupted(s)),
+        };
+        let (plan, err) = match planned {
             Ok(p) => (p, None),
             Err(PlanError::Refused { message, plan }) => (*plan, Some(message)),
         };
         if text {
             print!("{plan}");
             if let Some(e) = &err {
-                println!("error: unable to drain node {:?}: {e}", args.node);
+                println!("error: unable to drain node {}: {e}", quoted(&args.node));
             }
         } else {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         }
-        return Ok(i32::from(err.is_some()));
+        return Ok(if err.is_some() {
+            exit::FAILED
+        } else {
+            exit::DRAINED
+        });
     }
     if !args.no_events {
         drainer = drainer.with_events(Events::new(client.clone(), &me));
@@ -116,7 +227,9 @@ pub async fn drain(args: &DrainArgs) -> anyhow::Result<i32> {
     req.deadline = args.deadline;
     req.margin = args.deadline_margin;
     req.concurrency = args.concurrency;
+    req.interrupt = stop.clone();
     let report = drainer.drain(&req).await?;
+    let node = quoted(&args.node);
     if text {
         if std::io::stderr().is_terminal() {
             eprintln!();
@@ -124,35 +237,41 @@ pub async fn drain(args: &DrainArgs) -> anyhow::Result<i32> {
         match report.outcome {
             Outcome::Drained => println!("node/{} drained", args.node),
             Outcome::Refused => {
+                // kubectl's three parts: the node's error, the pending nodes, then the error
+                // itself as its error handler prints an aggregate (bare).
+                let refused = report.refused.clone().unwrap_or_default();
                 eprintln!(
-                    "error: unable to drain node {:?} due to error: {}, continuing command...",
-                    args.node,
-                    report.refused.clone().unwrap_or_default()
+                    "error: unable to drain node {node} due to error: {refused}, continuing command..."
                 );
                 eprintln!("There are pending nodes to be drained:\n {}", args.node);
+                eprintln!("{refused}");
             }
-            Outcome::TimedOut | Outcome::Failed => {
+            Outcome::TimedOut | Outcome::Failed | Outcome::Interrupted => {
                 for n in &report.not_graceful {
                     eprintln!("not graceful: {n}");
                 }
                 for e in &report.errors {
                     eprintln!("{e}");
                 }
-                eprintln!(
-                    "error: unable to drain node {:?}: {}",
-                    args.node,
-                    if report.outcome == Outcome::TimedOut {
-                        "deadline reached"
-                    } else {
-                        "some pods could not be evicted"
-                    }
-                );
+                let why = match report.outcome {
+                    Outcome::TimedOut => "deadline reached".to_string(),
+                    Outcome::Interrupted => report.error.clone().unwrap_or_default(),
+                    _ => "some pods could not be evicted".to_string(),
+                };
+                eprintln!("error: unable to drain node {node}: {why}");
             }
         }
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(i32::from(report.outcome != Outcome::Drained))
+    Ok(match report.outcome {
+        Outcome::Drained => exit::DRAINED,
+        Outcome::Interrupted => {
+            let signal = stop.as_ref().and_then(|rx| rx.borrow().clone());
+            exit::interrupted(signal.as_deref().unwrap_or("SIGINT"))
+        }
+        _ => exit::FAILED,
+    })
 }
 
 /// Runs `termguard uncordon`.

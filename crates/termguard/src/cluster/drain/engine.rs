@@ -8,7 +8,7 @@ use super::deadline::DeadlineFeed;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
 use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
 use super::pod::PodContext;
-use super::report::{DrainReport, Outcome, PodAction, Progress, Role};
+use super::report::{DrainReport, Ledger, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, Events, Reason};
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
@@ -43,6 +43,11 @@ pub struct DrainRequest {
     pub cause: String,
     /// Evictions in flight at once within a wave.
     pub concurrency: usize,
+    /// Becomes `Some(why)` (e.g. `SIGINT`) when the drain must stop: it stops evicting, leaves
+    /// the node cordoned (a manual drain takes its taint and label back, as for a refusal),
+    /// releases its lease so that the next run resumes at once, and reports what it did so far
+    /// ([`Outcome::Interrupted`]).
+    pub interrupt: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl DrainRequest {
@@ -57,6 +62,24 @@ impl DrainRequest {
             notice: "manual".into(),
             cause: "manual".into(),
             concurrency: 64,
+            interrupt: None,
+        }
+    }
+
+    /// Resolves with the reason once [`Self::interrupt`] says stop; never without one.
+    async fn interrupted(&self) -> String {
+        let Some(mut rx) = self.interrupt.clone() else {
+            return std::future::pending().await;
+        };
+        // The sender gone: nobody can interrupt any more.
+        let why = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|why| why.clone());
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
         }
     }
 
@@ -85,9 +108,16 @@ pub enum DrainError {
         #[source]
         source: Failed,
     },
+    /// Interrupted (the reason: `SIGINT`, `SIGTERM`) before there was a drain to report on.
+    #[error("interrupted by {0} before the drain started")]
+    Interrupted(String),
 }
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How long an interrupted drain keeps trying to leave its record and take back its marks:
+/// whoever interrupted it is waiting (a second signal ends the process at once).
+const INTERRUPTED_BOUND: Duration = Duration::from_secs(10);
 
 /// Time left until `t`; zero once it has passed (a passed deadline is not a future one).
 pub(super) fn time_until(t: Timestamp) -> Duration {
@@ -446,7 +476,11 @@ impl Drainer {
                     self.emit(Progress::Following {
                         owner: owner.clone(),
                     });
-                    if let Some(report) = self.follow(&req.node).await? {
+                    let followed = tokio::select! {
+                        r = self.follow(&req.node) => r?,
+                        why = req.interrupted() => return Err(DrainError::Interrupted(why)),
+                    };
+                    if let Some(report) = followed {
                         return Ok(report);
                     }
                     // The owner stopped renewing: take over.
@@ -522,23 +556,80 @@ impl Drainer {
                 }
             })
         });
-        let slot = match &self.slots {
-            Some(slots) => slots.acquire(&feed).await,
-            None => None,
+        // Every pod of the drain and where it stands, on the Node as the drain goes (at most
+        // about once a second), so that a run taking over reports them all.
+        let ledger = Arc::new(if role == Role::Resumed {
+            match self.nodes.get(&req.node).await {
+                Ok(n) => Ledger::resume(
+                    n.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(nodes::PODS))
+                        .map(String::as_str),
+                ),
+                Err(e) => {
+                    tracing::warn!(node = %req.node, error = %e,
+                        "reading the interrupted drain's pods failed; reporting this run's only");
+                    Ledger::default()
+                }
+            }
+        } else {
+            Ledger::default()
+        });
+        // Stopped, not aborted, when the drain ends: a write cut off in flight could land after
+        // the final one and leave an older record.
+        let (stop_recording, mut quit) = tokio::sync::watch::channel(false);
+        let mut recorder = AbortOnDrop({
+            let api = self.nodes.clone();
+            let node = req.node.clone();
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = ledger.changed() => {}
+                        _ = quit.changed() => return,
+                    }
+                    let record = Some(ledger.encode());
+                    // One try: the next change tries again.
+                    if let Err(e) =
+                        nodes::annotate(&api, &node, &[(nodes::PODS, record)], Bound::once()).await
+                    {
+                        tracing::warn!(node = %node, error = %e, "recording the drain's pods failed");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = quit.changed() => return,
+                    }
+                }
+            })
+        });
+        let work = async {
+            let slot = match &self.slots {
+                Some(slots) => slots.acquire(&feed).await,
+                None => None,
+            };
+            let result = self
+                .run(req, role, &feed, node_uid.as_deref(), started, &ledger)
+                .await;
+            drop(slot);
+            result
         };
-        let result = self
-            .run(req, role, &feed, node_uid.as_deref(), started)
-            .await;
+        let result = tokio::select! {
+            r = work => r.map(Ok),
+            why = req.interrupted() => Ok(Err(why)),
+        };
         // The result is what a follower, a resumed drain and the operator read: recorded within
         // the drain's bound while it is ahead, else within the default budget.
         let record = {
             let d = feed.now();
             Bound::deadline(nodes::earliest(d.clip, d.give_up).filter(|t| *t > Timestamp::now()))
         };
-        drop(slot);
         drop(renewer);
         drop(updates);
-        let report = match result {
+        stop_recording.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut recorder.0).await;
+        drop(recorder);
+        let outcome = match result {
             Ok(r) => r,
             Err(e) => {
                 // Not done, and nobody renewing: let the next run take over at once.
@@ -555,6 +646,28 @@ impl Drainer {
                 return Err(e);
             }
         };
+        let mut report = match outcome {
+            Ok(report) => report,
+            Err(why) => {
+                return self
+                    .interrupted(req, role, &feed, node_uid.as_deref(), started, &ledger, why)
+                    .await
+            }
+        };
+        // A refused run planned nothing: what it would merge says nothing about the pods.
+        if role == Role::Resumed && report.outcome != Outcome::Refused {
+            let skipped: Vec<String> = report.skipped.iter().map(|s| s.pod.to_string()).collect();
+            report.pods = ledger.results(&skipped, true);
+            tally(&mut report);
+        }
+        if report.outcome == Outcome::Refused && req.notice == "manual" {
+            // kubectl leaves a node whose drain it refused cordoned, and nothing else. (A
+            // notice-driven drain keeps its marks: the instance goes anyway, and the handler
+            // tries again until the deadline.)
+            if let Err(e) = nodes::release_marks(&self.nodes, &req.node, record).await {
+                tracing::warn!(node = %req.node, error = %e, "removing the taint and label of a refused drain failed");
+            }
+        }
         let mut stored = report.clone();
         stored.pods.clear();
         stored.skipped.clear();
@@ -565,6 +678,7 @@ impl Drainer {
             &[
                 (nodes::PHASE, Some(report.outcome.phase().to_string())),
                 (nodes::RESULT, stored),
+                (nodes::PODS, Some(ledger.encode())),
                 (nodes::URGENT, None),
                 (nodes::FINISHED, Some(Timestamp::now().to_string())),
             ],
@@ -575,26 +689,102 @@ impl Drainer {
             Outcome::Drained => (
                 Reason::DrainCompleted,
                 format!(
-                    "drained in {:.1}s: {} pods evicted",
+                    "drained in {:.1}s: {} pods evicted{}",
                     report.duration_ms as f64 / 1000.0,
-                    report.evicted
+                    report.evicted,
+                    not_graceful_note(&report)
                 ),
             ),
             Outcome::TimedOut => (
                 Reason::DrainTimedOut,
                 format!(
-                    "deadline reached; not graceful: {}",
-                    report.not_graceful.join(", ")
+                    "deadline reached: {} pods still on the node{}",
+                    report
+                        .pods
+                        .iter()
+                        .filter(|r| r.action == PodAction::Remained)
+                        .count(),
+                    not_graceful_note(&report)
                 ),
             ),
-            Outcome::Failed => (Reason::DrainFailed, report.errors.join("; ")),
-            Outcome::Refused => (
+            Outcome::Failed => (Reason::DrainFailed, fit_note(report.errors.join("; "))),
+            Outcome::Refused | Outcome::Interrupted => (
                 Reason::DrainFailed,
-                report.refused.clone().unwrap_or_default(),
+                fit_note(report.error.clone().unwrap_or_default()),
             ),
         };
         self.event(node_ref(&req.node, node_uid.as_deref()), reason, note)
             .await;
+        Ok(report)
+    }
+
+    /// The end of a drain interrupted by `why`: the node stays cordoned, as kubectl leaves it
+    /// (a manual drain's taint and load-balancer label are taken back: whoever stopped it may
+    /// not go on, and the pods still there keep their traffic); the progress annotations stay
+    /// and the lease is given up (no renewal recorded), so that the next run takes the drain
+    /// over at once — marking the node again — and, from the pods recorded here, reports
+    /// every pod of it.
+    #[allow(clippy::too_many_arguments)]
+    async fn interrupted(
+        &self,
+        req: &DrainRequest,
+        role: Role,
+        feed: &DeadlineFeed,
+        node_uid: Option<&str>,
+        started: tokio::time::Instant,
+        ledger: &Ledger,
+        why: String,
+    ) -> Result<DrainReport, DrainError> {
+        let mut report = DrainReport {
+            node: req.node.clone(),
+            outcome: Outcome::Interrupted,
+            role,
+            notice: req.notice.clone(),
+            cause: req.cause.clone(),
+            deadline: feed.now().clip,
+            duration_ms: started.elapsed().as_millis() as u64,
+            waves: 0,
+            evicted: 0,
+            not_graceful: Vec::new(),
+            errors: Vec::new(),
+            refused: None,
+            error: None,
+            pods: ledger.results(&[], false),
+            skipped: Vec::new(),
+        };
+        report.waves = report.pods.iter().map(|r| r.wave).max().unwrap_or(0);
+        tally(&mut report);
+        let left = report
+            .pods
+            .iter()
+            .filter(|r| r.gone_after_ms.is_none() && r.action != PodAction::AlreadyGone)
+            .count();
+        report.error = Some(format!(
+            "interrupted by {why} with {left} pods not yet gone; the node stays cordoned"
+        ));
+        tracing::warn!(node = %req.node, reason = %why, left, "drain interrupted");
+        if let Err(e) = nodes::annotate(
+            &self.nodes,
+            &req.node,
+            &[(nodes::PODS, Some(ledger.encode())), (nodes::RENEWED, None)],
+            Bound::until(tokio::time::Instant::now() + INTERRUPTED_BOUND),
+        )
+        .await
+        {
+            tracing::warn!(node = %req.node, error = %e, "recording the interrupted drain failed");
+        }
+        if req.notice == "manual" {
+            let bound = Bound::until(tokio::time::Instant::now() + INTERRUPTED_BOUND);
+            if let Err(e) = nodes::release_marks(&self.nodes, &req.node, bound).await {
+                tracing::warn!(node = %req.node, error = %e, "removing the taint and label of an interrupted drain failed");
+            }
+        }
+        self.event(
+            node_ref(&req.node, node_uid),
+            Reason::DrainFailed,
+            fit_note(report.error.clone().unwrap_or_default()),
+        )
+        .await;
         Ok(report)
     }
 
@@ -651,6 +841,15 @@ impl Drainer {
             .as_deref()
             .and_then(|r| serde_json::from_str(r).ok())?;
         report.role = Role::Followed;
+        // The per-pod results, from the owner's record of them.
+        let recorded = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(nodes::PODS));
+        if let Some(recorded) = recorded {
+            report.pods = Ledger::resume(Some(recorded)).results(&[], true);
+        }
         Some(report)
     }
 
@@ -661,6 +860,7 @@ impl Drainer {
         feed: &DeadlineFeed,
         node_uid: Option<&str>,
         started: tokio::time::Instant,
+        ledger: &Arc<Ledger>,
     ) -> Result<DrainReport, DrainError> {
         let clip_deadline = feed.now().clip;
         let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
@@ -680,6 +880,7 @@ impl Drainer {
             not_graceful: Vec::new(),
             errors: Vec::new(),
             refused: None,
+            error: None,
             pods: Vec::new(),
             skipped: Vec::new(),
         };
@@ -687,6 +888,7 @@ impl Drainer {
             Ok(p) => p,
             Err(PlanError::Refused { message, plan }) => {
                 report.outcome = Outcome::Refused;
+                report.error = Some(message.clone());
                 report.refused = Some(message);
                 report.skipped = plan.skipped;
                 report.duration_ms = started.elapsed().as_millis() as u64;
@@ -698,6 +900,25 @@ impl Drainer {
         }
         report.waves = plan.waves.len();
         report.skipped = plan.skipped.clone();
+        let names: Vec<(String, usize)> = plan
+            .waves
+            .iter()
+            .flat_map(|w| w.pods.iter().map(|p| (p.pod.to_string(), w.number)))
+            .collect();
+        ledger.plan(names.iter().map(|(p, w)| (p.as_str(), *w)));
+        // On the Node before anything is evicted: a run taking over after this one is killed
+        // knows every pod of the drain, even those gone before any later record.
+        if let Err(e) = nodes::annotate(
+            &self.nodes,
+            &req.node,
+            &[(nodes::PODS, Some(ledger.encode()))],
+            // Not worth holding the evictions back for: the recorder writes it again.
+            Bound::once(),
+        )
+        .await
+        {
+            tracing::warn!(node = %req.node, error = %e, "recording the drain's pods failed");
+        }
         let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
         self.event(
             node_ref(&req.node, node_uid),
@@ -772,9 +993,11 @@ impl Drainer {
                             deadlines: feed,
                             node: health,
                             started,
+                            ledger,
                         };
                         this.wait_turn(&p, gates[i].subscribe(), feed).await;
                         let r = this.drive_pod(&req, p, wave_no, &at).await;
+                        ledger.record(&r, true);
                         left[i].send_modify(|l| *l = l.saturating_sub(1));
                         r
                     }
@@ -782,33 +1005,95 @@ impl Drainer {
             }));
         let ((), results) = tokio::join!(driver, pods);
         report.pods.extend(results);
-        for r in &report.pods {
-            if matches!(
-                r.action,
-                PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
-            ) {
-                report.evicted += 1;
-            }
-            if let Some(why) = &r.not_graceful {
-                report.not_graceful.push(format!("{}: {why}", r.pod));
-            }
-            if let Some(e) = &r.error {
-                report.errors.push(format!("{}: {e}", r.pod));
-            }
-        }
-        report.outcome = if report
-            .pods
-            .iter()
-            .any(|r| r.action == PodAction::Remained && r.error.is_none())
-        {
-            Outcome::TimedOut
-        } else if !report.errors.is_empty() {
-            Outcome::Failed
-        } else {
-            Outcome::Drained
-        };
+        tally(&mut report);
         report.deadline = feed.now().clip;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
+}
+
+/// Counts, lists, the outcome and its one-line error, from the per-pod results.
+fn tally(report: &mut DrainReport) {
+    report.evicted = 0;
+    report.not_graceful.clear();
+    report.errors.clear();
+    for r in &report.pods {
+        if matches!(
+            r.action,
+            PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+        ) {
+            report.evicted += 1;
+        }
+        if let Some(why) = &r.not_graceful {
+            report.not_graceful.push(format!("{}: {why}", r.pod));
+        }
+        if let Some(e) = &r.error {
+            report.errors.push(format!("{}: {e}", r.pod));
+        }
+    }
+    if matches!(report.outcome, Outcome::Refused | Outcome::Interrupted) {
+        return;
+    }
+    let remained = report
+        .pods
+        .iter()
+        .filter(|r| r.action == PodAction::Remained && r.error.is_none())
+        .count();
+    report.outcome = if remained > 0 {
+        Outcome::TimedOut
+    } else if !report.errors.is_empty() {
+        Outcome::Failed
+    } else {
+        Outcome::Drained
+    };
+    report.error = match report.outcome {
+        Outcome::TimedOut => Some(format!("timed out with {remained} pods still on the node")),
+        Outcome::Failed => Some(format!(
+            "some pods could not be evicted: {}",
+            report.errors.join("; ")
+        )),
+        _ => None,
+    };
+}
+
+/// Longest Event note (the API server refuses longer ones).
+const NOTE_MAX: usize = 1000;
+
+/// `note`, cut to what an Event takes.
+fn fit_note(note: String) -> String {
+    if note.len() <= NOTE_MAX {
+        return note;
+    }
+    let mut end = NOTE_MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
+/// `; not graceful: ns/a, ns/b` naming the pods that did not stop by themselves (SIGKILLed,
+/// grace clipped, deletion not confirmed), as many as an Event note takes; empty when none.
+fn not_graceful_note(report: &DrainReport) -> String {
+    let names: Vec<&str> = report
+        .pods
+        .iter()
+        .filter(|r| r.not_graceful.is_some())
+        .map(|r| r.pod.as_str())
+        .collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut note = format!("; {} not graceful: ", names.len());
+    for (i, n) in names.iter().enumerate() {
+        let more = format!(" and {} more (see the drain result)", names.len() - i);
+        if note.len() + n.len() + 2 + more.len() > NOTE_MAX - 200 {
+            note.push_str(if i == 0 { more.trim_start() } else { &more });
+            return note;
+        }
+        if i > 0 {
+            note.push_str(", ");
+        }
+        note.push_str(n);
+    }
+    note
 }

@@ -204,18 +204,36 @@ impl Drainer {
                 }
             }
         }
+        if matches!(
+            result.action,
+            PodAction::Evicted | PodAction::Deleted | PodAction::DeletedClipped
+        ) {
+            // Asked to go: on the Node's record, so a run taking over reports it.
+            at.ledger.record(&result, false);
+        }
         if result.action != PodAction::AlreadyGone {
-            let asked = tokio::time::Instant::now();
             let gone = self.wait_gone(req, &p, &uid, &api, at, &mut result).await;
-            // A pod that left well before its clipped grace period ran out stopped by itself:
-            // it was not cut short, so it is not reported as ungraceful. (One that left at the
-            // end of the period was SIGKILLed by its kubelet.)
-            if gone && result.action == PodAction::DeletedClipped {
-                let granted =
-                    Duration::from_secs(result.grace_period_seconds.unwrap_or(0).max(0) as u64);
-                if asked.elapsed() + Duration::from_millis(500) < granted {
-                    result.not_graceful = None;
+            // Graceful or not, from how the pod was seen to end (`ended`): one that stopped by
+            // itself within a clipped or shortened grace period was not cut short; one killed
+            // when its grace period ran out was, clipped or not. A finished pod had ended
+            // before the drain.
+            let departed = tracker.departed(&uid).filter(|_| gone && !p.finished);
+            match departed.as_ref().map(ended) {
+                Some(Ended::ByItself) => {
+                    if matches!(
+                        result.action,
+                        PodAction::DeletedClipped | PodAction::AlreadyTerminating
+                    ) {
+                        result.not_graceful = None;
+                    }
                 }
+                Some(Ended::Killed(how)) => {
+                    result.not_graceful = Some(match result.not_graceful.take() {
+                        Some(clipped) => format!("{clipped}; {how}"),
+                        None => how,
+                    });
+                }
+                Some(Ended::Unknown) | None => {}
             }
             if !gone {
                 if result.action != PodAction::AlreadyTerminating {
@@ -408,6 +426,73 @@ impl Drainer {
 /// stale costs one more refusal at most.
 const ROOM_JITTER: Duration = Duration::from_millis(200);
 
+/// How a pod that went had ended, as far as its last state shows.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// Its containers exited by themselves, or it went before its deletion time.
+    ByItself,
+    /// It was killed when its grace period ran out (why, for the report).
+    Killed(String),
+    /// Nothing says (no container states, no grace period).
+    Unknown,
+}
+
+/// How a pod ended, from observed facts only: first its kubelet's final container states (a
+/// container killed at the end of its grace period exits 137, SIGKILL, the kubelet reporting
+/// it before removing the pod); failing those, when it went against its deletionTimestamp
+/// (the API server sets it to the delete's time plus the grace period, and the kubelet kills
+/// the pod then): before it, the pod stopped by itself.
+fn ended(d: &super::tracker::Departed) -> Ended {
+    let meta = &d.pod.metadata;
+    let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
+    let statuses = d
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    let terminated: Vec<_> = statuses
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        c.state.as_ref().and_then(|s| s.terminated.as_ref()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some((name, t)) = terminated.iter().find_map(|(n, t)| {
+        t.filter(|t| t.exit_code == 137 || t.signal == Some(9))
+            .map(|t| (n, t))
+    }) {
+        let reason = t.reason.as_deref().unwrap_or("Error");
+        return Ended::Killed(if reason == "OOMKilled" {
+            format!("container {name} was OOM-killed while stopping")
+        } else {
+            format!(
+                "SIGKILLed when its {grace}s grace period ran out (container {name} exited 137)"
+            )
+        });
+    }
+    if !terminated.is_empty() && terminated.iter().all(|(_, t)| t.is_some()) {
+        return Ended::ByItself;
+    }
+    let Some(deletion) = meta.deletion_timestamp.as_ref().map(|t| t.0) else {
+        return Ended::Unknown;
+    };
+    if grace <= 0 {
+        return Ended::Unknown;
+    }
+    if d.at < deletion {
+        Ended::ByItself
+    } else {
+        Ended::Killed(format!(
+            "killed when its {grace}s grace period ran out (still running at its deletion time {deletion})"
+        ))
+    }
+}
+
 /// How often a notice-driven drain checks whether a terminating pod can still be confirmed gone.
 const STUCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Past its deletion time (deletionTimestamp = the delete + its grace) plus this, a pod that is
@@ -484,4 +569,94 @@ pub(super) struct PodContext<'a> {
     pub(super) deadlines: &'a DeadlineFeed,
     pub(super) node: &'a NodeHealth,
     pub(super) started: tokio::time::Instant,
+    pub(super) ledger: &'a super::report::Ledger,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ended, Ended};
+    use crate::cluster::drain::tracker::Departed;
+    use jiff::{SignedDuration, Timestamp};
+    use serde_json::json;
+
+    fn departed(pod: serde_json::Value, gone_after_deletion_s: i64) -> Departed {
+        let pod = serde_json::from_value(pod).unwrap_or_default();
+        let deletion = Timestamp::from_second(1_800_000_000).unwrap_or_default();
+        Departed {
+            pod,
+            at: deletion + SignedDuration::from_secs(gone_after_deletion_s),
+        }
+    }
+
+    fn pod(grace: i64, states: serde_json::Value) -> serde_json::Value {
+        json!({
+            "metadata": {"name": "p", "deletionTimestamp": "2027-01-15T08:00:00Z",
+                "deletionGracePeriodSeconds": grace},
+            "status": {"containerStatuses": states},
+        })
+    }
+
+    fn terminated(name: &str, code: i32, reason: &str) -> serde_json::Value {
+        json!({"name": name, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": reason}}})
+    }
+
+    fn running(name: &str) -> serde_json::Value {
+        json!({"name": name, "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}}})
+    }
+
+    #[test]
+    fn a_container_that_exited_137_was_killed_whenever_the_pod_went() {
+        let p = pod(
+            7,
+            json!([
+                terminated("app", 0, "Completed"),
+                terminated("sidecar", 137, "Error")
+            ]),
+        );
+        match ended(&departed(p, -5)) {
+            Ended::Killed(why) => {
+                assert!(
+                    why.contains("SIGKILLed when its 7s grace period ran out"),
+                    "{why}"
+                );
+                assert!(why.contains("sidecar"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn containers_that_all_exited_otherwise_stopped_by_themselves() {
+        let p = pod(
+            7,
+            json!([
+                terminated("app", 0, "Completed"),
+                terminated("web", 143, "Error")
+            ]),
+        );
+        // Even at the deletion time: the states say how it ended.
+        assert_eq!(ended(&departed(p, 1)), Ended::ByItself);
+    }
+
+    #[test]
+    fn without_container_states_the_deletion_time_decides() {
+        let p = pod(30, json!([running("app")]));
+        assert_eq!(ended(&departed(p.clone(), -3)), Ended::ByItself);
+        assert!(matches!(ended(&departed(p.clone(), 0)), Ended::Killed(_)));
+        assert!(matches!(ended(&departed(p, 1)), Ended::Killed(_)));
+        // No statuses at all (KWOK without a status, a pending pod).
+        let bare = json!({"metadata": {"name": "p", "deletionTimestamp": "2027-01-15T08:00:00Z",
+            "deletionGracePeriodSeconds": 30}});
+        assert_eq!(ended(&departed(bare, -1)), Ended::ByItself);
+    }
+
+    #[test]
+    fn a_deletion_without_grace_says_nothing() {
+        let p = pod(0, json!([running("app")]));
+        assert_eq!(ended(&departed(p, 1)), Ended::Unknown);
+        let none = json!({"metadata": {"name": "p"}});
+        assert_eq!(ended(&departed(none, 1)), Ended::Unknown);
+    }
 }

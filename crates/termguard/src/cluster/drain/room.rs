@@ -126,6 +126,7 @@ impl BudgetWatch {
             watcher::Config::default(),
             "PodDisruptionBudgets".into(),
             Budget::entry,
+            |_, _| {},
         );
         BudgetWatch {
             rx,

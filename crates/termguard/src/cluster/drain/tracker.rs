@@ -2,7 +2,9 @@
 //! (`docs/drain-semantics.md#waiting-by-watching`): one watcher over the node's pods (list,
 //! then watch from that resourceVersion; a 410 means relist) keeps the set of live pod UIDs. A
 //! pod is gone when its UID is no longer in the set — a recreated pod with the same name has a
-//! new UID, so it is never mistaken for the old one.
+//! new UID, so it is never mistaken for the old one. The last state of a pod seen going (the
+//! DELETED event's object: its kubelet's final status) is kept, with when it went, so that the
+//! drain can tell a pod that stopped by itself from one that was killed.
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,7 +23,8 @@ type Snapshot = Kept<Pod>;
 pub(super) type Kept<V> = Option<Arc<HashMap<String, V>>>;
 
 /// Watches `api` (list, then watch from that resourceVersion; a 410 relists) and publishes
-/// every change of the kept objects on a channel. The task runs until its handle is aborted;
+/// every change of the kept objects on a channel; `deleted` is told of every object a DELETED
+/// event removes, with its last state. The task runs until its handle is aborted;
 /// a failed watch is retried by kube-runtime's watcher after a pause, `what` naming it in the
 /// log.
 pub(super) fn keep<K, V>(
@@ -29,6 +32,7 @@ pub(super) fn keep<K, V>(
     config: watcher::Config,
     what: String,
     entry: fn(&K) -> Option<(String, V)>,
+    deleted: impl Fn(&str, K) + Send + 'static,
 ) -> (watch::Receiver<Kept<V>>, JoinHandle<()>)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
@@ -60,6 +64,7 @@ where
                 Ok(Event::Delete(o)) => {
                     if let Some((k, _)) = entry(&o) {
                         live.remove(&k);
+                        deleted(&k, o);
                         tx.send_replace(Some(Arc::new(live.clone())));
                     }
                 }
@@ -74,9 +79,21 @@ where
     (rx, task)
 }
 
+/// A pod seen going: its last state and when the watch saw it go.
+#[derive(Debug, Clone)]
+pub struct Departed {
+    /// The object of the DELETED event.
+    pub pod: Pod,
+    /// When the event arrived.
+    pub at: jiff::Timestamp,
+}
+
+type DepartedMap = Arc<std::sync::Mutex<HashMap<String, Departed>>>;
+
 /// Tracks which pods are still on a node.
 pub struct PodTracker {
     rx: watch::Receiver<Snapshot>,
+    departed: DepartedMap,
     task: JoinHandle<()>,
 }
 
@@ -91,10 +108,28 @@ impl PodTracker {
     pub fn start(client: Client, node: &str) -> Self {
         let api: Api<Pod> = Api::all(client);
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        let (rx, task) = keep(api, config, format!("pods on node {node}"), |p: &Pod| {
-            Some((p.metadata.uid.clone()?, p.clone()))
-        });
-        PodTracker { rx, task }
+        let departed = DepartedMap::default();
+        let gone = departed.clone();
+        let on_delete = move |uid: &str, pod: Pod| {
+            if let Ok(mut g) = gone.lock() {
+                let at = jiff::Timestamp::now();
+                g.insert(uid.to_string(), Departed { pod, at });
+            }
+        };
+        let (rx, task) = keep(
+            api,
+            config,
+            format!("pods on node {node}"),
+            |p: &Pod| Some((p.metadata.uid.clone()?, p.clone())),
+            on_delete,
+        );
+        PodTracker { rx, departed, task }
+    }
+
+    /// The last state of a pod the watch saw go, and when (`None` when it went unseen, e.g.
+    /// while the watch was relisting).
+    pub fn departed(&self, uid: &str) -> Option<Departed> {
+        self.departed.lock().ok()?.get(uid).cloned()
     }
 
     /// Waits until the first complete list has arrived.
