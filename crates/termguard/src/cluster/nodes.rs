@@ -545,22 +545,8 @@ async fn undo(
             return Ok(false);
         }
         let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-        let taints: Vec<Taint> = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        let kept: Vec<&Taint> = taints
-            .iter()
-            .filter(|t| t.key != TERMINATING_TAINT)
-            .collect();
-        let ours_label = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(EXCLUDE_LB_LABEL))
-            .map(String::as_str)
-            == Some(EXCLUDE_LB_VALUE);
+        let mut undo = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
+        let marked = take_back_marks(&node, &mut undo);
         let annotations: Vec<String> = node
             .metadata
             .annotations
@@ -572,19 +558,8 @@ async fn undo(
                     .collect()
             })
             .unwrap_or_default();
-        if !cordoned && kept.len() == taints.len() && !ours_label && annotations.is_empty() {
+        if !cordoned && !marked && annotations.is_empty() {
             return Ok(false);
-        }
-        let mut undo = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
-        if kept.len() != taints.len() {
-            undo["spec"]["taints"] = if kept.is_empty() {
-                serde_json::Value::Null
-            } else {
-                json!(kept)
-            };
-        }
-        if ours_label {
-            undo["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
         }
         if !annotations.is_empty() {
             let mut changes: BTreeMap<String, serde_json::Value> = annotations
@@ -605,6 +580,39 @@ async fn undo(
     }
 }
 
+/// Adds to `patch` (a merge patch with `metadata` and possibly `spec`) what takes back the
+/// marks a claim added: the termguard taint (the rest of the list kept), and the load-balancer
+/// label when its value is termguard's. Returns whether there was anything to take back.
+fn take_back_marks(node: &Node, patch: &mut serde_json::Value) -> bool {
+    let taints: Vec<Taint> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let kept: Vec<&Taint> = taints
+        .iter()
+        .filter(|t| t.key != TERMINATING_TAINT)
+        .collect();
+    let ours_label = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(EXCLUDE_LB_LABEL))
+        .is_some_and(|v| v == EXCLUDE_LB_VALUE);
+    let tainted = kept.len() != taints.len();
+    if tainted {
+        patch["spec"]["taints"] = if kept.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(kept)
+        };
+    }
+    if ours_label {
+        patch["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+    }
+    tainted || ours_label
+}
+
 /// Takes back the marks a claim added — the termguard taint, and the load-balancer label when
 /// termguard set it — and keeps the cordon and the progress annotations: what a refused manual
 /// drain leaves, as kubectl leaves a node whose drain it refused (cordoned, nothing else).
@@ -612,30 +620,9 @@ async fn undo(
 pub async fn release_marks(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
     loop {
         let node = get(api, name, bound).await?;
-        let taints: Vec<Taint> = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        let kept: Vec<&Taint> = taints
-            .iter()
-            .filter(|t| t.key != TERMINATING_TAINT)
-            .collect();
-        let ours_label = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(EXCLUDE_LB_LABEL))
-            .is_some_and(|v| v == EXCLUDE_LB_VALUE);
-        if kept.len() == taints.len() && !ours_label {
-            return Ok(false);
-        }
         let mut release = json!({"metadata": {"resourceVersion": node.metadata.resource_version}});
-        if kept.len() != taints.len() {
-            release["spec"] = json!({"taints": if kept.is_empty() { serde_json::Value::Null } else { json!(kept) }});
-        }
-        if ours_label {
-            release["metadata"]["labels"] = json!({EXCLUDE_LB_LABEL: null});
+        if !take_back_marks(&node, &mut release) {
+            return Ok(false);
         }
         match patch(api, name, &Patch::Merge(release), bound).await {
             Ok(_) => return Ok(true),

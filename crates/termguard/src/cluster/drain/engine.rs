@@ -736,21 +736,16 @@ impl Drainer {
         why: String,
     ) -> Result<DrainReport, DrainError> {
         let mut report = DrainReport {
-            node: req.node.clone(),
-            outcome: Outcome::Interrupted,
-            role,
-            notice: req.notice.clone(),
-            cause: req.cause.clone(),
             deadline: feed.now().clip,
             duration_ms: started.elapsed().as_millis() as u64,
-            waves: 0,
-            evicted: 0,
-            not_graceful: Vec::new(),
-            errors: Vec::new(),
-            refused: None,
-            error: None,
             pods: ledger.results(&[], false),
-            skipped: Vec::new(),
+            ..DrainReport::new(
+                &req.node,
+                &req.notice,
+                &req.cause,
+                role,
+                Outcome::Interrupted,
+            )
         };
         report.waves = report.pods.iter().map(|r| r.wave).max().unwrap_or(0);
         tally(&mut report);
@@ -868,21 +863,8 @@ impl Drainer {
             .plan_within(&req.node, &req.options, feed.retry_bound())
             .await?;
         let mut report = DrainReport {
-            node: req.node.clone(),
-            outcome: Outcome::Drained,
-            role,
-            notice: req.notice.clone(),
-            cause: req.cause.clone(),
             deadline: clip_deadline,
-            duration_ms: 0,
-            waves: 0,
-            evicted: 0,
-            not_graceful: Vec::new(),
-            errors: Vec::new(),
-            refused: None,
-            error: None,
-            pods: Vec::new(),
-            skipped: Vec::new(),
+            ..DrainReport::new(&req.node, &req.notice, &req.cause, role, Outcome::Drained)
         };
         let plan = match planned {
             Ok(p) => p,

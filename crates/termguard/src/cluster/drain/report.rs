@@ -189,15 +189,15 @@ pub struct DrainReport {
 }
 
 impl DrainReport {
-    /// The report of a drain that could not start (or be followed): nothing on the node was
-    /// drained by this run; `error` says why.
-    pub fn unstarted(node: &str, outcome: Outcome, error: String) -> Self {
+    /// An empty report of a drain of `node` for `notice` (its cause), as `role`, ending in
+    /// `outcome` so far.
+    pub fn new(node: &str, notice: &str, cause: &str, role: Role, outcome: Outcome) -> Self {
         DrainReport {
             node: node.to_string(),
             outcome,
-            role: Role::Owner,
-            notice: "manual".into(),
-            cause: "manual".into(),
+            role,
+            notice: notice.to_string(),
+            cause: cause.to_string(),
             deadline: None,
             duration_ms: 0,
             waves: 0,
@@ -205,9 +205,18 @@ impl DrainReport {
             not_graceful: Vec::new(),
             errors: Vec::new(),
             refused: None,
-            error: Some(error),
+            error: None,
             pods: Vec::new(),
             skipped: Vec::new(),
+        }
+    }
+
+    /// The report of a drain that could not start (or be followed): nothing on the node was
+    /// drained by this run; `error` says why.
+    pub fn unstarted(node: &str, outcome: Outcome, error: String) -> Self {
+        DrainReport {
+            error: Some(error),
+            ..DrainReport::new(node, "manual", "manual", Role::Owner, outcome)
         }
     }
 }

@@ -127,6 +127,7 @@ impl BudgetWatch {
             "PodDisruptionBudgets".into(),
             Budget::entry,
             |_, _| {},
+            |_, _| {},
         );
         BudgetWatch {
             rx,
@@ -214,14 +215,8 @@ impl SharedBudgets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::drain::testutil::labels;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn a_budget_covers_only_its_namespace_and_nothing_without_a_selector() {

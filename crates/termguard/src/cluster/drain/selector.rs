@@ -231,13 +231,7 @@ fn is_label_segment(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::cluster::drain::testutil::labels;
 
     #[test]
     fn empty_selector_selects_every_pod() {

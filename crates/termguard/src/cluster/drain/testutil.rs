@@ -116,3 +116,11 @@ pub fn deleted_at(mut pod: Pod, at: Timestamp) -> Pod {
 pub fn ts(s: &str) -> Timestamp {
     s.parse().expect("test timestamp")
 }
+
+/// A label map from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -8,6 +8,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use std::collections::HashMap;
@@ -23,8 +24,9 @@ type Snapshot = Kept<Pod>;
 pub(super) type Kept<V> = Option<Arc<HashMap<String, V>>>;
 
 /// Watches `api` (list, then watch from that resourceVersion; a 410 relists) and publishes
-/// every change of the kept objects on a channel; `deleted` is told of every object a DELETED
-/// event removes, with its last state. The task runs until its handle is aborted;
+/// every change of the kept objects on a channel; `applied` sees every object listed or
+/// changed, `deleted` every object a DELETED event removes, in its final state. The task runs
+/// until its handle is aborted;
 /// a failed watch is retried by kube-runtime's watcher after a pause, `what` naming it in the
 /// log.
 pub(super) fn keep<K, V>(
@@ -32,6 +34,7 @@ pub(super) fn keep<K, V>(
     config: watcher::Config,
     what: String,
     entry: fn(&K) -> Option<(String, V)>,
+    applied: impl Fn(&str, &K) + Send + 'static,
     deleted: impl Fn(&str, K) + Send + 'static,
 ) -> (watch::Receiver<Kept<V>>, JoinHandle<()>)
 where
@@ -48,6 +51,7 @@ where
                 Ok(Event::Init) => buffer.clear(),
                 Ok(Event::InitApply(o)) => {
                     if let Some((k, v)) = entry(&o) {
+                        applied(&k, &o);
                         buffer.insert(k, v);
                     }
                 }
@@ -57,6 +61,7 @@ where
                 }
                 Ok(Event::Apply(o)) => {
                     if let Some((k, v)) = entry(&o) {
+                        applied(&k, &o);
                         live.insert(k, v);
                         tx.send_replace(Some(Arc::new(live.clone())));
                     }
@@ -110,7 +115,36 @@ impl PodTracker {
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let departed = DepartedMap::default();
         let gone = departed.clone();
-        let on_delete = move |uid: &str, pod: Pod| {
+        // A kubelet that is done removes the pod with a grace period of 0 (KWOK does), and
+        // the pod's last states then say 0: the deletion that counts is the one it honoured,
+        // the last with a grace period, as the watch saw it go by.
+        let honoured: Arc<std::sync::Mutex<HashMap<String, (Option<Time>, Option<i64>)>>> =
+            Arc::default();
+        let seen = honoured.clone();
+        let on_apply = move |uid: &str, pod: &Pod| {
+            let m = &pod.metadata;
+            if m.deletion_grace_period_seconds.is_some_and(|g| g > 0) {
+                if let Ok(mut h) = seen.lock() {
+                    h.insert(
+                        uid.to_string(),
+                        (
+                            m.deletion_timestamp.clone(),
+                            m.deletion_grace_period_seconds,
+                        ),
+                    );
+                }
+            }
+        };
+        let on_delete = move |uid: &str, mut pod: Pod| {
+            let earlier = honoured.lock().ok().and_then(|mut h| h.remove(uid));
+            let kept = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .is_some_and(|g| g > 0);
+            if let Some((ts, grace)) = earlier.filter(|_| !kept) {
+                pod.metadata.deletion_timestamp = ts;
+                pod.metadata.deletion_grace_period_seconds = grace;
+            }
             if let Ok(mut g) = gone.lock() {
                 let at = jiff::Timestamp::now();
                 g.insert(uid.to_string(), Departed { pod, at });
@@ -121,6 +155,7 @@ impl PodTracker {
             config,
             format!("pods on node {node}"),
             |p: &Pod| Some((p.metadata.uid.clone()?, p.clone())),
+            on_apply,
             on_delete,
         );
         PodTracker { rx, departed, task }
