@@ -93,6 +93,9 @@ pub struct Departed {
     pub at: jiff::Timestamp,
 }
 
+/// A pod's deletion: `deletionTimestamp` and `deletionGracePeriodSeconds`.
+type Deletion = (Option<Time>, Option<i64>);
+
 type DepartedMap = Arc<std::sync::Mutex<HashMap<String, Departed>>>;
 
 /// Tracks which pods are still on a node.
@@ -118,8 +121,7 @@ impl PodTracker {
         // A kubelet that is done removes the pod with a grace period of 0 (KWOK does), and
         // the pod's last states then say 0: the deletion that counts is the one it honoured,
         // the last with a grace period, as the watch saw it go by.
-        let honoured: Arc<std::sync::Mutex<HashMap<String, (Option<Time>, Option<i64>)>>> =
-            Arc::default();
+        let honoured: Arc<std::sync::Mutex<HashMap<String, Deletion>>> = Arc::default();
         let seen = honoured.clone();
         let on_apply = move |uid: &str, pod: &Pod| {
             let m = &pod.metadata;
