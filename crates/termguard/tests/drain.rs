@@ -1807,8 +1807,17 @@ both_backends! {
         let (cr, wr, webr) = (&c, &worker, &web);
         let under_way = eventually(Duration::from_secs(30), move || async move {
             let now = cr.pods_on(NODE).await;
-            now.iter().any(|p| uid(p) == uid(wr) && terminating(p))
-                && !now.iter().any(|p| uid(p) == uid(webr))
+            // Gone as termguard itself saw it (its record of the drain on the Node), not only
+            // as the API says: its watch may learn of it a moment later.
+            let record = cr.node(NODE).await["metadata"]["annotations"][nodes::PODS]
+                .as_str()
+                .and_then(|r| serde_json::from_str::<Value>(r).ok())
+                .unwrap_or_default();
+            let seen_gone = record.as_array().is_some_and(|rs| {
+                rs.iter()
+                    .any(|r| r["p"] == ns_name(webr).as_str() && r["t"].is_u64())
+            });
+            now.iter().any(|p| uid(p) == uid(wr) && terminating(p)) && seen_gone
         })
         .await;
         assert!(under_way, "the worker is stopping and web is gone");
