@@ -549,22 +549,7 @@ impl TestCluster {
     /// Runs the built `termguard` binary against this cluster (the code-under-test
     /// kubeconfig, stdin closed) and waits for it to exit.
     pub async fn termguard(&self, args: &[&str]) -> Run {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .env_remove("KUBECONFIG")
-            .env("TERMGUARD_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("termguard runs");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.termguard_via(&self.kubeconfig, args).await
     }
 }
 

@@ -34,16 +34,7 @@ impl Drainer {
         let mut moved = deadlines.subscribe();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.pod.namespace);
         let uid = p.uid.clone().unwrap_or_default();
-        let mut result = PodResult {
-            pod: p.pod.to_string(),
-            wave,
-            action: PodAction::Remained,
-            grace_period_seconds: None,
-            attempts: 0,
-            gone_after_ms: None,
-            not_graceful: None,
-            error: None,
-        };
+        let mut result = PodResult::planned(&p.pod.to_string(), wave);
         let own_grace = p.grace_period_seconds;
         let mut rng = fastrand::Rng::new();
         let mut blocked_reported = false;

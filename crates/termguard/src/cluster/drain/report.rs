@@ -98,6 +98,22 @@ pub struct PodResult {
     pub error: Option<String>,
 }
 
+impl PodResult {
+    /// A pod of wave `wave` that nothing has happened to yet.
+    pub fn planned(pod: &str, wave: usize) -> Self {
+        PodResult {
+            pod: pod.to_string(),
+            wave,
+            action: PodAction::Remained,
+            grace_period_seconds: None,
+            attempts: 0,
+            gone_after_ms: None,
+            not_graceful: None,
+            error: None,
+        }
+    }
+}
+
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -345,16 +361,7 @@ impl Ledger {
             for (pod, wave) in pods {
                 if !entries.iter().any(|e| e.result.pod == pod) {
                     entries.push(Entry {
-                        result: PodResult {
-                            pod: pod.to_string(),
-                            wave,
-                            action: PodAction::Remained,
-                            grace_period_seconds: None,
-                            attempts: 0,
-                            gone_after_ms: None,
-                            not_graceful: None,
-                            error: None,
-                        },
+                        result: PodResult::planned(pod, wave),
                         stage: Stage::Planned,
                         inherited: false,
                     });
