@@ -2,6 +2,7 @@
 
 use super::{identity, kube_client};
 use crate::cli::{DrainArgs, OutputFormat, UncordonArgs};
+use crate::cluster::drain::engine::stop_reason;
 use crate::cluster::drain::{
     DrainError, DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, PlanError, PodAction,
     PodSelector, Progress, WaveKind,
@@ -144,22 +145,6 @@ fn interrupts() -> Option<tokio::sync::watch::Receiver<Option<String>>> {
     Some(rx)
 }
 
-/// Resolves with the signal's name once `rx` says stop; never without one.
-async fn stopped(rx: &Option<tokio::sync::watch::Receiver<Option<String>>>) -> String {
-    let Some(mut rx) = rx.clone() else {
-        return std::future::pending().await;
-    };
-    let signal = rx
-        .wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|s| s.clone());
-    match signal {
-        Some(s) => s,
-        None => std::future::pending().await,
-    }
-}
-
 /// Runs `termguard drain`; returns the process exit code. With `-o json` a report is printed
 /// whatever happens: the drain's, or one saying why there is none.
 pub async fn drain(args: &DrainArgs) -> anyhow::Result<i32> {
@@ -190,7 +175,7 @@ async fn run(
     let interrupted = |signal: String| anyhow::Error::from(DrainError::Interrupted(signal));
     let client = tokio::select! {
         c = kube_client(&args.kube) => c?,
-        s = stopped(stop) => return Err(interrupted(s)),
+        s = stop_reason(stop.as_ref()) => return Err(interrupted(s)),
     };
     let opts = options(args)?;
     let me = identity();
@@ -200,7 +185,7 @@ async fn run(
     if args.dry_run {
         let planned = tokio::select! {
             p = drainer.plan(&args.node, &opts) => p?,
-            s = stopped(stop) => return Err(interrupted(s)),
+            s = stop_reason(stop.as_ref()) => return Err(interrupted(s)),
         };
         let (plan, err) = match planned {
             Ok(p) => (p, None),

@@ -68,19 +68,7 @@ impl DrainRequest {
 
     /// Resolves with the reason once [`Self::interrupt`] says stop; never without one.
     async fn interrupted(&self) -> String {
-        let Some(mut rx) = self.interrupt.clone() else {
-            return std::future::pending().await;
-        };
-        // The sender gone: nobody can interrupt any more.
-        let why = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|why| why.clone());
-        match why {
-            Some(why) => why,
-            None => std::future::pending().await,
-        }
+        stop_reason(self.interrupt.as_ref()).await
     }
 
     /// The deadline as it stands now: the latest of `deadline_updates` when set.
@@ -89,6 +77,23 @@ impl DrainRequest {
             Some(rx) => *rx.borrow(),
             None => self.deadline,
         }
+    }
+}
+
+/// Resolves with the reason once `rx` (an interrupt channel, [`DrainRequest::interrupt`]) says
+/// stop; never without one, nor once its sender is gone (nobody can interrupt any more).
+pub async fn stop_reason(rx: Option<&tokio::sync::watch::Receiver<Option<String>>>) -> String {
+    let Some(mut rx) = rx.cloned() else {
+        return std::future::pending().await;
+    };
+    let why = rx
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|why| why.clone());
+    match why {
+        Some(why) => why,
+        None => std::future::pending().await,
     }
 }
 
@@ -790,10 +795,13 @@ impl Drainer {
         use kube::runtime::watcher::{self, Event};
         let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
         let mut stream = watcher::watcher(self.nodes.clone(), config).boxed();
-        // The lease runs out with time, not with a change: looked at every couple of seconds
-        // however busy the watch is, from a fresh read (the watch may be down).
+        // The lease runs out with time, not with a change: the last state the watch delivered
+        // is looked at again every couple of seconds however busy the watch is, read afresh
+        // only while the watch has delivered nothing since it last failed (it may be down).
+        // A stale state that looks expired costs a claim attempt, which reads the Node anew.
         let mut every = tokio::time::interval(Duration::from_secs(2));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<Node> = None;
         loop {
             let seen = tokio::select! {
                 item = stream.next() => match item {
@@ -801,19 +809,23 @@ impl Drainer {
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         tracing::warn!(node, error = %e, "watching the node failed; retrying");
+                        last = None;
                         continue;
                     }
                     None => return Ok(None),
                 },
-                _ = every.tick() => match self.nodes.get(node).await {
-                    Ok(n) => n,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
-                        return Err(NodeError::NotFound(node.to_string()).into())
-                    }
-                    Err(e) => {
-                        tracing::warn!(node, error = %e, "reading the node failed; retrying");
-                        continue;
-                    }
+                _ = every.tick() => match last.take() {
+                    Some(n) => n,
+                    None => match self.nodes.get(node).await {
+                        Ok(n) => n,
+                        Err(kube::Error::Api(s)) if s.code == 404 => {
+                            return Err(NodeError::NotFound(node.to_string()).into())
+                        }
+                        Err(e) => {
+                            tracing::warn!(node, error = %e, "reading the node failed; retrying");
+                            continue;
+                        }
+                    },
                 },
             };
             if let Some(r) = self.finished_report(&seen) {
@@ -823,6 +835,7 @@ impl Drainer {
                 Some(owner) if !nodes::owner_ended(owner, &self.identity) => {}
                 _ => return Ok(None),
             }
+            last = Some(seen);
         }
     }
 
