@@ -763,18 +763,22 @@ impl Drainer {
             "interrupted by {why} with {left} pods not yet gone; the node stays cordoned"
         ));
         tracing::warn!(node = %req.node, reason = %why, left, "drain interrupted");
+        let bound = Bound::until(tokio::time::Instant::now() + INTERRUPTED_BOUND);
         if let Err(e) = nodes::annotate(
             &self.nodes,
             &req.node,
-            &[(nodes::PODS, Some(ledger.encode())), (nodes::RENEWED, None)],
-            Bound::until(tokio::time::Instant::now() + INTERRUPTED_BOUND),
+            &[(nodes::PODS, Some(ledger.encode()))],
+            bound,
         )
         .await
         {
             tracing::warn!(node = %req.node, error = %e, "recording the interrupted drain failed");
         }
+        // The lease given up the way a failed drain gives it up: only while it is still ours.
+        if let Err(e) = nodes::release(&self.nodes, &req.node, &self.identity, bound).await {
+            tracing::warn!(node = %req.node, error = %e, "releasing the interrupted drain's claim failed; its lease ends by itself");
+        }
         if req.notice == "manual" {
-            let bound = Bound::until(tokio::time::Instant::now() + INTERRUPTED_BOUND);
             if let Err(e) = nodes::release_marks(&self.nodes, &req.node, bound).await {
                 tracing::warn!(node = %req.node, error = %e, "removing the taint and label of an interrupted drain failed");
             }
