@@ -1532,6 +1532,7 @@ def install_patches() -> None:
     AutoScalingResponse.simulate_az_rebalance = _simulate_az_rebalance
     install_sqs_deletion_record()
     install_fast_paths()
+    install_disjoint_receives()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1985,6 +1986,40 @@ def install_fast_paths() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = retained
 
 
+_RECEIVE_LOCKS_GUARD = threading.Lock()
+
+
+def install_disjoint_receives() -> None:
+    """Concurrent ReceiveMessage calls on one queue get different messages, as on SQS: moto
+    scans the queue and marks what it hands out with no lock, so two receivers polling at once
+    (termguard keeps several long polls open) often got the same message. A per-queue lock is
+    held while a receive scans and marks, and released while it long-polls."""
+    from moto.sqs.models import Queue as SqsQueue
+    from moto.sqs.models import SQSBackend
+
+    receive = SQSBackend.receive_message
+    wait = SqsQueue.wait_for_messages
+
+    def lock_of(queue: Any) -> threading.Lock:
+        with _RECEIVE_LOCKS_GUARD:
+            return queue.__dict__.setdefault("_termguard_receive_lock", threading.Lock())
+
+    def receive_message(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with lock_of(self.get_queue(queue_name)):
+            return receive(self, queue_name, *args, **kwargs)
+
+    def wait_for_messages(self: Any, timeout: int) -> None:
+        lock = lock_of(self)
+        lock.release()
+        try:
+            wait(self, timeout)
+        finally:
+            lock.acquire()
+
+    SQSBackend.receive_message = receive_message
+    SqsQueue.wait_for_messages = wait_for_messages
+
+
 # --------------------------------------------------------------------------------------------
 # WSGI front: /_termguard/* and unsigned Auto Scaling Query requests
 # --------------------------------------------------------------------------------------------
@@ -2192,6 +2227,11 @@ def main(argv: list[str] | None = None) -> int:
     Config.validate()
 
     install_patches()
+    # One request thread busy in Python (a SetDesiredCapacity of hundreds of instances) makes
+    # every other thread wait the interpreter's switch interval (5 ms) at each socket read and
+    # write: a ReceiveMessage then takes tens of milliseconds, which real SQS does not. A short
+    # interval keeps the peer's answers quick under a burst.
+    sys.setswitchinterval(0.0005)
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server

@@ -231,6 +231,10 @@ pub struct RunArgs {
     /// each message's heartbeats and cordon start as soon as it arrives.
     #[arg(long, default_value_t = 1000)]
     pub max_in_flight: usize,
+    /// Long polls (ReceiveMessage, up to 10 messages each) kept open at once, so that one is
+    /// always waiting on the queue while the others hand their messages out.
+    #[arg(long, default_value_t = crate::sources::sqs::DEFAULT_RECEIVERS)]
+    pub receivers: usize,
     /// Drains evicting at once. A drain waiting for a slot keeps its node cordoned and its
     /// lifecycle action heartbeating; one whose instance goes within 15 minutes (Spot warnings,
     /// state changes, a moved deadline) never waits.

@@ -215,9 +215,55 @@ impl Handler {
         }
         let span = tracing::info_span!("notice", instance = %instance, kind = notice.kind.label(),
             node = node.as_deref().unwrap_or("-"), cause = notice.cause.as_ref().map_or("-", Cause::label));
+        // Cordon first: a node that is going is closed to new pods at once, from the watched
+        // Node (one PATCH, no read), beside everything else — heartbeats, the hook's timeouts,
+        // the drain's claim (which cordons again, retried, if this one failed).
+        let closing = found.filter(|n| self.closes(notice, n));
+        let work = async {
+            match closing {
+                Some(n) => tokio::join!(self.cordon_first(&n), self.dispatch(notice, node)).1,
+                None => self.dispatch(notice, node).await,
+            }
+        };
         // Instrumented, not entered: an entered span held across awaits would tag other tasks'
         // logs on this worker thread.
-        tracing::Instrument::instrument(self.dispatch(notice, node), span).await
+        tracing::Instrument::instrument(work, span).await
+    }
+
+    /// Whether handling `notice` drains `node` (and so cordons it first thing). A rebalance
+    /// recommendation that only cordons does so itself; a closed maintenance event, a launch
+    /// or a stale or late state change leaves the node open.
+    fn closes(&self, notice: &Notice, node: &Node) -> bool {
+        match &notice.kind {
+            NoticeKind::LifecycleTerminate | NoticeKind::SpotInterruption { .. } => true,
+            NoticeKind::ScheduledMaintenance { closed, .. } => !closed,
+            NoticeKind::RebalanceRecommendation => self.config.drain_on_rebalance,
+            NoticeKind::StateChange {
+                state: InstanceState::Stopping | InstanceState::ShuttingDown,
+            } => !ready_after(node, notice.event_time),
+            NoticeKind::StateChange { .. } | NoticeKind::LifecycleLaunch | NoticeKind::Test => {
+                false
+            }
+        }
+    }
+
+    /// The first cordon: one try, bounded, its failure only logged (the claim cordons again).
+    async fn cordon_first(&self, node: &Node) {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let cordon = nodes::cordon_watched(&self.node_api, node, Bound::once());
+        match tokio::time::timeout(self.config.lookup_timeout, cordon).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::debug!(node = name, "cordoned"),
+            Ok(Err(e)) => {
+                tracing::warn!(node = name, error = %e, "cordoning at once failed; the drain cordons again, retried")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    node = name,
+                    "cordoning at once timed out; the drain cordons again, retried"
+                )
+            }
+        }
     }
 
     async fn dispatch(self: &Arc<Self>, notice: &Notice, node: Option<String>) -> Disposition {
@@ -281,8 +327,7 @@ impl Handler {
             .all()
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(node))
-            .and_then(|n| nodes::ready_since(n))
-            .is_some_and(|ready| ready > event_time)
+            .is_some_and(|n| ready_after(n, event_time))
     }
 
     /// An AWS Health event is closed (the change is done or cancelled): nothing to drain. A node
@@ -558,29 +603,6 @@ impl Handler {
         }
     }
 
-    /// The hook's timeouts, read before the drain's deadline is fixed. An answer that is slow
-    /// to come does not hold the node open to new pods: the node is cordoned meanwhile.
-    async fn timeouts_cordoning(
-        &self,
-        group: &GroupName,
-        hook: &HookName,
-        node: &str,
-    ) -> Option<HookTimeouts> {
-        let lookup = self.timeouts(group, hook);
-        tokio::pin!(lookup);
-        tokio::select! {
-            t = &mut lookup => return t,
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-        // One try: the drain's claim cordons again, retried.
-        let cordon = nodes::cordon(&self.node_api, node, Bound::once());
-        let (t, cordoned) = tokio::join!(lookup, cordon);
-        if let Err(e) = cordoned {
-            tracing::warn!(node, error = %e, "cordoning while the hook is read failed; the drain cordons again");
-        }
-        t
-    }
-
     async fn lifecycle_terminate(
         self: &Arc<Self>,
         notice: &Notice,
@@ -607,12 +629,10 @@ impl Handler {
                 async move { this.heartbeat_loop(action, node, event_time, stop_rx).await },
             )
         };
-        // The drain's deadline is the hook's own: read it first (cordoning meanwhile if the
-        // answer is slow). Unreadable, the shortest global timeout AWS allows stands in —
-        // earlier, so never too late — and the heartbeat task raises it once the hook answers.
-        let timeouts = self
-            .timeouts_cordoning(&action.group, &action.hook, &node)
-            .await;
+        // The drain's deadline is the hook's own: read it first (the node is being cordoned
+        // meanwhile). Unreadable, the shortest global timeout AWS allows stands in — earlier,
+        // so never too late — and the heartbeat task raises it once the hook answers.
+        let timeouts = self.timeouts(&action.group, &action.hook).await;
         let global_deadline = add(
             notice.event_time,
             timeouts.unwrap_or(HookTimeouts::SAFE_DEFAULT).global,
@@ -689,10 +709,12 @@ impl Handler {
     }
 
     /// Sends heartbeats until stopped, the action is gone, or the global timeout; returns the
-    /// count. Each heartbeat is scheduled from the last one that succeeded (the first from the
-    /// notice's time, when the action's clock started), and a failed one is retried within
-    /// seconds, not an interval later — by then the action could have expired. The hook's
-    /// timeouts are read again every few minutes; a change moves the drain's deadline.
+    /// count. The first goes within half a second (spread, so that a burst of actions does not
+    /// meet Auto Scaling's rate limit at once): it restarts the action's heartbeat timeout from
+    /// a moment known for sure, whatever the message spent in transit and however clocks differ.
+    /// Each next one is scheduled from the last one that succeeded, and a failed one is retried
+    /// within seconds, not an interval later — by then the action could have expired. The
+    /// hook's timeouts are read again every few minutes; a change moves the drain's deadline.
     async fn heartbeat_loop(
         self: Arc<Self>,
         action: ActionRef,
@@ -723,12 +745,13 @@ impl Handler {
         let mut timeouts = HookTimeouts::SAFE_DEFAULT;
         let mut known = false;
         let mut sent = 0;
-        let mut last_ok = event_time;
+        let mut last_ok: Option<Timestamp> = None;
         let mut failures: u32 = 0;
         let mut refresh_at = Timestamp::now();
+        let first_at = add(refresh_at, FIRST_HEARTBEAT_WITHIN.mul_f64(fastrand::f64()));
         loop {
             let beat_at = if failures == 0 {
-                add(last_ok, timeouts.heartbeat_interval())
+                last_ok.map_or(first_at, |t| add(t, timeouts.heartbeat_interval()))
             } else {
                 add(Timestamp::now(), heartbeat_retry_delay(failures))
             };
@@ -764,7 +787,7 @@ impl Handler {
                 Ok(()) => {
                     sent += 1;
                     failures = 0;
-                    last_ok = Timestamp::now();
+                    last_ok = Some(Timestamp::now());
                     if let Some(m) = self.metrics.get() {
                         Metrics::count(&m.heartbeats, "sent");
                     }
@@ -947,6 +970,14 @@ impl Handler {
             Err(e) => Disposition::Keep(e),
         }
     }
+}
+
+/// The first heartbeat of an action goes within this long of its message (a random point in it).
+const FIRST_HEARTBEAT_WITHIN: Duration = Duration::from_millis(500);
+
+/// Whether the node's kubelet became Ready after `t`.
+fn ready_after(node: &Node, t: Timestamp) -> bool {
+    nodes::ready_since(node).is_some_and(|ready| ready > t)
 }
 
 /// How soon a failed heartbeat is tried again: 1, 2, 4, then every 5 s.

@@ -271,14 +271,28 @@ pub fn taint_value(cause: &str) -> String {
 /// it was already cordoned. Each request is retried on transient errors within `bound`.
 pub async fn cordon(api: &Api<Node>, name: &str, bound: Bound) -> Result<bool, NodeError> {
     let node = get(api, name, bound).await?;
-    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        return Ok(true);
-    }
-    let cordon = Patch::Strategic(json!({"spec": {"unschedulable": true}}));
-    patch(api, name, &cordon, bound)
+    cordon_node(api, node, bound).await.map(|(was, _)| was)
+}
+
+/// Cordons a node as last seen by a watch, without reading it first: no call if it was seen
+/// cordoned. Returns whether it was.
+pub async fn cordon_watched(api: &Api<Node>, seen: &Node, bound: Bound) -> Result<bool, NodeError> {
+    cordon_node(api, seen.clone(), bound)
         .await
-        .map_err(api_err("cordoning", name))?;
-    Ok(false)
+        .map(|(was, _)| was)
+}
+
+/// Cordons `node` (as just read) unless it is; returns whether it was, and the Node after.
+async fn cordon_node(api: &Api<Node>, node: Node, bound: Bound) -> Result<(bool, Node), NodeError> {
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        return Ok((true, node));
+    }
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let cordon = Patch::Strategic(json!({"spec": {"unschedulable": true}}));
+    let after = patch(api, &name, &cordon, bound)
+        .await
+        .map_err(api_err("cordoning", &name))?;
+    Ok((false, after))
 }
 
 /// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
@@ -291,13 +305,18 @@ pub async fn claim(
     c: &Claim<'_>,
     bound: Bound,
 ) -> Result<ClaimOutcome, NodeError> {
-    let was_cordoned = cordon(api, name, bound).await?;
+    let (was_cordoned, cordoned) = cordon_node(api, get(api, name, bound).await?, bound).await?;
+    // The first attempt works on the Node as the cordon left it; a retry reads it afresh.
+    let mut fresh = Some(cordoned);
     // What the last claim patch that answered 409 would have recorded: a retried patch whose
     // first try was applied after all (its answer lost to a timeout or a reset) answers 409 to
     // the repeat, and the Node read next is our own claim, not a drain to resume.
     let mut sent: Option<(Timestamp, ClaimOutcome)> = None;
     loop {
-        let node = get(api, name, bound).await?;
+        let node = match fresh.take() {
+            Some(n) => n,
+            None => get(api, name, bound).await?,
+        };
         let now = Timestamp::now();
         let state = DrainState::of(&node);
         if let Some((stamp, outcome)) = sent.take() {

@@ -224,6 +224,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     settings.handler.launch_timeout = args.launch_timeout;
     settings.handler.margin = args.deadline_margin;
     settings.queue.max_in_flight = args.max_in_flight.max(1);
+    settings.queue.receivers = args.receivers.clamp(1, 64);
     settings.max_concurrent_drains = args.max_concurrent_drains.max(1);
     settings.queue.visibility = args.visibility_timeout.max(Duration::from_secs(10));
     settings.queue.extend_every = settings.queue.visibility / 3;

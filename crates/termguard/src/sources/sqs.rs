@@ -24,6 +24,9 @@ use tracing::Instrument;
 pub const MAX_BATCH: usize = 10;
 /// SQS's cap on `WaitTimeSeconds`.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// Long polls kept open at once by default: enough that one is always waiting on the queue
+/// while the others read their answers, few enough to cost nothing while the queue is empty.
+pub const DEFAULT_RECEIVERS: usize = 4;
 /// SQS's cap on how long a message can stay invisible after one receive.
 pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 
@@ -44,10 +47,13 @@ pub struct QueueConfig {
     pub release_on_shutdown: bool,
     /// How long shutdown waits for in-flight messages to be handed back.
     pub shutdown_grace: Duration,
+    /// Long polls kept open at once (`--receivers`).
+    pub receivers: usize,
 }
 
 impl QueueConfig {
-    /// Defaults for a queue: 1000 messages held, 20 s long polls, 90 s visibility extended every 30 s.
+    /// Defaults for a queue: 1000 messages held, 4 receivers with 20 s long polls, 90 s
+    /// visibility extended every 30 s.
     pub fn new(queue_url: impl Into<String>) -> Self {
         QueueConfig {
             queue_url: queue_url.into(),
@@ -57,6 +63,7 @@ impl QueueConfig {
             extend_every: Duration::from_secs(30),
             release_on_shutdown: true,
             shutdown_grace: Duration::from_secs(10),
+            receivers: DEFAULT_RECEIVERS,
         }
     }
 }
@@ -224,13 +231,46 @@ impl QueueSource {
 
     /// Consumes the queue until `shutdown` turns true; then stops receiving, abandons in-flight
     /// work without deleting anything (handing the messages back if so configured) and returns.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    ///
+    /// `config.receivers` long polls run at once, each asking for as many messages (up to 10)
+    /// as there are free slots: while one is busy with its answer, the others are already
+    /// waiting on the queue, so a message is received as soon as SQS has it. Each message is
+    /// handled on a task of its own; a receiver never waits for that work.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
         let inner = &self.inner;
         let slots = Arc::new(Semaphore::new(inner.config.max_in_flight.max(1)));
+        let receivers = inner.config.receivers.max(1);
+        tracing::info!(queue = %inner.config.queue_url, max_in_flight = inner.config.max_in_flight,
+            receivers, "consuming the queue");
+        let mut sets = futures::future::join_all(
+            (0..receivers).map(|n| self.receive_loop(n, slots.clone(), shutdown.clone())),
+        )
+        .await;
+        tracing::info!(
+            in_flight = sets.iter().map(JoinSet::len).sum::<usize>(),
+            "stopping: no more receives; in-flight messages are handed back undeleted"
+        );
+        // Every task sees the shutdown too and hands its message back; wait for that, bounded.
+        // Dropping the sets aborts whatever is left.
+        let handed_back = futures::future::join_all(
+            sets.iter_mut()
+                .map(|set| async move { while set.join_next().await.is_some() {} }),
+        );
+        let _ = tokio::time::timeout(inner.config.shutdown_grace, handed_back).await;
+    }
+
+    /// One receiver: receives until shutdown, spawning each message's work into the set it
+    /// returns (still running).
+    async fn receive_loop(
+        &self,
+        n: usize,
+        slots: Arc<Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinSet<()> {
+        let inner = &self.inner;
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_secs(1);
         let mut first = true;
-        tracing::info!(queue = %inner.config.queue_url, max_in_flight = inner.config.max_in_flight, "consuming the queue");
         loop {
             while tasks.try_join_next().is_some() {}
             inner.health.saturated.store(
@@ -262,14 +302,14 @@ impl QueueSource {
                 inner.config.wait_time.min(MAX_WAIT)
             };
             first = false;
-            tracing::debug!(max = permits.len(), ?wait, "ReceiveMessage");
+            tracing::debug!(receiver = n, max = permits.len(), ?wait, "ReceiveMessage");
             let received = tokio::select! {
                 r = inner.receive(permits.len(), wait) => r,
                 _ = stopped(&mut shutdown) => break,
             };
             match received {
                 Ok(messages) => {
-                    tracing::debug!(count = messages.len(), "received");
+                    tracing::debug!(receiver = n, count = messages.len(), "received");
                     inner.health.ok();
                     backoff = Duration::from_secs(1);
                     for (message, permit) in messages.into_iter().zip(permits) {
@@ -280,7 +320,7 @@ impl QueueSource {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(queue = %inner.config.queue_url, error = %e, retry_in = ?backoff, "ReceiveMessage failed");
+                    tracing::warn!(queue = %inner.config.queue_url, receiver = n, error = %e, retry_in = ?backoff, "ReceiveMessage failed");
                     inner.health.failed(e);
                     drop(permits);
                     tokio::select! {
@@ -291,19 +331,7 @@ impl QueueSource {
                 }
             }
         }
-        while tasks.try_join_next().is_some() {}
-        tracing::info!(
-            in_flight = tasks.len(),
-            "stopping: no more receives; in-flight messages are handed back undeleted"
-        );
-        // Every task sees the shutdown too and hands its message back; wait for that, bounded.
-        let grace = inner.config.shutdown_grace;
-        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
-        {
-            tasks.abort_all();
-        }
+        tasks
     }
 }
 
