@@ -256,7 +256,7 @@ mod tests {
                 };
                 (
                     format!("shop/{name}"),
-                    Budget {
+                    Arc::new(Budget {
                         namespace: "shop".into(),
                         selector: Selector::try_from(selector).ok(),
                         allowed: *allowed,
@@ -264,7 +264,7 @@ mod tests {
                             "{name}-{allowed}-{}",
                             VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                         ),
-                    },
+                    }),
                 )
             })
             .collect();

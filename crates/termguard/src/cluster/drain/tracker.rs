@@ -20,8 +20,10 @@ use tokio::task::JoinHandle;
 type Snapshot = Kept<Pod>;
 
 /// Objects of a watch by key (`entry` gives an object's key and what to keep of it); `None`
-/// until the first complete list.
-pub(super) type Kept<V> = Option<Arc<HashMap<String, V>>>;
+/// until the first complete list. Each change publishes a new map, so the values are shared:
+/// a change costs a copy of the keys, not of every object (with a node's hundred pods, deep
+/// copies made each change the drain's main cost).
+pub(super) type Kept<V> = Option<Arc<HashMap<String, Arc<V>>>>;
 
 /// Watches `api` (list, then watch from that resourceVersion; a 410 relists) and publishes
 /// every change of the kept objects on a channel; `applied` sees every object listed or
@@ -44,15 +46,15 @@ where
     let (tx, rx) = watch::channel::<Kept<V>>(None);
     let task = tokio::spawn(async move {
         let mut stream = watcher::watcher(api, config).boxed();
-        let mut live: HashMap<String, V> = HashMap::new();
-        let mut buffer: HashMap<String, V> = HashMap::new();
+        let mut live: HashMap<String, Arc<V>> = HashMap::new();
+        let mut buffer: HashMap<String, Arc<V>> = HashMap::new();
         while let Some(item) = stream.next().await {
             match item {
                 Ok(Event::Init) => buffer.clear(),
                 Ok(Event::InitApply(o)) => {
                     if let Some((k, v)) = entry(&o) {
                         applied(&k, &o);
-                        buffer.insert(k, v);
+                        buffer.insert(k, Arc::new(v));
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -62,7 +64,7 @@ where
                 Ok(Event::Apply(o)) => {
                     if let Some((k, v)) = entry(&o) {
                         applied(&k, &o);
-                        live.insert(k, v);
+                        live.insert(k, Arc::new(v));
                         tx.send_replace(Some(Arc::new(live.clone())));
                     }
                 }
@@ -177,7 +179,10 @@ impl PodTracker {
 
     /// The pod with this UID, if it is still on the node.
     pub fn get(&self, uid: &str) -> Option<Pod> {
-        self.rx.borrow().as_ref().and_then(|m| m.get(uid).cloned())
+        self.rx
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.get(uid).map(|p| Pod::clone(p)))
     }
 
     /// Resolves once the pod with this UID is gone.
@@ -192,7 +197,10 @@ impl PodTracker {
     pub async fn changed(&self, uid: &str) -> Option<Pod> {
         let mut rx = self.rx.clone();
         let _ = rx.changed().await;
-        let pod = rx.borrow().as_ref().and_then(|m| m.get(uid).cloned());
+        let pod = rx
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.get(uid).map(|p| Pod::clone(p)));
         pod
     }
 
@@ -201,7 +209,7 @@ impl PodTracker {
         self.rx
             .borrow()
             .as_ref()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|p| Pod::clone(p)).collect())
             .unwrap_or_default()
     }
 }
