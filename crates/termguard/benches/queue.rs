@@ -1,258 +1,979 @@
-//! Queue-mode benchmark (issue 5): a burst of termination notices, end to end over real
-//! sockets — the moto peer (tests/aws/moto_server.py) scales an Auto Scaling group of N
-//! instances to zero, so N instances wait in `Terminating:Wait` and N lifecycle messages land
-//! on the queue at once; termguard's queue mode (in-process, default settings: 50 in flight,
-//! 20 s long polls) drains the N matching Nodes of the Kubernetes simulator and completes the
-//! actions. Prints, over the burst, the spread (min, p50, p90, p99, max) of:
-//!   * message visible → node cordoned,
-//!   * last pod gone → lifecycle action completed,
-//!   * message visible → lifecycle action completed,
+//! Queue mode side by side with aws-node-termination-handler (NTH): the same AWS test peer
+//! (tests/aws/moto_server.py, a fresh one per run), the same real control plane (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler, KWOK nodes; `scripts/cluster.sh`),
+//! the same workload, each tool as its own process with its recommended queue-mode settings
+//! (docs/benchmarks.md#queue-mode-side-by-side-with-nth), the tools taking turns.
 //!
-//! and the burst's wall time. "Visible" is when moto put the instance in `Terminating:Wait` and
-//! sent its message; the other instants are observed in the simulator's store and moto's
-//! lifecycle-action log, all on this machine's clock. Not a test: nothing is asserted.
+//! Workloads (`--workload`, default all):
+//!   a  `--notices` lifecycle notices at once (a group scaled to zero), `--pods-per-node` pods
+//!      per node shutting down in `--shutdown-ms`;
+//!   b  a mixed burst: Spot warnings, rebalance recommendations, `stopping` state changes and
+//!      lifecycle notices, a quarter each;
+//!   c  a Spot warning while 50 drains are blocked by PodDisruptionBudgets;
+//!   d  one node with 110 pods.
 //!
-//! Run: `cargo bench -p termguard --bench queue` (options: `-- --notices 200 --pods-per-node 2
-//! --shutdown-ms 500 --max-in-flight 50`).
+//! Figures per tool, from outside the tools (spread: min, p50, p90, p99, max, over the nodes):
+//!   * visible → cordoned: the peer made the message visible (its lifecycle action started, or
+//!     the benchmark sent the event) → a watch of the Nodes saw `spec.unschedulable`;
+//!   * visible → first eviction: → the API server received the tool's first eviction of a pod
+//!     of that node (its audit log);
+//!   * last pod gone → completed: a watch of the Pods saw the node's last pod deleted → the peer
+//!     recorded CompleteLifecycleAction;
+//!   * visible → completed;
+//!   * first heartbeat − visible (termguard's target: within 1 s of the message);
+//!   * API requests per pod drained (the audit log, the tool's own user), peak RSS (VmHWM) and
+//!     CPU seconds of the tool's process;
+//!   * c: whether the Spot node was empty before its two-minute deadline.
+//!
+//! and the ratios termguard/NTH. Where NTH cannot be built (`scripts/nth.sh build` fails) the
+//! benchmark runs termguard alone and says so. Not a test: nothing is asserted; the targets are
+//! printed beside termguard's figures.
+//!
+//! Run: `cargo bench -p termguard --bench queue` (options: `-- --workload a|b|c|d|all --rounds
+//! 1 --tools termguard,nth --notices 200 --pods-per-node 2 --shutdown-ms 500`). It uses the
+//! control plane named by `TERMGUARD_CLUSTER_DIR`, or starts one of its own (built on first use,
+//! cached).
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
 #[path = "../tests/common/moto.rs"]
 mod moto;
+#[path = "common/nth.rs"]
+mod nth;
 
-use kube_sim::scenario::Scenario;
-use kube_sim::store::EventType;
-use kube_sim::Sim;
-use serde_json::Value;
-use std::collections::HashMap;
+use cluster::{Backend, TestCluster};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use termguard::commands::run::{QueueMode, Settings};
-use tokio::sync::broadcast::error::RecvError;
+
+const NTH_USER: &str = "system:serviceaccount:kube-system:aws-node-termination-handler";
+const TERMGUARD_USER: &str = "termguard";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tool {
+    Termguard,
+    Nth,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Termguard => "termguard",
+            Tool::Nth => "NTH",
+        }
+    }
+    fn user(self) -> &'static str {
+        match self {
+            Tool::Termguard => TERMGUARD_USER,
+            Tool::Nth => NTH_USER,
+        }
+    }
+}
 
 struct Options {
+    workloads: Vec<char>,
+    rounds: usize,
+    tools: Vec<Tool>,
     notices: usize,
     pods_per_node: usize,
     shutdown_ms: u64,
-    max_in_flight: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let f = args::numeric_flags(&["notices", "pods-per-node", "shutdown-ms", "max-in-flight"])?;
-    let get = |k: &str, d: u64| f.get(k).copied().unwrap_or(d);
-    Ok(Options {
-        notices: get("notices", 200) as usize,
-        pods_per_node: get("pods-per-node", 2) as usize,
-        shutdown_ms: get("shutdown-ms", 500),
-        max_in_flight: get("max-in-flight", 50) as usize,
-    })
+    let mut o = Options {
+        workloads: vec!['a', 'b', 'c', 'd'],
+        rounds: 1,
+        tools: vec![Tool::Termguard, Tool::Nth],
+        notices: 200,
+        pods_per_node: 2,
+        shutdown_ms: 500,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--workload" => {
+                let v = value("--workload")?;
+                o.workloads = if v == "all" {
+                    vec!['a', 'b', 'c', 'd']
+                } else {
+                    v.chars().filter(|c| c.is_ascii_alphabetic()).collect()
+                };
+                anyhow::ensure!(
+                    o.workloads.iter().all(|w| "abcd".contains(*w)),
+                    "--workload: a, b, c, d or all"
+                );
+            }
+            "--tools" => {
+                o.tools = value("--tools")?
+                    .split(',')
+                    .map(|t| match t.trim().to_ascii_lowercase().as_str() {
+                        "termguard" => Ok(Tool::Termguard),
+                        "nth" => Ok(Tool::Nth),
+                        other => Err(anyhow::anyhow!("--tools: unknown tool {other}")),
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--rounds" => o.rounds = value("--rounds")?.parse()?,
+            "--notices" => o.notices = value("--notices")?.parse()?,
+            "--pods-per-node" => o.pods_per_node = value("--pods-per-node")?.parse()?,
+            "--shutdown-ms" => o.shutdown_ms = value("--shutdown-ms")?.parse()?,
+            // `cargo bench` passes --bench to every bench target.
+            "--bench" => {}
+            other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    Ok(o)
 }
 
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// When each node was cordoned and when its last pod went, from the store's change feed.
-#[derive(Default)]
-struct Observed {
-    cordoned: HashMap<String, i64>,
-    last_pod_gone: HashMap<String, i64>,
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn spread(label: &str, mut v: Vec<f64>) {
+/// min, p50, p90, p99, max of a sample.
+fn quantiles(mut v: Vec<f64>) -> Option<[f64; 5]> {
     if v.is_empty() {
-        println!("  {label:<46} no samples");
-        return;
+        return None;
     }
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "  {label:<46} min {:>7.3}  p50 {:>7.3}  p90 {:>7.3}  p99 {:>7.3}  max {:>7.3} s  (n={})",
-        v[0],
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        v[v.len() - 1],
-        v.len()
+    Some([v[0], q(0.5), q(0.9), q(0.99), v[v.len() - 1]])
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the benchmark sees from outside the tools.
+
+/// When each node was first seen cordoned and when its last pod went, from watches of the
+/// admin user (a thread of their own would not be fairer: the tools are other processes).
+#[derive(Default)]
+struct Seen {
+    cordoned: HashMap<String, i64>,
+    last_pod_gone: HashMap<String, i64>,
+    pods_left: HashMap<String, usize>,
+}
+
+struct Watches {
+    seen: Arc<Mutex<Seen>>,
+    /// Pod `namespace/name` → node, for the pods there when the watches started.
+    pod_node: HashMap<String, String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn watch(c: &TestCluster) -> anyhow::Result<Watches> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let nodes: Api<Node> = Api::all(c.admin.clone());
+    let pods: Api<Pod> = Api::all(c.admin.clone());
+    let node_list = nodes.list(&ListParams::default()).await?;
+    let pod_list = pods.list(&ListParams::default()).await?;
+    let mut pod_node = HashMap::new();
+    {
+        let mut s = lock(&seen);
+        for p in &pod_list.items {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            if let Some(node) = node {
+                *s.pods_left.entry(node.clone()).or_default() += 1;
+                pod_node.insert(
+                    format!(
+                        "{}/{}",
+                        p.metadata.namespace.as_deref().unwrap_or(""),
+                        p.metadata.name.as_deref().unwrap_or("")
+                    ),
+                    node,
+                );
+            }
+        }
+    }
+    let node_task = {
+        let seen = seen.clone();
+        let rv = node_list.metadata.resource_version.unwrap_or_default();
+        tokio::spawn(async move {
+            let mut rv = rv;
+            loop {
+                let Ok(stream) = nodes.watch(&WatchParams::default().timeout(290), &rv).await
+                else {
+                    return;
+                };
+                let mut stream = std::pin::pin!(stream);
+                while let Some(Ok(ev)) = stream.next().await {
+                    let t = now_ms();
+                    if let WatchEvent::Added(n) | WatchEvent::Modified(n) = &ev {
+                        rv = n.metadata.resource_version.clone().unwrap_or_default();
+                        if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+                            let name = n.metadata.name.clone().unwrap_or_default();
+                            lock(&seen).cordoned.entry(name).or_insert(t);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let pod_task = {
+        let seen = seen.clone();
+        let rv = pod_list.metadata.resource_version.unwrap_or_default();
+        tokio::spawn(async move {
+            let mut rv = rv;
+            loop {
+                let Ok(stream) = pods.watch(&WatchParams::default().timeout(290), &rv).await else {
+                    return;
+                };
+                let mut stream = std::pin::pin!(stream);
+                while let Some(Ok(ev)) = stream.next().await {
+                    let t = now_ms();
+                    match &ev {
+                        WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                            rv = p.metadata.resource_version.clone().unwrap_or_default();
+                        }
+                        WatchEvent::Deleted(p) => {
+                            rv = p.metadata.resource_version.clone().unwrap_or_default();
+                            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                                let mut s = lock(&seen);
+                                let left = s.pods_left.entry(node.clone()).or_default();
+                                *left = left.saturating_sub(1);
+                                s.last_pod_gone.insert(node, t);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+    };
+    Ok(Watches {
+        seen,
+        pod_node,
+        tasks: vec![node_task, pod_task],
+    })
+}
+
+/// What the API server's audit log says of a tool: its requests, and per node the first
+/// eviction of one of its pods (epoch ms).
+fn audit(
+    dir: &Path,
+    from: u64,
+    user: &str,
+    pod_node: &HashMap<String, String>,
+) -> (u64, HashMap<String, i64>) {
+    let mut requests = 0;
+    let mut first_eviction: HashMap<String, i64> = HashMap::new();
+    for ev in cluster::audit_events(dir, from, user) {
+        requests += 1;
+        if ev["objectRef"]["subresource"] != "eviction" {
+            continue;
+        }
+        let pod = format!(
+            "{}/{}",
+            ev["objectRef"]["namespace"].as_str().unwrap_or(""),
+            ev["objectRef"]["name"].as_str().unwrap_or("")
+        );
+        let at = ev["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond());
+        if let (Some(node), Some(at)) = (pod_node.get(&pod), at) {
+            let e = first_eviction.entry(node.clone()).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+    (requests, first_eviction)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tools.
+
+enum Running {
+    Termguard {
+        child: std::process::Child,
+        pid: u32,
+    },
+    Nth(nth::Nth),
+}
+
+impl Running {
+    fn pid(&self) -> anyhow::Result<u32> {
+        match self {
+            Running::Termguard { pid, .. } => Ok(*pid),
+            Running::Nth(n) => n.nth_pid(),
+        }
+    }
+    fn rss_mib(&self) -> Option<f64> {
+        let kib = match self {
+            Running::Termguard { pid, .. } => nth::peak_rss_kib_of(*pid).ok()?,
+            Running::Nth(n) => n.peak_rss_kib().ok()?,
+        };
+        Some(kib as f64 / 1024.0)
+    }
+    fn cpu(&self) -> Option<f64> {
+        match self {
+            Running::Termguard { pid, .. } => nth::cpu_seconds_of(*pid).ok(),
+            Running::Nth(n) => n.cpu_seconds().ok(),
+        }
+    }
+    fn stop(self) {
+        match self {
+            Running::Termguard { mut child, pid } => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::Nth(mut n) => {
+                let _ = n.stop();
+            }
+        }
+    }
+}
+
+async fn start_tool(
+    tool: Tool,
+    dir: &Path,
+    moto: &moto::Moto,
+    queue_url: &str,
+    logs: &Path,
+) -> anyhow::Result<Running> {
+    match tool {
+        Tool::Nth => Ok(Running::Nth(nth::Nth::start(
+            dir,
+            &moto.url,
+            "us-east-1",
+            queue_url,
+            &[],
+        )?)),
+        Tool::Termguard => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let health = format!("127.0.0.1:{port}");
+            let log = std::fs::File::create(logs.join(format!("termguard-{}.log", now_ms())))?;
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+                .args(["run", "--queue-url", queue_url, "--health-listen", &health])
+                .arg("--kubeconfig")
+                .arg(dir.join("termguard.kubeconfig"))
+                .env_remove("KUBECONFIG")
+                .env_remove("AWS_PROFILE")
+                .env("AWS_ENDPOINT_URL", &moto.url)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("TERMGUARD_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            let pid = child.id();
+            let running = Running::Termguard { child, pid };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (code, _) = moto::http(&health, "GET", "/readyz", None).await;
+                if code == 200 {
+                    return Ok(running);
+                }
+                if Instant::now() > deadline {
+                    running.stop();
+                    anyhow::bail!("termguard was not ready within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads.
+
+fn spot_warning(instance: &str) -> String {
+    event(
+        "EC2 Spot Instance Interruption Warning",
+        instance,
+        json!({"instance-id": instance, "instance-action": "terminate"}),
+    )
+}
+
+fn event(detail_type: &str, instance: &str, detail: Value) -> String {
+    let now = jiff::Timestamp::now();
+    json!({
+        "version": "0", "id": format!("{detail_type}-{instance}-{}", now.as_millisecond()),
+        "detail-type": detail_type, "source": "aws.ec2", "account": "123456789012",
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")],
+        "detail": detail,
+    })
+    .to_string()
+}
+
+/// One workload's setup, as the benchmark builds it for each tool in turn.
+struct Setup {
+    /// Instances in the group.
+    size: usize,
+    /// Scenario YAML for those instances (their Nodes and workloads).
+    scenario: String,
+}
+
+fn setup(w: char, o: &Options, instances: &[moto::Instance]) -> String {
+    let mut yaml =
+        String::from("name: queue-bench\ndefaults: {startupMs: 20, shutdownMs: 50}\nnodes:\n");
+    let pods = |w: char| match w {
+        'd' => 112,
+        _ => o.pods_per_node + 2,
+    };
+    for (i, inst) in instances.iter().enumerate() {
+        let role = match w {
+            'c' if i == 0 => "spot",
+            'c' => "blocked",
+            _ => "app",
+        };
+        yaml.push_str(&format!(
+            "  - {{name: ip-10-4-{}-{}.ec2.internal, zone: {}, instanceId: {}, capacity: {{pods: {}}}, labels: {{bench/role: {role}}}}}\n",
+            i / 200,
+            i % 200 + 10,
+            inst.zone,
+            inst.id,
+            pods(w)
+        ));
+    }
+    let n = instances.len();
+    let app = |replicas: usize, role: &str, extra: &str| {
+        format!(
+            "  - {{kind: Deployment, name: {role}, replicas: {replicas}, shutdownMs: {}, nodeSelector: {{bench/role: {role}}}{extra}}}\n",
+            o.shutdown_ms
+        )
+    };
+    yaml.push_str("workloads:\n");
+    match w {
+        'a' | 'b' => yaml.push_str(&app(n * o.pods_per_node, "app", "")),
+        'c' => {
+            yaml.push_str(&app(o.pods_per_node, "spot", ""));
+            yaml.push_str(&app(
+                (n - 1) * o.pods_per_node,
+                "blocked",
+                ", pdb: {maxUnavailable: 0}",
+            ));
+        }
+        _ => yaml.push_str(&app(110, "app", "")),
+    }
+    yaml
+}
+
+fn size_of(w: char, o: &Options) -> usize {
+    match w {
+        'a' => o.notices,
+        'b' => o.notices.div_ceil(4) * 4,
+        'c' => 51,
+        _ => 1,
+    }
+}
+
+/// Per node: when its notice became visible, and whether a lifecycle action stands behind it.
+type Visible = BTreeMap<String, (i64, bool)>;
+
+async fn trigger(
+    w: char,
+    moto: &moto::Moto,
+    fleet: &moto::Fleet,
+    node_of: &HashMap<String, String>,
+    visible: &mut Visible,
+    watches: &Watches,
+) -> anyhow::Result<()> {
+    let terminate = |id: String| async move {
+        moto.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+    };
+    match w {
+        'a' | 'd' => {
+            moto.asg
+                .set_desired_capacity()
+                .auto_scaling_group_name(&fleet.group)
+                .desired_capacity(0)
+                .honor_cooldown(false)
+                .send()
+                .await?;
+        }
+        'b' => {
+            let quarter = fleet.instances.len() / 4;
+            for (i, inst) in fleet.instances.iter().enumerate() {
+                let node = node_of.get(&inst.id).cloned().unwrap_or_default();
+                let body = match i / quarter.max(1) {
+                    0 => None,
+                    1 => Some(spot_warning(&inst.id)),
+                    2 => Some(event(
+                        "EC2 Instance Rebalance Recommendation",
+                        &inst.id,
+                        json!({"instance-id": inst.id}),
+                    )),
+                    _ => Some(event(
+                        "EC2 Instance State-change Notification",
+                        &inst.id,
+                        json!({"instance-id": inst.id, "state": "stopping"}),
+                    )),
+                };
+                match body {
+                    None => {
+                        terminate(inst.id.clone()).await?;
+                    }
+                    Some(body) => {
+                        visible.insert(node, (now_ms(), false));
+                        moto.send(&fleet.queue_url, &body).await;
+                    }
+                }
+            }
+        }
+        _ => {
+            // Fifty drains blocked by their budgets first, then the Spot warning.
+            for inst in &fleet.instances[1..] {
+                terminate(inst.id.clone()).await?;
+            }
+            let blocked = fleet.instances.len() - 1;
+            let by = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < by && lock(&watches.seen).cordoned.len() < blocked {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Their evictions refused a few times over.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let spot = &fleet.instances[0];
+            let node = node_of.get(&spot.id).cloned().unwrap_or_default();
+            visible.insert(node, (now_ms(), false));
+            moto.send(&fleet.queue_url, &spot_warning(&spot.id)).await;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run, and the figures.
+
+#[derive(Default)]
+struct Figures {
+    to_cordon: Vec<f64>,
+    to_evict: Vec<f64>,
+    gone_to_complete: Vec<f64>,
+    to_complete: Vec<f64>,
+    first_heartbeat: Vec<f64>,
+    requests_per_pod: Option<f64>,
+    rss_mib: Option<f64>,
+    cpu_s: Option<f64>,
+    not_completed: usize,
+    spot_drained_before_deadline: Option<(bool, f64)>,
+    wall_s: f64,
+}
+
+async fn run_once(w: char, tool: Tool, o: &Options, logs: &Path) -> anyhow::Result<Figures> {
+    let moto = moto::Moto::start().await;
+    let size = size_of(w, o);
+    // 300 s: far above NTH's 30-s minimum heartbeat interval.
+    let fleet = moto.fleet("bench", size as i32, 300, &[]).await;
+    let node_of: HashMap<String, String> = fleet
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            (
+                inst.id.clone(),
+                format!("ip-10-4-{}-{}.ec2.internal", i / 200, i % 200 + 10),
+            )
+        })
+        .collect();
+    let s = Setup {
+        size,
+        scenario: setup(w, o, &fleet.instances),
+    };
+    anyhow::ensure!(
+        s.size == fleet.instances.len(),
+        "the fleet has {} instances",
+        fleet.instances.len()
     );
+    let c = TestCluster::start_settled(Backend::Real, &s.scenario).await;
+    let dir = c
+        .real_dir()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("not the real backend"))?;
+    let watches = watch(&c).await?;
+    let pods_before: usize = lock(&watches.seen).pods_left.values().sum();
+    let audit_from = cluster::audit_len(&dir);
+    let running = start_tool(tool, &dir, &moto, &fleet.queue_url, logs).await?;
+    // Both tools get the same time to settle in (NTH's first receive comes ~2 s after start).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_before = running.cpu().unwrap_or(0.0);
+    let mut visible = Visible::new();
+    let started = Instant::now();
+    trigger(w, &moto, &fleet, &node_of, &mut visible, &watches).await?;
+
+    // Done: every lifecycle action ended, every notified node cordoned (and, for c, the Spot
+    // node empty or its deadline passed).
+    let limit = Instant::now()
+        + Duration::from_secs(match w {
+            'c' => 130,
+            _ => 300,
+        });
+    let spot_node = node_of
+        .get(&fleet.instances[0].id)
+        .cloned()
+        .unwrap_or_default();
+    let actions = loop {
+        let actions = moto.lifecycle_actions("group=bench").await;
+        let waiting = actions.iter().filter(|a| a["state"] == "waiting").count();
+        let done = match w {
+            'c' => {
+                lock(&watches.seen)
+                    .pods_left
+                    .get(&spot_node)
+                    .copied()
+                    .unwrap_or(0)
+                    == 0
+            }
+            'b' => {
+                waiting == 0 && {
+                    let seen = lock(&watches.seen);
+                    visible.keys().all(|n| seen.cordoned.contains_key(n))
+                }
+            }
+            _ => !actions.is_empty() && waiting == 0,
+        };
+        if done || Instant::now() > limit {
+            break actions;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+    // Let the last requests reach the audit log.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut f = Figures {
+        rss_mib: running.rss_mib(),
+        cpu_s: running.cpu().map(|c| c - cpu_before),
+        wall_s,
+        ..Figures::default()
+    };
+    let _ = running.pid();
+    running.stop();
+    for a in &actions {
+        let (Some(node), Some(start)) = (
+            a["instance_id"].as_str().and_then(|i| node_of.get(i)),
+            a["started_at_ms"].as_i64(),
+        ) else {
+            continue;
+        };
+        visible.insert(node.clone(), (start, true));
+    }
+    let (requests, first_eviction) = audit(&dir, audit_from, tool.user(), &watches.pod_node);
+    let seen = lock(&watches.seen);
+    let pods_drained: usize = pods_before - seen.pods_left.values().sum::<usize>();
+    f.requests_per_pod = (pods_drained > 0).then(|| requests as f64 / pods_drained as f64);
+    let secs = |a: i64, b: i64| (b - a) as f64 / 1000.0;
+    for (node, (at, _)) in &visible {
+        if let Some(c) = seen.cordoned.get(node) {
+            f.to_cordon.push(secs(*at, *c));
+        }
+        if let Some(e) = first_eviction.get(node) {
+            f.to_evict.push(secs(*at, *e));
+        }
+    }
+    for a in &actions {
+        let Some(node) = a["instance_id"].as_str().and_then(|i| node_of.get(i)) else {
+            continue;
+        };
+        let (Some(start), ended) = (a["started_at_ms"].as_i64(), a["ended_at_ms"].as_i64()) else {
+            continue;
+        };
+        if a["result"] != "CONTINUE" || a["ended_by"] != "CompleteLifecycleAction" {
+            f.not_completed += 1;
+        }
+        if let Some(hb) = a["heartbeats_ms"]
+            .as_array()
+            .and_then(|h| h.first())
+            .and_then(Value::as_i64)
+        {
+            f.first_heartbeat.push(secs(start, hb));
+        }
+        let Some(ended) = ended else { continue };
+        f.to_complete.push(secs(start, ended));
+        if let Some(g) = seen.last_pod_gone.get(node) {
+            f.gone_to_complete.push(secs(*g, ended));
+        }
+    }
+    if w == 'c' {
+        let sent = visible.get(&spot_node).map(|v| v.0).unwrap_or(0);
+        let empty = seen.pods_left.get(&spot_node).copied().unwrap_or(1) == 0;
+        let at = seen.last_pod_gone.get(&spot_node).map(|g| secs(sent, *g));
+        f.spot_drained_before_deadline = Some((
+            empty && at.is_some_and(|s| s < 120.0),
+            at.unwrap_or(f64::NAN),
+        ));
+        // For c, the spreads are the Spot node's alone.
+        f.to_cordon = seen
+            .cordoned
+            .get(&spot_node)
+            .map(|c| vec![secs(sent, *c)])
+            .unwrap_or_default();
+        f.to_evict = first_eviction
+            .get(&spot_node)
+            .map(|e| vec![secs(sent, *e)])
+            .unwrap_or_default();
+    }
+    Ok(f)
+}
+
+fn line(label: &str, v: &[f64]) -> String {
+    match quantiles(v.to_vec()) {
+        None => format!("  {label:<34} no samples"),
+        Some([a, b, c, d, e]) => format!(
+            "  {label:<34} min {a:>7.3}  p50 {b:>7.3}  p90 {c:>7.3}  p99 {d:>7.3}  max {e:>7.3} s  (n={})",
+            v.len()
+        ),
+    }
+}
+
+fn print(tool: Tool, f: &Figures) {
+    println!("  {}:", tool.name());
+    println!("{}", line("visible -> cordoned", &f.to_cordon));
+    println!("{}", line("visible -> first eviction", &f.to_evict));
+    println!(
+        "{}",
+        line("last pod gone -> completed", &f.gone_to_complete)
+    );
+    println!("{}", line("visible -> completed", &f.to_complete));
+    println!("{}", line("visible -> first heartbeat", &f.first_heartbeat));
+    let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
+    println!(
+        "    API requests per pod {}, peak RSS {}, CPU {}, wall {:.2} s, actions not completed with CONTINUE by the tool: {}",
+        opt(f.requests_per_pod, ""),
+        opt(f.rss_mib, " MiB"),
+        opt(f.cpu_s, " s"),
+        f.wall_s,
+        f.not_completed
+    );
+    if let Some((ok, at)) = f.spot_drained_before_deadline {
+        println!(
+            "    Spot node empty before its 120-s deadline: {} (last pod gone {at:.2} s after the warning)",
+            if ok { "yes" } else { "NO" }
+        );
+    }
+}
+
+fn p(v: &[f64], i: usize) -> Option<f64> {
+    quantiles(v.to_vec()).map(|q| q[i])
+}
+
+fn ratios(t: &Figures, n: &Figures) {
+    let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    println!(
+        "  ratio termguard/NTH (p50, p99): cordoned {} {}, first eviction {} {}, gone->completed {} {}, completed {} {}; requests/pod {}, RSS {}, CPU {}",
+        r(p(&t.to_cordon, 1), p(&n.to_cordon, 1)),
+        r(p(&t.to_cordon, 3), p(&n.to_cordon, 3)),
+        r(p(&t.to_evict, 1), p(&n.to_evict, 1)),
+        r(p(&t.to_evict, 3), p(&n.to_evict, 3)),
+        r(p(&t.gone_to_complete, 1), p(&n.gone_to_complete, 1)),
+        r(p(&t.gone_to_complete, 3), p(&n.gone_to_complete, 3)),
+        r(p(&t.to_complete, 1), p(&n.to_complete, 1)),
+        r(p(&t.to_complete, 3), p(&n.to_complete, 3)),
+        r(t.requests_per_pod, n.requests_per_pod),
+        r(t.rss_mib, n.rss_mib),
+        r(t.cpu_s, n.cpu_s),
+    );
+}
+
+fn targets(w: char, f: &Figures) {
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    match w {
+        'a' => {
+            let p99 = p(&f.to_cordon, 3).unwrap_or(f64::INFINITY);
+            let hb = p(&f.first_heartbeat, 4).unwrap_or(f64::INFINITY);
+            let rss = f.rss_mib.unwrap_or(f64::INFINITY);
+            println!(
+                "  targets: visible -> cordoned p99 {:.3} s <= 0.050: {}; first heartbeat max {hb:.3} s after visible <= 1 s: {}; peak RSS {rss:.1} MiB <= 64: {}",
+                p99,
+                met(p99 <= 0.050),
+                met(hb <= 1.0),
+                met(rss <= 64.0)
+            );
+        }
+        'c' => {
+            let c = f.to_cordon.first().copied().unwrap_or(f64::INFINITY);
+            println!(
+                "  targets: Spot warning -> cordoned {c:.3} s <= 0.050: {}; drained before its deadline: {}",
+                met(c <= 0.050),
+                met(f.spot_drained_before_deadline.is_some_and(|d| d.0))
+            );
+        }
+        _ => {}
+    }
+}
+
+/// A control plane: `TERMGUARD_CLUSTER_DIR`'s, or one this run starts (and stops).
+struct ControlPlane {
+    own: Option<PathBuf>,
+}
+
+impl ControlPlane {
+    fn get() -> anyhow::Result<ControlPlane> {
+        if cluster::real_cluster_dir().is_some() {
+            return Ok(ControlPlane { own: None });
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("queue-bench-cp-{}", std::process::id()));
+        println!(
+            "starting a control plane in {} (scripts/cluster.sh up)",
+            dir.display()
+        );
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/cluster.sh"))
+            .arg("up")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "scripts/cluster.sh up {} failed",
+            dir.display()
+        );
+        std::env::set_var("TERMGUARD_CLUSTER_DIR", &dir);
+        Ok(ControlPlane { own: Some(dir) })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let _ = std::process::Command::new("bash")
+                .arg(root.join("scripts/cluster.sh"))
+                .arg("down")
+                .arg(dir)
+                .stdin(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let o = options()?;
-    // Logs on stderr when asked for, e.g. TERMGUARD_LOG=termguard=debug.
-    if let Ok(filter) = std::env::var("TERMGUARD_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
+    let mut o = options()?;
+    if o.tools.contains(&Tool::Nth) {
+        if let Err(why) = nth::Nth::build() {
+            println!("NTH could not be built ({why}): termguard alone, no NTH column");
+            o.tools.retain(|t| *t != Tool::Nth);
+        }
     }
+    let _cp = ControlPlane::get()?;
+    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("queue-bench-logs");
+    std::fs::create_dir_all(&logs)?;
     println!(
-        "queue-mode burst: {} lifecycle notices, {} pods per node (shutdown {} ms), --max-in-flight {}",
-        o.notices, o.pods_per_node, o.shutdown_ms, o.max_in_flight
-    );
-    let setup = Instant::now();
-    let moto = moto::Moto::start().await;
-    let fleet = moto.fleet("bench", o.notices as i32, 300, &[]).await;
-
-    let mut yaml =
-        String::from("name: queue-bench\ndefaults: {startupMs: 20, shutdownMs: 50}\nnodes:\n");
-    let mut node_of = HashMap::new();
-    for (i, inst) in fleet.instances.iter().enumerate() {
-        let name = format!("ip-10-3-{}-{}.ec2.internal", i / 200, i % 200 + 10);
-        yaml.push_str(&format!(
-            "  - {{name: {name}, zone: {}, instanceId: {}, capacity: {{pods: {}}}}}\n",
-            inst.zone,
-            inst.id,
-            o.pods_per_node + 2
-        ));
-        node_of.insert(inst.id.clone(), name);
-    }
-    yaml.push_str(&format!(
-        "workloads:\n  - {{kind: Deployment, name: app, replicas: {}, shutdownMs: {}}}\n",
-        o.notices * o.pods_per_node,
+        "queue mode side by side: tools {:?}, workloads {:?}, {} round(s); a: {} notices, {} pods per node (shutdown {} ms)",
+        o.tools.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        o.workloads,
+        o.rounds,
+        o.notices,
+        o.pods_per_node,
         o.shutdown_ms
-    ));
-    let sim = Sim::start(&Scenario::from_yaml(&yaml)?, "127.0.0.1:0".parse()?).await?;
-    anyhow::ensure!(
-        sim.wait_settled(Duration::from_secs(300)).await,
-        "scenario did not settle"
     );
-
-    let observed = Arc::new(Mutex::new(Observed::default()));
-    let (_, _, mut rx) = sim
-        .store
-        .snapshot_and_subscribe(&kube_sim::resources::NODES);
-    // A thread of its own, so the observation is not delayed behind the runtime's busy workers.
-    let feed = {
-        let observed = observed.clone();
-        std::thread::spawn(move || loop {
-            match rx.blocking_recv() {
-                Ok(c) => {
-                    let t = now_ms();
-                    let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
-                    if c.storage == "nodes" && c.ty == EventType::Modified {
-                        let was = c
-                            .old
-                            .as_ref()
-                            .is_some_and(|o| o["spec"]["unschedulable"] == true);
-                        if !was && c.object["spec"]["unschedulable"] == true {
-                            let name = c.object["metadata"]["name"]
-                                .as_str()
-                                .unwrap_or("")
-                                .to_string();
-                            obs.cordoned.entry(name).or_insert(t);
-                        }
-                    }
-                    if c.storage == "pods" && c.ty == EventType::Deleted {
-                        if let Some(node) = c.object["spec"]["nodeName"].as_str() {
-                            obs.last_pod_gone.insert(node.to_string(), t);
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(n)) => eprintln!("warning: change feed lagged by {n}"),
-                Err(RecvError::Closed) => return,
+    for &w in &o.workloads {
+        let title = match w {
+            'a' => format!("(a) {} lifecycle notices at once", o.notices),
+            'b' => format!(
+                "(b) a mixed burst of {} notices (Spot, rebalance, state change, lifecycle)",
+                size_of('b', &o)
+            ),
+            'c' => "(c) a Spot warning while 50 drains are blocked by PDBs".to_string(),
+            _ => "(d) one node with 110 pods".to_string(),
+        };
+        println!("\n{title}");
+        let mut results: BTreeMap<&'static str, Vec<Figures>> = BTreeMap::new();
+        for round in 0..o.rounds {
+            // Take turns: the order flips every round.
+            let mut order = o.tools.clone();
+            if round % 2 == 1 {
+                order.reverse();
             }
-        })
-    };
-
-    let client = kube::Client::try_from(kube::Config::new(sim.url().parse()?))?;
-    let mut settings = Settings::new(&fleet.queue_url, "bench");
-    settings.queue.max_in_flight = o.max_in_flight;
-    let mode = QueueMode::new(client, &moto.aws, settings);
-    let readiness = mode.readiness();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let metrics = mode.metrics.clone();
-    let task = tokio::spawn(async move { mode.run(shutdown).await });
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while readiness.ready().is_err() {
-        anyhow::ensure!(
-            Instant::now() < ready_by,
-            "not ready: {:?}",
-            readiness.ready()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!("setup: {:.1} s", setup.elapsed().as_secs_f64());
-
-    // The burst: the whole group is scaled in at once.
-    moto.asg
-        .set_desired_capacity()
-        .auto_scaling_group_name(&fleet.group)
-        .desired_capacity(0)
-        .honor_cooldown(false)
-        .send()
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let actions = loop {
-        let actions = moto.lifecycle_actions("group=bench").await;
-        let waiting = actions.iter().filter(|a| a["state"] == "waiting").count();
-        if actions.len() >= o.notices && waiting == 0 {
-            break actions;
+            for tool in order {
+                match run_once(w, tool, &o, &logs).await {
+                    Ok(f) => results.entry(tool.name()).or_default().push(f),
+                    Err(e) => println!("  {} round {}: failed: {e:#}", tool.name(), round + 1),
+                }
+            }
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{waiting} of {} actions still waiting after 15 minutes",
-            actions.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-
-    // The feed thread ends with the process.
-    drop(feed);
-    let obs = observed.lock().unwrap_or_else(|e| e.into_inner());
-    let ms = |v: &Value| v.as_i64();
-    let (mut to_cordon, mut gone_to_complete, mut to_complete) =
-        (Vec::new(), Vec::new(), Vec::new());
-    let mut not_continue = 0;
-    let (mut first_visible, mut last_completed) = (i64::MAX, i64::MIN);
-    for a in &actions {
-        let instance = a["instance_id"].as_str().unwrap_or("");
-        let Some(node) = node_of.get(instance) else {
-            continue;
+        let merged = |fs: &[Figures]| {
+            let mut m = Figures::default();
+            for f in fs {
+                m.to_cordon.extend(&f.to_cordon);
+                m.to_evict.extend(&f.to_evict);
+                m.gone_to_complete.extend(&f.gone_to_complete);
+                m.to_complete.extend(&f.to_complete);
+                m.first_heartbeat.extend(&f.first_heartbeat);
+                m.not_completed += f.not_completed;
+                m.wall_s = m.wall_s.max(f.wall_s);
+                let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                m.requests_per_pod = max(m.requests_per_pod, f.requests_per_pod);
+                m.rss_mib = max(m.rss_mib, f.rss_mib);
+                m.cpu_s = max(m.cpu_s, f.cpu_s);
+                m.spot_drained_before_deadline = match (
+                    m.spot_drained_before_deadline,
+                    f.spot_drained_before_deadline,
+                ) {
+                    (Some(a), Some(b)) => Some((a.0 && b.0, a.1.max(b.1))),
+                    (a, b) => a.or(b),
+                };
+            }
+            m
         };
-        let (Some(visible), Some(ended)) = (ms(&a["started_at_ms"]), ms(&a["ended_at_ms"])) else {
-            continue;
-        };
-        if a["result"] != "CONTINUE" || a["ended_by"] != "CompleteLifecycleAction" {
-            not_continue += 1;
+        let t = results.get("termguard").map(|fs| merged(fs));
+        let n = results.get("NTH").map(|fs| merged(fs));
+        if let Some(t) = &t {
+            print(Tool::Termguard, t);
+            targets(w, t);
         }
-        first_visible = first_visible.min(visible);
-        last_completed = last_completed.max(ended);
-        if let Some(c) = obs.cordoned.get(node) {
-            to_cordon.push((c - visible) as f64 / 1000.0);
+        if let Some(n) = &n {
+            print(Tool::Nth, n);
         }
-        if let Some(g) = obs.last_pod_gone.get(node) {
-            gone_to_complete.push((ended - g) as f64 / 1000.0);
+        if let (Some(t), Some(n)) = (&t, &n) {
+            ratios(t, n);
         }
-        to_complete.push((ended - visible) as f64 / 1000.0);
     }
     println!(
-        "results ({} actions; {} not completed with CONTINUE by termguard; {} messages received):",
-        actions.len(),
-        not_continue,
-        metrics
-            .encode()
-            .lines()
-            .find(|l| l.starts_with("termguard_messages_received_total"))
-            .and_then(|l| l.rsplit(' ').next())
-            .unwrap_or("?")
-    );
-    spread("message visible -> node cordoned", to_cordon);
-    spread(
-        "last pod gone -> lifecycle action completed",
-        gone_to_complete,
-    );
-    spread("message visible -> lifecycle action completed", to_complete);
-    println!(
-        "  burst wall time (first visible -> last completed): {:.2} s",
-        (last_completed - first_visible) as f64 / 1000.0
-    );
-    println!(
-        "command: cargo bench -p termguard --bench queue -- --notices {} --pods-per-node {} --shutdown-ms {} --max-in-flight {}",
-        o.notices, o.pods_per_node, o.shutdown_ms, o.max_in_flight
+        "\ncommand: cargo bench -p termguard --bench queue -- --workload {} --rounds {} --tools {} --notices {} --pods-per-node {} --shutdown-ms {}",
+        o.workloads.iter().collect::<String>(),
+        o.rounds,
+        o.tools.iter().map(|t| t.name().to_ascii_lowercase()).collect::<Vec<_>>().join(","),
+        o.notices,
+        o.pods_per_node,
+        o.shutdown_ms
     );
     Ok(())
 }

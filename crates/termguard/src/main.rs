@@ -15,8 +15,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file or a log collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();

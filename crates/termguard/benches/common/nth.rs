@@ -210,13 +210,7 @@ impl Nth {
 
     /// NTH's peak resident set (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self.nth_pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+        peak_rss_kib_of(self.nth_pid()?)
     }
 
     /// CPU time NTH has used (user + system), in seconds, without the launching script's.
@@ -279,6 +273,22 @@ impl Drop for Nth {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A process's peak resident set (VmHWM), in KiB.
+pub fn peak_rss_kib_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// CPU time a process has used (user + system), in seconds.
+pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+    let f = stat_fields(pid).ok_or_else(|| anyhow::anyhow!("no /proc/{pid}/stat"))?;
+    Ok((f[11] + f[12]) as f64 / clk_tck() as f64)
 }
 
 /// The numeric fields of /proc/PID/stat after the command name: index 0 is the state (as 0),

@@ -315,6 +315,11 @@ impl TestCluster {
         c
     }
 
+    /// The control plane's directory (`scripts/cluster.sh up DIR`), on the real backend.
+    pub fn real_dir(&self) -> Option<&Path> {
+        self.real.as_ref().map(|r| r.dir.as_path())
+    }
+
     /// The simulator, when this is the simulator backend.
     pub fn sim(&self) -> Option<&Sim> {
         self.sim.as_ref()
@@ -906,12 +911,13 @@ pub fn pod_path(pod: &Value) -> String {
     )
 }
 
-fn audit_len(dir: &Path) -> u64 {
+/// The audit log's length in bytes: where the requests made from now on start.
+pub fn audit_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("audit.log")).map_or(0, |m| m.len())
 }
 
 /// The completed requests of `user` in the audit log, from byte `from` on, read as they go.
-fn audit_events<'a>(dir: &Path, from: u64, user: &'a str) -> impl Iterator<Item = Value> + 'a {
+pub fn audit_events<'a>(dir: &Path, from: u64, user: &'a str) -> impl Iterator<Item = Value> + 'a {
     use std::io::{BufRead, Seek, SeekFrom};
     let file = std::fs::File::open(dir.join("audit.log"))
         .ok()
