@@ -134,6 +134,8 @@ pub struct Handler {
     inflight: Mutex<HashMap<String, Running>>,
     /// Lifecycle actions a heartbeat loop of this process keeps alive.
     beating: Mutex<std::collections::HashSet<String>>,
+    /// First cordons on their way.
+    cordoning: tokio::sync::watch::Sender<usize>,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
@@ -184,6 +186,7 @@ impl Handler {
             config,
             inflight: Mutex::default(),
             beating: Mutex::default(),
+            cordoning: tokio::sync::watch::Sender::new(0),
             metrics: std::sync::OnceLock::new(),
         })
     }
@@ -230,6 +233,15 @@ impl Handler {
         tracing::Instrument::instrument(work, span).await
     }
 
+    /// Cordon first, everything else after: a drain's requests (claim, listing, evictions,
+    /// Events) wait while first cordons are on their way, so that in a burst of notices every
+    /// node is closed to new pods before the API server is busy with drains. Bounded: a burst
+    /// that never ends delays a drain by [`CORDONS_FIRST_FOR`] at most.
+    async fn after_cordons(&self) {
+        let mut rx = self.cordoning.subscribe();
+        let _ = tokio::time::timeout(CORDONS_FIRST_FOR, rx.wait_for(|n| *n == 0)).await;
+    }
+
     /// Whether handling `notice` drains `node` (and so cordons it first thing). A rebalance
     /// recommendation that only cordons does so itself; a closed maintenance event, a launch
     /// or a stale or late state change leaves the node open.
@@ -248,7 +260,16 @@ impl Handler {
     }
 
     /// The first cordon: one try, bounded, its failure only logged (the claim cordons again).
+    /// While any is on its way, drains wait to start (see [`Handler::after_cordons`]).
     async fn cordon_first(&self, node: &Node) {
+        self.cordoning.send_modify(|n| *n += 1);
+        struct Done<'a>(&'a tokio::sync::watch::Sender<usize>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n = n.saturating_sub(1));
+            }
+        }
+        let _done = Done(&self.cordoning);
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let cordon = nodes::cordon_watched(&self.node_api, node, Bound::once());
         match tokio::time::timeout(self.config.lookup_timeout, cordon).await {
@@ -475,6 +496,7 @@ impl Handler {
                 req.margin = self.config.margin;
                 let node_name = node.to_string();
                 let f: BoxFuture<'static, Result<DrainReport, String>> = async move {
+                    this.after_cordons().await;
                     let r = match this.finished_drain(&req).await {
                         Some(report) => Ok(report),
                         None => this.drain_with_retries(&req).await,
@@ -620,6 +642,7 @@ impl Handler {
         let Some(node) = node else {
             return self.not_a_node(notice, &action).await;
         };
+        let id = drain_id(notice);
         // Heartbeats start before anything else can take time ([lifecycle hooks](https://docs.aws.amazon.com/autoscaling/ec2/userguide/lifecycle-hooks.html)).
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let heartbeats = {
@@ -629,14 +652,17 @@ impl Handler {
                 async move { this.heartbeat_loop(action, node, event_time, stop_rx).await },
             )
         };
-        // The drain's deadline is the hook's own: read it first (the node is being cordoned
-        // meanwhile). Unreadable, the shortest global timeout AWS allows stands in — earlier,
-        // so never too late — and the heartbeat task raises it once the hook answers.
-        let timeouts = self.timeouts(&action.group, &action.hook).await;
-        let global_deadline = add(
-            notice.event_time,
-            timeouts.unwrap_or(HookTimeouts::SAFE_DEFAULT).global,
-        );
+        // The drain's deadline is the hook's own. The drain does not wait for it: it starts
+        // with the shortest global timeout AWS allows — earlier, so never too late — and the
+        // hook's answer moves it as soon as it comes (a burst of terminations makes
+        // DescribeLifecycleHooks slow or throttled just when drains should start). Unreadable,
+        // the heartbeat task raises it once the hook answers.
+        let safe_deadline = add(notice.event_time, HookTimeouts::SAFE_DEFAULT.global);
+        let hook_deadline = async {
+            if let Some(t) = self.timeouts(&action.group, &action.hook).await {
+                self.move_deadline(&node, &id, Some(add(notice.event_time, t.global)));
+            }
+        };
         // The why-lookup runs beside the drain and never delays it.
         let lookup = {
             let this = self.clone();
@@ -653,9 +679,16 @@ impl Handler {
             .as_ref()
             .map_or("lifecycle-terminate", Cause::label)
             .to_string();
-        let drained = self
-            .drain_shared(&node, &drain_id(notice), &cause, Some(global_deadline))
-            .await;
+        let drained = {
+            let drain = self.drain_shared(&node, &id, &cause, Some(safe_deadline));
+            tokio::pin!(drain, hook_deadline);
+            tokio::select! {
+                // The drain first: it registers the node's deadlines the answer moves.
+                biased;
+                d = &mut drain => d,
+                () = &mut hook_deadline => drain.await,
+            }
+        };
         let _ = stop_tx.send(true);
         let beats = heartbeats.await.unwrap_or(0);
         // The lookup is bounded (lookup timeout + claim wait); let it record the cause even
@@ -747,8 +780,13 @@ impl Handler {
         let mut sent = 0;
         let mut last_ok: Option<Timestamp> = None;
         let mut failures: u32 = 0;
-        let mut refresh_at = Timestamp::now();
-        let first_at = add(refresh_at, FIRST_HEARTBEAT_WITHIN.mul_f64(fastrand::f64()));
+        let first_at = add(
+            Timestamp::now(),
+            FIRST_HEARTBEAT_WITHIN.mul_f64(fastrand::f64()),
+        );
+        // The first heartbeat does not wait for the hook's timeouts: they are read right after
+        // it went (or failed), never before — in a burst the lookup queues behind everything.
+        let mut refresh_at = first_at;
         loop {
             let beat_at = if failures == 0 {
                 last_ok.map_or(first_at, |t| add(t, timeouts.heartbeat_interval()))
@@ -761,7 +799,8 @@ impl Handler {
                 _ = stop.wait_for(|s| *s) => return sent,
             }
             let now = Timestamp::now();
-            if now >= refresh_at {
+            let tried = sent > 0 || failures > 0;
+            if tried && now >= refresh_at {
                 if let Some(t) = self.timeouts(&action.group, &action.hook).await {
                     if known && t != timeouts {
                         tracing::info!(token = %action.token, global = ?t.global, heartbeat = ?t.heartbeat, "the hook's timeouts changed; the drain's deadline follows them");
@@ -783,6 +822,7 @@ impl Handler {
                 tracing::warn!(token = %action.token, "global timeout reached: no more heartbeats can extend the wait");
                 return sent;
             }
+            tracing::debug!(token = %action.token, "sending a heartbeat");
             match self.lifecycle.heartbeat(&action).await {
                 Ok(()) => {
                     sent += 1;
@@ -849,9 +889,10 @@ impl Handler {
     }
 
     /// Waits (bounded) until the Node records a drain for this notice.
+    /// Read from the node watch's cache, not the API server.
     async fn wait_for_claim(&self, node: &str, notice_id: &str) {
         for _ in 0..50 {
-            if let Ok(n) = self.node_api.get(node).await {
+            if let Some(n) = self.nodes.get(node) {
                 if nodes::DrainState::of(&n).notice.as_deref() == Some(notice_id) {
                     return;
                 }
@@ -971,6 +1012,9 @@ impl Handler {
         }
     }
 }
+
+/// The longest a drain waits for first cordons still on their way ([`Handler::after_cordons`]).
+const CORDONS_FIRST_FOR: Duration = Duration::from_secs(2);
 
 /// The first heartbeat of an action goes within this long of its message (a random point in it).
 const FIRST_HEARTBEAT_WITHIN: Duration = Duration::from_millis(500);

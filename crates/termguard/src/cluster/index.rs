@@ -80,6 +80,11 @@ impl NodeIndex {
         })
     }
 
+    /// The cached Node of that name.
+    pub fn get(&self, name: &str) -> Option<Arc<Node>> {
+        self.store.get(&reflector::ObjectRef::new(name))
+    }
+
     /// Every cached Node.
     pub fn all(&self) -> Vec<Arc<Node>> {
         self.store.state()
