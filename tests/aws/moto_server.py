@@ -303,6 +303,7 @@ class LifecycleAction:
         self.heartbeat_deadline = self.started_mono + Config.real_seconds(self.heartbeat_timeout)
         self.global_deadline = self.started_mono + Config.real_seconds(self.global_timeout)
         self.heartbeats: list[float] = []
+        self.heartbeats_arrived: list[float] = []  # when each heartbeat request reached the peer
         self.ended_wall: float | None = None
         # Calls refused by an injected fault (PUT /_termguard/faults), wall-clock epoch seconds.
         self.heartbeats_refused: list[float] = []
@@ -357,6 +358,7 @@ class LifecycleAction:
             "started_at_ms": epoch_ms(self.started_wall),
             "heartbeats": [iso_ms(t) for t in self.heartbeats],
             "heartbeats_ms": [epoch_ms(t) for t in self.heartbeats],
+            "heartbeats_arrived_ms": [epoch_ms(t) for t in self.heartbeats_arrived],
             "heartbeats_refused": len(self.heartbeats_refused),
             "heartbeats_refused_ms": [epoch_ms(t) for t in self.heartbeats_refused],
             "completes_refused": len(self.completes_refused),
@@ -1350,6 +1352,7 @@ def _record_lifecycle_action_heartbeat(self: AutoScalingResponse):
     )
     now = time.monotonic()
     action.heartbeats.append(time.time())
+    action.heartbeats_arrived.append(arrival())
     action.heartbeat_deadline = now + Config.real_seconds(action.heartbeat_timeout)
     LOG.info("heartbeat %d for %s (%s)", len(action.heartbeats), action.token, action.instance_id)
     SCHEDULER.kick()
@@ -2036,12 +2039,22 @@ _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/a
 MAX_BODY = 8 * 1024 * 1024  # bodies up to this size are buffered (SQS messages are at most 1 MiB)
 
 
+# When the request this thread serves reached the peer, before it queued on LOCK (a scale-in of
+# hundreds of instances holds it for seconds): what a client did is timed by this.
+ARRIVAL = threading.local()
+
+
+def arrival() -> float:
+    return getattr(ARRIVAL, "at", None) or time.time()
+
+
 class TermguardApp:
     def __init__(self, inner: Any):
         self.inner = inner
         self.asg_actions = _asg_operation_names()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        ARRIVAL.at = time.time()
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_termguard/"):
             return self.termguard_endpoint(environ, start_response, path)
@@ -2234,7 +2247,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.0005)
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+    from werkzeug.serving import BaseWSGIServer, make_server
+
+    # werkzeug listens with a backlog of 128: a client opening a few hundred connections at once
+    # (a burst of heartbeats) had the rest wait for TCP's SYN retransmission, 1 s and then 3 s.
+    BaseWSGIServer.request_queue_size = 4096
 
     app = TermguardApp(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True)  # bound and listening
