@@ -298,14 +298,26 @@ async fn cordon_node(api: &Api<Node>, node: Node, bound: Bound) -> Result<(bool,
 /// Claims the node's drain: cordon, then one resourceVersion-guarded merge patch that adds the
 /// taint (read-modify-write of the whole list), the load-balancer label (only if absent) and
 /// the progress annotations (`docs/drain-semantics.md#marking-the-node`). Conflicts are retried
-/// with a fresh read; every request, on a transient error, within `bound`.
+/// with a fresh read; every request, on a transient error, within `bound`. `seen`, a copy of
+/// the Node from a watch, saves the first read: the claim's patch is guarded by its
+/// resourceVersion, so a stale copy costs a conflict and a fresh read, never a wrong claim.
 pub async fn claim(
     api: &Api<Node>,
     name: &str,
     c: &Claim<'_>,
     bound: Bound,
+    seen: Option<Node>,
 ) -> Result<ClaimOutcome, NodeError> {
-    let (was_cordoned, cordoned) = cordon_node(api, get(api, name, bound).await?, bound).await?;
+    let watched = seen.is_some();
+    let first = match seen {
+        Some(n) => n,
+        None => get(api, name, bound).await?,
+    };
+    let (was_cordoned, cordoned) = cordon_node(api, first, bound).await?;
+    // Still the watch's copy (no cordon answered with the Node as stored): every write below
+    // is guarded by its resourceVersion, but "busy" is an answer without a write — read
+    // afresh before giving it.
+    let mut unconfirmed = watched && was_cordoned;
     // The first attempt works on the Node as the cordon left it; a retry reads it afresh.
     let mut fresh = Some(cordoned);
     // What the last claim patch that answered 409 would have recorded: a retried patch whose
@@ -328,6 +340,9 @@ pub async fn claim(
             .active_owner(c.owner, now)
             .filter(|o| !owner_ended(o, c.owner));
         if let Some(owner) = live {
+            if std::mem::take(&mut unconfirmed) {
+                continue;
+            }
             let owner = owner.to_string();
             // Our deadline is earlier than the one the owner keeps: tell it (the earliest
             // deadline of any notice wins, on whichever replica runs the drain).

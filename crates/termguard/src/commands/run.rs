@@ -90,7 +90,9 @@ impl QueueMode {
             drainer = drainer.with_backoff(b);
         }
         let slots = DrainSlots::new(settings.max_concurrent_drains);
-        drainer = drainer.with_slots(slots.clone());
+        drainer = drainer
+            .with_slots(slots.clone())
+            .with_node_index(nodes.clone());
         let asg = aws_sdk_autoscaling::Client::new(aws);
         let handler = Handler::new(
             drainer,

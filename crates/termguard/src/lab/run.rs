@@ -299,10 +299,11 @@ pub async fn run_mode(mode: Mode, opts: &LabOptions) -> anyhow::Result<RunReport
     let mut consumer = None;
     let rebalance_drain: Arc<Mutex<Option<f64>>> = Arc::default();
     if mode == Mode::Protected {
-        let drainer = Drainer::new(client.clone(), "termguard-lab")
-            .with_progress(progress_logger(timeline.clone(), "termguard"));
         let index = NodeIndex::start(client.clone());
         index.ready().await;
+        let drainer = Drainer::new(client.clone(), "termguard-lab")
+            .with_progress(progress_logger(timeline.clone(), "termguard"))
+            .with_node_index(index.clone());
         let config = HandlerConfig {
             margin: Duration::from_secs(1),
             ..HandlerConfig::default()

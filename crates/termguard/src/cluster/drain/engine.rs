@@ -11,6 +11,7 @@ use super::pod::PodContext;
 use super::report::{DrainReport, Ledger, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
 use crate::cluster::events::{node_ref, Events, Reason};
+use crate::cluster::index::NodeIndex;
 use crate::cluster::nodes::{self, Claim, ClaimOutcome, DrainState, NodeError};
 use crate::cluster::retry::{self, Bound, Failed, Op};
 use futures::StreamExt;
@@ -255,7 +256,13 @@ pub struct Drainer {
     /// The cluster's PodDisruptionBudgets, watched from the first eviction a budget refuses
     /// on; shared by the drainer's clones.
     pub(super) budgets: super::room::SharedBudgets,
+    /// A watch of every Node, when the process keeps one: the claim starts from its copy and
+    /// the node's health is read from it, rather than by GETs of their own.
+    watched: Option<NodeIndex>,
 }
+
+/// How long the drain's record of its pods gathers changes before it is written.
+const RECORD_AFTER: Duration = Duration::from_secs(5);
 
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
 /// backing off to minutes), which hides a PodDisruptionBudget's answer from the engine — no
@@ -264,7 +271,7 @@ pub struct Drainer {
 /// (`docs/drain-semantics.md#evictions-and-retries`), so build the client without that layer.
 pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
     config.default_retry = false;
-    Client::try_from(config)
+    crate::cluster::http::client(config)
 }
 
 impl Drainer {
@@ -281,7 +288,15 @@ impl Drainer {
             backoff: Backoff::default(),
             slots: None,
             budgets: Default::default(),
+            watched: None,
         }
+    }
+
+    /// Reads Nodes from `index` where a fresh read is not needed: the claim's first try (a
+    /// stale copy only costs a conflict and a fresh read), the node's Ready condition.
+    pub fn with_node_index(mut self, index: NodeIndex) -> Self {
+        self.watched = Some(index);
+        self
     }
 
     /// Bounds how many drains evict at once.
@@ -449,6 +464,13 @@ impl Drainer {
             .options
             .timeout
             .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
+        // The watch's copy of the Node for the first claim only: one that follows another
+        // owner reads afresh when it takes over.
+        let mut seen = self
+            .watched
+            .as_ref()
+            .and_then(|i| i.get(&req.node))
+            .map(|n| Node::clone(&n));
         let (role, node_uid, feed) = loop {
             let requested = req.current_deadline();
             let claim = Claim {
@@ -460,7 +482,7 @@ impl Drainer {
             // Retried until the instance's end or `--timeout` (the clip point is not known
             // before the claim: it needs what the Node records).
             let bound = Bound::deadline(nodes::earliest(requested, timeout));
-            match nodes::claim(&self.nodes, &req.node, &claim, bound).await? {
+            match nodes::claim(&self.nodes, &req.node, &claim, bound, seen.take()).await? {
                 ClaimOutcome::Owned {
                     resumed,
                     was_cordoned,
@@ -561,8 +583,9 @@ impl Drainer {
                 }
             })
         });
-        // Every pod of the drain and where it stands, on the Node as the drain goes (at most
-        // about once a second), so that a run taking over reports them all.
+        // Every pod of the drain and where it stands, on the Node as the drain goes (a few
+        // seconds after a change, at most every [`RECORD_AFTER`]), so that a run taking over
+        // reports them all.
         let ledger = Arc::new(if role == Role::Resumed {
             match self.nodes.get(&req.node).await {
                 Ok(n) => Ledger::resume(
@@ -594,16 +617,18 @@ impl Drainer {
                         () = ledger.changed() => {}
                         _ = quit.changed() => return,
                     }
+                    // Changes are gathered for a while: a drain that is done by then writes
+                    // its final record only.
+                    tokio::select! {
+                        () = tokio::time::sleep(RECORD_AFTER) => {}
+                        _ = quit.changed() => return,
+                    }
                     let record = Some(ledger.encode());
                     // One try: the next change tries again.
                     if let Err(e) =
                         nodes::annotate(&api, &node, &[(nodes::PODS, record)], Bound::once()).await
                     {
                         tracing::warn!(node = %node, error = %e, "recording the drain's pods failed");
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = quit.changed() => return,
                     }
                 }
             })
@@ -906,18 +931,28 @@ impl Drainer {
             .collect();
         ledger.plan(names.iter().map(|(p, w)| (p.as_str(), *w)));
         // On the Node before anything is evicted: a run taking over after this one is killed
-        // knows every pod of the drain, even those gone before any later record.
-        if let Err(e) = nodes::annotate(
+        // knows every pod of the drain, even those gone before any later record. The first
+        // wave's phase goes with it.
+        let first_phase = plan.waves.first().map(|w| format!("wave-{}", w.number));
+        let mut first = vec![(nodes::PODS, Some(ledger.encode()))];
+        if let Some(phase) = &first_phase {
+            first.push((nodes::PHASE, Some(phase.clone())));
+        }
+        // Not worth holding the evictions back for: the recorder writes the pods again.
+        let first_phase_recorded = match nodes::annotate(
             &self.nodes,
             &req.node,
-            &[(nodes::PODS, Some(ledger.encode()))],
-            // Not worth holding the evictions back for: the recorder writes it again.
+            &first,
             Bound::once(),
         )
         .await
         {
-            tracing::warn!(node = %req.node, error = %e, "recording the drain's pods failed");
-        }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(node = %req.node, error = %e, "recording the drain's pods failed");
+                false
+            }
+        };
         let total: usize = plan.waves.iter().map(|w| w.pods.len()).sum();
         self.event(
             node_ref(&req.node, node_uid),
@@ -948,7 +983,8 @@ impl Drainer {
             .iter()
             .map(|w| tokio::sync::watch::channel(w.pods.len()).0)
             .collect();
-        let health = super::pod::NodeHealth::new(self.client.clone(), &req.node);
+        let health =
+            super::pod::NodeHealth::new(self.client.clone(), &req.node, self.watched.clone());
         let driver = async {
             for (i, wave) in plan.waves.iter().enumerate() {
                 self.emit(Progress::WaveStarted {
@@ -962,7 +998,11 @@ impl Drainer {
                 // stops nothing. Awaited all the same, so that no late write of it can land
                 // after the next wave's or the result's (`docs/drain-semantics.md#api-errors`).
                 let phase = [(nodes::PHASE, Some(format!("wave-{}", wave.number)))];
+                let recorded = i == 0 && first_phase_recorded;
                 let record = async {
+                    if recorded {
+                        return;
+                    }
                     let bound = feed.retry_bound();
                     if let Err(e) = nodes::annotate(&self.nodes, &req.node, &phase, bound).await {
                         tracing::warn!(node = %req.node, error = %e, "recording the wave failed");

@@ -495,14 +495,20 @@ const STUCK_AFTER: SignedDuration = SignedDuration::from_secs(5);
 pub(super) struct NodeHealth {
     api: Api<k8s_openapi::api::core::v1::Node>,
     name: String,
+    watched: Option<crate::cluster::index::NodeIndex>,
     last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 impl NodeHealth {
-    pub(super) fn new(client: kube::Client, name: &str) -> Self {
+    pub(super) fn new(
+        client: kube::Client,
+        name: &str,
+        watched: Option<crate::cluster::index::NodeIndex>,
+    ) -> Self {
         NodeHealth {
             api: Api::all(client),
             name: name.to_string(),
+            watched,
             last: tokio::sync::Mutex::new(None),
         }
     }
@@ -516,12 +522,20 @@ impl NodeHealth {
                 return ready;
             }
         }
-        let ready = match self.api.get(&self.name).await {
-            Ok(n) => n
-                .status
-                .and_then(|s| s.conditions)
-                .is_none_or(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-            Err(_) => true,
+        let ready_of = |n: &k8s_openapi::api::core::v1::Node| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_none_or(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        // The process's watch of the Nodes, when it keeps one; else a GET.
+        let watched = self.watched.as_ref().and_then(|i| i.get(&self.name));
+        let ready = match watched {
+            Some(n) => ready_of(&n),
+            None => match self.api.get(&self.name).await {
+                Ok(n) => ready_of(&n),
+                Err(_) => true,
+            },
         };
         *last = Some((tokio::time::Instant::now(), ready));
         ready
