@@ -2,6 +2,7 @@
 
 pub mod drain;
 pub mod events;
+pub mod http;
 pub mod index;
 pub mod nodes;
 pub mod retry;
