@@ -262,7 +262,7 @@ pub struct Drainer {
 }
 
 /// How long the drain's record of its pods gathers changes before it is written.
-const RECORD_AFTER: Duration = Duration::from_secs(5);
+const RECORD_AFTER: Duration = Duration::from_secs(2);
 
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
 /// backing off to minutes), which hides a PodDisruptionBudget's answer from the engine — no
