@@ -497,10 +497,9 @@ impl Handler {
                 let node_name = node.to_string();
                 let f: BoxFuture<'static, Result<DrainReport, String>> = async move {
                     this.after_cordons().await;
-                    let r = match this.finished_drain(&req).await {
-                        Some(report) => Ok(report),
-                        None => this.drain_with_retries(&req).await,
-                    };
+                    // A copy of a notice whose drain already ended is answered by the
+                    // claim, from a fresh read of the Node: never drained twice.
+                    let r = this.drain_with_retries(&req).await;
                     lock(&this.inflight).remove(&node_name);
                     r
                 }
@@ -526,25 +525,6 @@ impl Handler {
         if let Some(r) = lock(&self.inflight).get(node) {
             r.deadlines.set(notice_id, at);
         }
-    }
-
-    /// The recorded result when this notice's drain of the node already finished: a duplicate
-    /// delivery (SQS is at-least-once: `docs/aws-semantics.md#delivery`) must not drain the node
-    /// again.
-    async fn finished_drain(&self, req: &DrainRequest) -> Option<DrainReport> {
-        let node = self.node_api.get(&req.node).await.ok()?;
-        let state = nodes::DrainState::of(&node);
-        if !state.is_finished() || state.notice.as_deref() != Some(req.notice.as_str()) {
-            return None;
-        }
-        let mut report: DrainReport = serde_json::from_str(state.result.as_deref()?).ok()?;
-        if unfinished(report.outcome) && before_deadline(req) {
-            // This notice's earlier attempt did not drain the node: try again.
-            return None;
-        }
-        report.role = crate::cluster::drain::Role::Followed;
-        tracing::info!(node = %req.node, notice = %req.notice, "this notice's drain already finished; not draining again");
-        Some(report)
     }
 
     /// API blips must not lose a drain: retry until the deadline.

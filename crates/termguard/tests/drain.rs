@@ -1301,6 +1301,74 @@ both_backends! {
 }
 
 // ---------------------------------------------------------------------------------------------
+both_backends! {
+    /// SQS delivers at least once: a copy of a notice can come at any time after its drain —
+    /// while reads of the Node fail, or after the instance came back and the drain was undone.
+    /// It is answered from the Node's record, never by draining (or cordoning) again.
+    async fn a_copy_of_a_notice_whose_drain_ended_never_drains_the_node_again(backend) -> Result {
+        let c = TestCluster::start_settled(
+            backend,
+            &one_node("- {kind: Deployment, name: web, replicas: 2}\n"),
+        )
+        .await;
+        let notice = |n: &str| {
+            let mut req = request(NODE, DrainOptions::default());
+            req.notice = n.into();
+            req.cause = "spot-interruption".into();
+            req.deadline = Timestamp::now().checked_add(SignedDuration::from_mins(10)).ok();
+            req
+        };
+        let first = drainer(&c, "t").drain(&notice("spot-1")).await?;
+        assert_eq!((first.outcome, first.role), (Outcome::Drained, Role::Owner));
+        let started = c.node(NODE).await["metadata"]["annotations"][nodes::STARTED].clone();
+        assert!(started.is_string(), "the drain recorded its start");
+
+        // A copy, with half the reads and writes of the Node failing.
+        let api = c.faulty(11).await?;
+        api.set(&[
+            Fault::new("get", "nodes", 0.5, 500),
+            Fault::new("patch", "nodes", 0.5, 500),
+        ])
+        .await?;
+        let mut injected = 0;
+        for _ in 0..4 {
+            let copy = drainer_via(&api, "t").drain(&notice("spot-1")).await?;
+            assert_eq!((copy.outcome, copy.role), (Outcome::Drained, Role::Followed), "{copy:#?}");
+            assert_eq!(copy.evicted, first.evicted, "the recorded result: {copy:#?}");
+        }
+        injected += api.injected().await?;
+        api.clear().await?;
+        assert!(injected >= 1, "no read failed: the test tested nothing");
+        let n = c.node(NODE).await;
+        assert_eq!(n["metadata"]["annotations"][nodes::STARTED], started, "not started again");
+
+        // The instance came back: the drain is undone; a late copy leaves the node in service.
+        let node_api: Api<Node> = Api::all(c.client.clone());
+        let once = termguard::cluster::retry::Bound::once();
+        let undone = nodes::uncordon_if(&node_api, NODE, |_| true, once).await?;
+        assert!(undone);
+        let late = drainer(&c, "t").drain(&notice("spot-1")).await?;
+        assert_eq!(late.role, Role::Followed, "{late:#?}");
+        let n = c.node(NODE).await;
+        assert_ne!(n["spec"]["unschedulable"], true, "still in service");
+        assert!(taint(&n, nodes::TERMINATING_TAINT).is_none());
+        assert!(n["metadata"]["annotations"][nodes::PHASE].is_null());
+
+        // Another notice does drain it; once that drain is undone too, a copy of the first
+        // still finds the node in service.
+        let next = drainer(&c, "t").drain(&notice("spot-2")).await?;
+        assert_eq!((next.outcome, next.role), (Outcome::Drained, Role::Owner));
+        assert!(nodes::uncordon_if(&node_api, NODE, |_| true, once).await?);
+        let later = drainer(&c, "t").drain(&notice("spot-1")).await?;
+        assert_eq!(later.role, Role::Followed, "{later:#?}");
+        assert_ne!(c.node(NODE).await["spec"]["unschedulable"], true);
+        // A manual drain always runs.
+        let manual = drainer(&c, "t").drain(&request(NODE, DrainOptions::default())).await?;
+        assert_eq!(manual.role, Role::Owner);
+        Ok(())
+    }
+}
+
 // Events
 
 async fn event_reasons(c: &TestCluster) -> anyhow::Result<Vec<(String, String, String)>> {

@@ -48,19 +48,36 @@ pub const RESULT: &str = "termguard.io/drain-result";
 /// Every pod of the drain and where it stands (compact JSON, kept up to date by the owner), so
 /// that a run taking over an interrupted drain reports the pods the earlier run evicted.
 pub const PODS: &str = "termguard.io/drain-pods";
-/// The notice whose drain was undone because the instance came back (or its maintenance was
-/// called off): a late copy of it (SQS delivers at least once; a backlog or a dead-letter
-/// redrive can bring it hours later) must not drain the node again. Kept when the drain's own
-/// annotations are removed.
+/// The notices whose drains were undone because the instance came back (or its maintenance
+/// was called off), the latest last, space-separated, at most [`UNDONE_KEPT`]: a late copy of
+/// one (SQS delivers at least once; a backlog or a dead-letter redrive can bring it hours
+/// later, after other notices came and went) must not drain the node again. Kept when the
+/// drain's own annotations are removed.
 pub const UNDONE_NOTICE: &str = "termguard.io/undone-notice";
+/// How many undone notices a Node remembers.
+pub const UNDONE_KEPT: usize = 10;
 
-/// Whether the node's drain for `notice` was undone since (see [`UNDONE_NOTICE`]).
-pub fn undone_for(node: &Node, notice: &str) -> bool {
+fn undone_notices(node: &Node) -> impl Iterator<Item = &str> {
     node.metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(UNDONE_NOTICE))
-        .is_some_and(|n| n == notice)
+        .map(|v| v.split_whitespace())
+        .into_iter()
+        .flatten()
+}
+
+/// Whether the node's drain for `notice` was undone since (see [`UNDONE_NOTICE`]).
+pub fn undone_for(node: &Node, notice: &str) -> bool {
+    undone_notices(node).any(|n| n == notice)
+}
+
+/// [`UNDONE_NOTICE`]'s value once `notice` is added: the oldest go past [`UNDONE_KEPT`].
+fn with_undone(node: &Node, notice: &str) -> String {
+    let mut kept: Vec<&str> = undone_notices(node).filter(|n| *n != notice).collect();
+    kept.push(notice);
+    let skip = kept.len().saturating_sub(UNDONE_KEPT);
+    kept[skip..].join(" ")
 }
 
 /// How long an owner's renewal stays valid; a drain not renewed for this long was abandoned.
@@ -208,6 +225,26 @@ pub enum ClaimOutcome {
         /// Its identity.
         owner: String,
     },
+    /// This notice's drain of the node already ended ([`already_ended`]): nothing was
+    /// written; the Node as read (fresh, never only the watch's copy) holds its record.
+    Ended(Box<Node>),
+}
+
+/// Whether the drain `c` asks for already ended, so that claiming the node would drain it a
+/// second time for one notice (SQS delivers at least once: a copy can come at any time after
+/// the drain): this notice's drain finished — one that failed is tried again while the
+/// notice's deadline is ahead — or was undone when the instance came back ([`UNDONE_NOTICE`]).
+/// A manual drain always runs again, as `kubectl drain` does.
+pub fn already_ended(node: &Node, c: &Claim<'_>, now: Timestamp) -> bool {
+    if c.notice == "manual" {
+        return false;
+    }
+    if undone_for(node, c.notice) {
+        return true;
+    }
+    let state = DrainState::of(node);
+    let again = state.phase.as_deref() == Some("failed") && c.deadline.is_some_and(|d| d > now);
+    state.is_finished() && state.notice.as_deref() == Some(c.notice) && !again
 }
 
 fn api_err(action: &'static str, node: &str) -> impl FnOnce(Failed) -> NodeError {
@@ -309,10 +346,20 @@ pub async fn claim(
     seen: Option<Node>,
 ) -> Result<ClaimOutcome, NodeError> {
     let watched = seen.is_some();
-    let first = match seen {
+    let mut first = match seen {
         Some(n) => n,
         None => get(api, name, bound).await?,
     };
+    // Ended already: nothing to write — not even the cordon (an undone drain's node is back in
+    // service). An answer without a write, so never from the watch's copy alone.
+    if already_ended(&first, c, Timestamp::now()) {
+        if watched {
+            first = get(api, name, bound).await?;
+        }
+        if already_ended(&first, c, Timestamp::now()) {
+            return Ok(ClaimOutcome::Ended(Box::new(first)));
+        }
+    }
     let (was_cordoned, cordoned) = cordon_node(api, first, bound).await?;
     // Still the watch's copy (no cordon answered with the Node as stored): every write below
     // is guarded by its resourceVersion, but "busy" is an answer without a write — read
@@ -324,7 +371,10 @@ pub async fn claim(
     // first try was applied after all (its answer lost to a timeout or a reset) answers 409 to
     // the repeat, and the Node read next is our own claim, not a drain to resume.
     let mut sent: Option<(Timestamp, ClaimOutcome)> = None;
+    // Only the first round can work on the watch's copy (checked above for an ended drain).
+    let mut copy = unconfirmed;
     loop {
+        let watch_copy = std::mem::take(&mut copy);
         let node = match fresh.take() {
             Some(n) => n,
             None => get(api, name, bound).await?,
@@ -335,6 +385,11 @@ pub async fn claim(
             if state.owner.as_deref() == Some(c.owner) && state.renewed == Some(stamp) {
                 return Ok(outcome);
             }
+        }
+        // A read after a conflict: the drain may have ended meanwhile (another replica
+        // following a copy of the notice).
+        if !watch_copy && already_ended(&node, c, now) {
+            return Ok(ClaimOutcome::Ended(Box::new(node)));
         }
         let live = state
             .active_owner(c.owner, now)
@@ -602,7 +657,10 @@ async fn undo(
                 .collect();
             let notice = DrainState::of(&node).notice.filter(|n| n != "manual");
             if let Some(notice) = notice.filter(|_| record_undone) {
-                changes.insert(UNDONE_NOTICE.to_string(), json!(notice));
+                changes.insert(
+                    UNDONE_NOTICE.to_string(),
+                    json!(with_undone(&node, &notice)),
+                );
             }
             undo["metadata"]["annotations"] = json!(changes);
         }
@@ -684,6 +742,66 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn undone_notices_are_remembered_latest_last_and_the_oldest_go() {
+        let one = node_with(&[(UNDONE_NOTICE, "spot-1")]);
+        assert!(undone_for(&one, "spot-1"));
+        assert!(!undone_for(&one, "spot"));
+        assert_eq!(with_undone(&one, "spot-2"), "spot-1 spot-2");
+        let two = node_with(&[(UNDONE_NOTICE, "spot-1 spot-2")]);
+        assert!(undone_for(&two, "spot-1") && undone_for(&two, "spot-2"));
+        assert_eq!(
+            with_undone(&two, "spot-1"),
+            "spot-2 spot-1",
+            "moved, not repeated"
+        );
+        let ids: Vec<String> = (0..UNDONE_KEPT).map(|i| format!("n{i}")).collect();
+        let full = node_with(&[(UNDONE_NOTICE, &ids.join(" "))]);
+        let after = with_undone(&full, "new");
+        assert_eq!(after.split(' ').count(), UNDONE_KEPT);
+        assert!(after.ends_with(" new") && !after.contains("n0 "), "{after}");
+        assert_eq!(with_undone(&node_with(&[]), "a"), "a");
+    }
+
+    #[test]
+    fn only_a_notices_own_ended_drain_is_not_claimed_again() {
+        let now = Timestamp::now();
+        let later = now.checked_add(jiff::SignedDuration::from_secs(60)).ok();
+        let earlier = now.checked_sub(jiff::SignedDuration::from_secs(60)).ok();
+        let claim = |notice, deadline| Claim {
+            owner: "me",
+            notice,
+            cause: "spot-interruption",
+            deadline,
+        };
+        let drained = node_with(&[(NOTICE, "n1"), (PHASE, "drained")]);
+        assert!(already_ended(&drained, &claim("n1", later), now));
+        assert!(
+            !already_ended(&drained, &claim("n2", later), now),
+            "another notice"
+        );
+        assert!(!already_ended(&drained, &claim("manual", later), now));
+        let running = node_with(&[(NOTICE, "n1"), (PHASE, "wave-1")]);
+        assert!(
+            !already_ended(&running, &claim("n1", later), now),
+            "resumed"
+        );
+        let failed = node_with(&[(NOTICE, "n1"), (PHASE, "failed")]);
+        assert!(
+            !already_ended(&failed, &claim("n1", later), now),
+            "tried again"
+        );
+        assert!(
+            already_ended(&failed, &claim("n1", earlier), now),
+            "too late to"
+        );
+        let timed_out = node_with(&[(NOTICE, "n1"), (PHASE, "timed-out")]);
+        assert!(already_ended(&timed_out, &claim("n1", later), now));
+        let undone = node_with(&[(UNDONE_NOTICE, "n0 n1")]);
+        assert!(already_ended(&undone, &claim("n1", later), now));
+        assert!(!already_ended(&undone, &claim("n2", later), now));
     }
 
     #[test]

@@ -513,6 +513,12 @@ impl Drainer {
                     // The owner stopped renewing: take over.
                 }
             }
+                ClaimOutcome::Ended(node) => {
+                    tracing::info!(
+                        "this notice's drain of the node already ended; not draining again"
+                    );
+                    return Ok(self.ended_report(req, &node));
+                }
         };
         // Aborted on drop too: a drain that is itself dropped (shutdown, a crashed caller) must
         // stop renewing its lease, so another process can take the drain over. Each renewal
@@ -882,6 +888,20 @@ impl Drainer {
         let recorded = node
             .metadata
             .annotations
+    /// The report of a drain the claim found ended for this notice: the recorded one, or —
+    /// the record undone when the instance came back, or unreadable — one from its phase.
+    fn ended_report(&self, req: &DrainRequest, node: &Node) -> DrainReport {
+        if let Some(r) = self.finished_report(node) {
+            return r;
+        }
+        let outcome = match DrainState::of(node).phase.as_deref() {
+            Some("timed-out") => Outcome::TimedOut,
+            Some("failed") => Outcome::Failed,
+            _ => Outcome::Drained,
+        };
+        DrainReport::new(&req.node, &req.notice, &req.cause, Role::Followed, outcome)
+    }
+
             .as_ref()
             .and_then(|a| a.get(nodes::PODS));
         if let Some(recorded) = recorded {
