@@ -264,6 +264,9 @@ pub struct Drainer {
 /// How long the drain's record of its pods gathers changes before it is written.
 const RECORD_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a drain's plan waits for its pod watch's first list before listing on its own.
+const TRACKER_LIST_WAIT: Duration = Duration::from_secs(10);
+
 /// A client for draining: kube's default client retries every 429 by itself (up to 15 times,
 /// backing off to minutes), which hides a PodDisruptionBudget's answer from the engine — no
 /// EvictionBlocked event, no retry line, and no grace clipping while it sleeps past the
@@ -380,8 +383,19 @@ impl Drainer {
         bound: Bound,
     ) -> Result<Result<DrainPlan, PlanError>, DrainError> {
         let pods = self.list_pods(node, opts, bound).await?;
+        self.plan_pods(&pods, opts, bound).await
+    }
+
+    /// Plans the drain of these pods (the node's, as listed): looks up the DaemonSets that
+    /// own some of them, each lookup retried within `bound`.
+    async fn plan_pods(
+        &self,
+        pods: &[Pod],
+        opts: &DrainOptions,
+        bound: Bound,
+    ) -> Result<Result<DrainPlan, PlanError>, DrainError> {
         let mut ctx = PlanContext::new(Timestamp::now());
-        for ds in daemonsets_to_look_up(&pods) {
+        for ds in daemonsets_to_look_up(pods) {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &ds.namespace);
             let op = Op::new("get", "daemonsets", &ds.name).in_namespace(&ds.namespace);
             // A lookup that still fails refuses the drain (kubectl's rule needs the answer).
@@ -392,7 +406,7 @@ impl Drainer {
             };
             ctx = ctx.with_daemonset(&ds.namespace, &ds.name, lookup);
         }
-        Ok(plan(&pods, opts, &ctx))
+        Ok(plan(pods, opts, &ctx))
     }
 
     async fn list_pods(
@@ -499,6 +513,12 @@ impl Drainer {
                         Arc::new(DeadlineFeed::new(requested, inherited, timeout, req.margin));
                     break (if resumed { Role::Resumed } else { Role::Owner }, uid, feed);
                 }
+                ClaimOutcome::Ended(node) => {
+                    tracing::info!(
+                        "this notice's drain of the node already ended; not draining again"
+                    );
+                    return Ok(self.ended_report(req, &node));
+                }
                 ClaimOutcome::Busy { owner } => {
                     self.emit(Progress::Following {
                         owner: owner.clone(),
@@ -513,12 +533,6 @@ impl Drainer {
                     // The owner stopped renewing: take over.
                 }
             }
-                ClaimOutcome::Ended(node) => {
-                    tracing::info!(
-                        "this notice's drain of the node already ended; not draining again"
-                    );
-                    return Ok(self.ended_report(req, &node));
-                }
         };
         // Aborted on drop too: a drain that is itself dropped (shutdown, a crashed caller) must
         // stop renewing its lease, so another process can take the drain over. Each renewal
@@ -874,20 +888,6 @@ impl Drainer {
         }
     }
 
-    fn finished_report(&self, node: &Node) -> Option<DrainReport> {
-        let state = DrainState::of(node);
-        if !state.is_finished() {
-            return None;
-        }
-        let mut report: DrainReport = state
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str(r).ok())?;
-        report.role = Role::Followed;
-        // The per-pod results, from the owner's record of them.
-        let recorded = node
-            .metadata
-            .annotations
     /// The report of a drain the claim found ended for this notice: the recorded one, or —
     /// the record undone when the instance came back, or unreadable — one from its phase.
     fn ended_report(&self, req: &DrainRequest, node: &Node) -> DrainReport {
@@ -902,6 +902,20 @@ impl Drainer {
         DrainReport::new(&req.node, &req.notice, &req.cause, Role::Followed, outcome)
     }
 
+    fn finished_report(&self, node: &Node) -> Option<DrainReport> {
+        let state = DrainState::of(node);
+        if !state.is_finished() {
+            return None;
+        }
+        let mut report: DrainReport = state
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())?;
+        report.role = Role::Followed;
+        // The per-pod results, from the owner's record of them.
+        let recorded = node
+            .metadata
+            .annotations
             .as_ref()
             .and_then(|a| a.get(nodes::PODS));
         if let Some(recorded) = recorded {
@@ -920,10 +934,39 @@ impl Drainer {
         ledger: &Arc<Ledger>,
     ) -> Result<DrainReport, DrainError> {
         let clip_deadline = feed.now().clip;
-        let tracker = Arc::new(PodTracker::start(self.client.clone(), &req.node));
-        let planned = self
-            .plan_within(&req.node, &req.options, feed.retry_bound())
-            .await?;
+        let opts = &req.options;
+        let tracker = Arc::new(PodTracker::start(
+            self.client.clone(),
+            &req.node,
+            opts.chunk_size,
+        ));
+        // The plan works on the tracker's first list (a consistent read, paged like the
+        // plan's own list): one list of the node's pods per drain, not two. A watch that
+        // cannot list in time leaves the plan to its own list, retried within the bound.
+        let bound = feed.retry_bound();
+        let planned = match tokio::time::timeout(TRACKER_LIST_WAIT, tracker.ready()).await {
+            Ok(()) => {
+                let mut pods: Vec<Pod> = tracker
+                    .pods()
+                    .into_iter()
+                    .filter(|p| {
+                        let none = std::collections::BTreeMap::new();
+                        let labels = p.metadata.labels.as_ref().unwrap_or(&none);
+                        opts.pod_selector.selects_all() || opts.pod_selector.matches(labels)
+                    })
+                    .collect();
+                // In the API server's order, as a list returns them (namespace, then name).
+                pods.sort_by(|a, b| {
+                    (&a.metadata.namespace, &a.metadata.name)
+                        .cmp(&(&b.metadata.namespace, &b.metadata.name))
+                });
+                self.plan_pods(&pods, opts, bound).await?
+            }
+            Err(_) => {
+                tracing::warn!(node = %req.node, "the pod watch has not listed the node's pods yet; listing them for the plan");
+                self.plan_within(&req.node, opts, bound).await?
+            }
+        };
         let mut report = DrainReport {
             deadline: clip_deadline,
             ..DrainReport::new(&req.node, &req.notice, &req.cause, role, Outcome::Drained)

@@ -114,10 +114,12 @@ impl Drop for PodTracker {
 }
 
 impl PodTracker {
-    /// Starts watching the pods bound to `node`.
-    pub fn start(client: Client, node: &str) -> Self {
+    /// Starts watching the pods bound to `node`; the first list is paged by `page_size` pods
+    /// (`--chunk-size`; 0: one page).
+    pub fn start(client: Client, node: &str, page_size: u32) -> Self {
         let api: Api<Pod> = Api::all(client);
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let mut config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        config.page_size = (page_size > 0).then_some(page_size);
         let departed = DepartedMap::default();
         let gone = departed.clone();
         // A kubelet that is done removes the pod with a grace period of 0 (KWOK does), and
