@@ -5,7 +5,8 @@
 //! `docs/drain-semantics.md#running-twice`).
 
 use crate::aws::{
-    ActionRef, Activities, Groups, HookTimeouts, Lifecycle, LifecycleError, LifecycleResult,
+    ActionRef, Activities, ActivityCause, Groups, HookTimeouts, Lifecycle, LifecycleError,
+    LifecycleResult,
 };
 use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, Role};
 use crate::cluster::index::NodeIndex;
@@ -632,48 +633,69 @@ impl Handler {
                 async move { this.heartbeat_loop(action, node, event_time, stop_rx).await },
             )
         };
-        // The drain's deadline is the hook's own. The drain does not wait for it: it starts
-        // with the shortest global timeout AWS allows — earlier, so never too late — and the
-        // hook's answer moves it as soon as it comes (a burst of terminations makes
-        // DescribeLifecycleHooks slow or throttled just when drains should start). Unreadable,
-        // the heartbeat task raises it once the hook answers.
-        let safe_deadline = add(notice.event_time, HookTimeouts::SAFE_DEFAULT.global);
-        let hook_deadline = async {
-            if let Some(t) = self.timeouts(&action.group, &action.hook).await {
-                self.move_deadline(&node, &id, Some(add(notice.event_time, t.global)));
+        // Two lookups the drain's first write records: the hook's timeouts (its deadline is
+        // the hook's global timeout) and the scaling activity's cause (its cause annotation
+        // and taint value). The drain waits for them at most LOOKUPS_WAIT — in a burst its
+        // claim waits about as long for the burst's first cordons anyway — and starts
+        // without what has not come: with the shortest global timeout AWS allows (earlier, so
+        // never too late) and the notice's own cause, each recorded once it comes. (A burst
+        // of terminations makes both APIs slow or throttled just when drains should start.)
+        // Unreadable, the hook's timeouts are raised by the heartbeat task once it answers.
+        let hook_timeouts = self.timeouts(&action.group, &action.hook);
+        tokio::pin!(hook_timeouts);
+        let mut lookup = {
+            let this = self.clone();
+            let (group, instance, node) =
+                (action.group.clone(), action.instance.clone(), node.clone());
+            tokio::spawn(async move { this.termination_cause(&group, &instance, &node).await })
+        };
+        let (early_hook, early_cause) = tokio::join!(
+            tokio::time::timeout(LOOKUPS_WAIT, &mut hook_timeouts),
+            tokio::time::timeout(LOOKUPS_WAIT, &mut lookup),
+        );
+        let hook_deadline = |t: HookTimeouts| add(notice.event_time, t.global);
+        let deadline = match early_hook {
+            Ok(Some(t)) => hook_deadline(t),
+            _ => add(notice.event_time, HookTimeouts::SAFE_DEFAULT.global),
+        };
+        let later_deadline = async {
+            if early_hook.is_err() {
+                if let Some(t) = hook_timeouts.await {
+                    self.move_deadline(&node, &id, Some(hook_deadline(t)));
+                }
             }
         };
-        // The why-lookup runs beside the drain and never delays it.
-        let lookup = {
-            let this = self.clone();
-            let (group, instance, node, token) = (
-                action.group.clone(),
-                action.instance.clone(),
-                node.clone(),
-                action.token.to_string(),
-            );
-            tokio::spawn(async move { this.explain_cause(&group, &instance, &node, &token).await })
+        let early_cause = early_cause.ok().map(|answer| answer.ok().flatten());
+        let cause = match &early_cause {
+            Some(Some(c)) => c.cause.label().to_string(),
+            _ => notice
+                .cause
+                .as_ref()
+                .map_or("lifecycle-terminate", Cause::label)
+                .to_string(),
         };
-        let cause = notice
-            .cause
-            .as_ref()
-            .map_or("lifecycle-terminate", Cause::label)
-            .to_string();
+        // Bounded (lookup timeout + claim wait), and not cancelled when the drain is quicker.
+        if early_cause.is_none() {
+            let this = self.clone();
+            let (node, id) = (node.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Ok(Some(c)) = lookup.await {
+                    this.record_cause(&node, &id, &c).await;
+                }
+            });
+        }
         let drained = {
-            let drain = self.drain_shared(&node, &id, &cause, Some(safe_deadline));
-            tokio::pin!(drain, hook_deadline);
+            let drain = self.drain_shared(&node, &id, &cause, Some(deadline));
+            tokio::pin!(drain, later_deadline);
             tokio::select! {
                 // The drain first: it registers the node's deadlines the answer moves.
                 biased;
                 d = &mut drain => d,
-                () = &mut hook_deadline => drain.await,
+                () = &mut later_deadline => drain.await,
             }
         };
         let _ = stop_tx.send(true);
         let beats = heartbeats.await.unwrap_or(0);
-        // The lookup is bounded (lookup timeout + claim wait); let it record the cause even
-        // when the drain was quicker.
-        drop(lookup);
         let report = match drained {
             Ok(r) => r,
             Err(e) => {
@@ -829,13 +851,14 @@ impl Handler {
         }
     }
 
-    async fn explain_cause(
+    /// Why the instance is going, from its scaling activity (bounded by the lookup timeout);
+    /// `None`, logged, when nothing explains it or the lookup fails.
+    async fn termination_cause(
         &self,
         group: &GroupName,
         instance: &crate::notice::InstanceId,
         node: &str,
-        notice_id: &str,
-    ) {
+    ) -> Option<ActivityCause> {
         match tokio::time::timeout(
             self.config.lookup_timeout,
             self.activities.termination_cause(group, instance),
@@ -844,27 +867,39 @@ impl Handler {
         {
             Ok(Ok(Some(c))) => {
                 tracing::info!(node, cause = c.cause.label(), text = %c.text, "termination cause");
-                // The drain's claim writes its own cause annotation: record ours after it.
-                self.wait_for_claim(node, notice_id).await;
-                if let Err(e) = nodes::annotate(
-                    &self.node_api,
-                    node,
-                    &[(nodes::CAUSE, Some(c.cause.label().to_string()))],
-                    Bound::default_budget(),
-                )
-                .await
-                {
-                    tracing::warn!(node, error = %e, "recording the cause failed");
-                }
+                Some(c)
             }
-            Ok(Ok(None)) => tracing::info!(node, "no scaling activity explains this termination"),
+            Ok(Ok(None)) => {
+                tracing::info!(node, "no scaling activity explains this termination");
+                None
+            }
             Ok(Err(e)) => {
-                tracing::warn!(node, error = %e, "scaling activity lookup failed; draining without the cause")
+                tracing::warn!(node, error = %e, "scaling activity lookup failed; draining without the cause");
+                None
             }
-            Err(_) => tracing::warn!(
-                node,
-                "scaling activity lookup timed out; draining without the cause"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    node,
+                    "scaling activity lookup timed out; draining without the cause"
+                );
+                None
+            }
+        }
+    }
+
+    /// Records a cause that came after the drain's claim: once the claim is on the Node (its
+    /// own cause annotation would overwrite an earlier write).
+    async fn record_cause(&self, node: &str, notice_id: &str, c: &ActivityCause) {
+        self.wait_for_claim(node, notice_id).await;
+        if let Err(e) = nodes::annotate(
+            &self.node_api,
+            node,
+            &[(nodes::CAUSE, Some(c.cause.label().to_string()))],
+            Bound::default_budget(),
+        )
+        .await
+        {
+            tracing::warn!(node, error = %e, "recording the cause failed");
         }
     }
 
@@ -995,6 +1030,12 @@ impl Handler {
 
 /// The longest a drain waits for first cordons still on their way ([`Handler::after_cordons`]).
 const CORDONS_FIRST_FOR: Duration = Duration::from_secs(2);
+
+/// How long a lifecycle drain waits for its hook's timeouts and its scaling activity's cause
+/// before it claims the node: both Auto Scaling lookups, shared per hook and per group,
+/// usually answer well within it; in a burst the claim waits about as long for the first
+/// cordons ([`CORDONS_FIRST_FOR`]).
+const LOOKUPS_WAIT: Duration = Duration::from_secs(2);
 
 /// The first heartbeat of an action goes within this long of its message (a random point in it).
 const FIRST_HEARTBEAT_WITHIN: Duration = Duration::from_millis(500);

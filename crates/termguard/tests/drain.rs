@@ -1598,6 +1598,56 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn a_claim_that_conflicts_on_the_watchs_copy_takes_the_watchs_newer_one(backend) -> Result {
+        let c = TestCluster::start_settled(backend, &one_node("")).await;
+        let index = termguard::cluster::index::NodeIndex::start(c.client.clone());
+        index.ready().await;
+        let admin: Api<Node> = Api::all(c.admin.clone());
+        let rv = |n: &Node| n.metadata.resource_version.clone().unwrap_or_default();
+        // Cordoned by someone else first: the claim works on the watch's copy as it is.
+        admin
+            .patch(NODE, &PatchParams::default(), &Patch::Strategic(json!({"spec": {"unschedulable": true}})))
+            .await?;
+        let is_cordoned = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        assert!(eventually(Duration::from_secs(10), || async { index.get(NODE).is_some_and(|n| is_cordoned(&n)) }).await);
+        // Whatever else writes the Node after a cordon (the node lifecycle controller's own
+        // unschedulable taint, on the real control plane) has written by the time the watch
+        // has nothing newer for a while.
+        let mut seen = index.get(NODE).map(|n| Node::clone(&n)).expect("watched");
+        while let Some(n) = index.newer(NODE, &rv(&seen), Duration::from_secs(2)).await {
+            seen = Node::clone(&n);
+        }
+        // Nothing newer: the wait ends empty.
+        assert!(index.newer(NODE, &rv(&seen), Duration::from_millis(300)).await.is_none());
+        // Someone writes the Node: the copy the claim is given is stale.
+        admin
+            .patch(NODE, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "infra"}}})))
+            .await?;
+        let newer = index.newer(NODE, &rv(&seen), Duration::from_secs(10)).await;
+        assert!(newer.is_some_and(|n| n.metadata.labels.as_ref().is_some_and(|l| l.contains_key("team"))));
+
+        c.reset_counts();
+        let claim = nodes::Claim {
+            owner: "t",
+            notice: "n-1",
+            cause: "az-rebalance",
+            deadline: None,
+        };
+        let api: Api<Node> = Api::all(c.client.clone());
+        let outcome = nodes::claim(&api, NODE, &claim, termguard::cluster::retry::Bound::once(), Some(seen), Some(&index)).await?;
+        assert!(matches!(outcome, nodes::ClaimOutcome::Owned { was_cordoned: true, .. }), "{outcome:?}");
+        // The conflict's retry works on the watch's newer copy: no read of its own.
+        assert_eq!(c.verb_count("get"), 0, "{:?}", c.request_counts());
+        assert_eq!(c.verb_count("patch"), 2, "{:?}", c.request_counts());
+        let n = c.node(NODE).await;
+        assert_eq!(n["metadata"]["annotations"][nodes::OWNER], "t");
+        assert_eq!(n["metadata"]["labels"]["team"], "infra", "the other write is kept");
+        assert_eq!(taint(&n, nodes::TERMINATING_TAINT).map(|t| t["value"].clone()), Some(json!("az-rebalance")));
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line
 

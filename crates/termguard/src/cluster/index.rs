@@ -27,6 +27,8 @@ pub struct NodeIndex {
     /// single poller: it keeps only the last waker, so a second poller (a probe polling it with a
     /// no-op waker) would leave a task awaiting it asleep for ever.
     synced: watch::Receiver<bool>,
+    /// Counts the objects the watch has delivered (see [`NodeIndex::newer`]).
+    changes: watch::Receiver<u64>,
 }
 
 impl NodeIndex {
@@ -44,11 +46,14 @@ impl NodeIndex {
                 synced_tx.send_replace(true);
             }
         });
+        let (changes_tx, changes) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             let mut stream = stream.boxed();
             while let Some(item) = stream.next().await {
-                if let Err(e) = item {
-                    tracing::warn!(error = %e, "node watch failed; retrying");
+                match item {
+                    // In the store by now: the reflector writes before it yields.
+                    Ok(_) => changes_tx.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 }
             }
         });
@@ -56,7 +61,35 @@ impl NodeIndex {
             store,
             task: Arc::new(task),
             synced,
+            changes,
         }
+    }
+
+    /// The watch's copy of `name` once it is another than the one at `resource_version` (a
+    /// copy from this watch, gone stale): the write that made it stale, as the watch delivers
+    /// it within moments of a conflict — a read saved. `None` if none comes `within`.
+    pub async fn newer(
+        &self,
+        name: &str,
+        resource_version: &str,
+        within: std::time::Duration,
+    ) -> Option<Arc<Node>> {
+        let mut changes = self.changes.clone();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if let Some(n) = self.get(name) {
+                    if n.metadata.resource_version.as_deref() != Some(resource_version) {
+                        return n;
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    // The watch is gone: nothing newer will come.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.ok()
     }
 
     /// Waits until the first full list has arrived.

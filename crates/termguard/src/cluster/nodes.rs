@@ -4,6 +4,7 @@
 //! starting over (`docs/drain-semantics.md#marking-the-node`,
 //! `docs/drain-semantics.md#running-twice`).
 
+use crate::cluster::index::NodeIndex;
 use crate::cluster::retry::{self, Bound, Failed, Op};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -84,6 +85,10 @@ fn with_undone(node: &Node, notice: &str) -> String {
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often an owner renews.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a claim that conflicted on a watch's copy waits for the watch's newer one before
+/// it reads the Node itself.
+const NEWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Errors of node-state operations.
 #[derive(Debug, thiserror::Error)]
@@ -337,13 +342,16 @@ async fn cordon_node(api: &Api<Node>, node: Node, bound: Bound) -> Result<(bool,
 /// the progress annotations (`docs/drain-semantics.md#marking-the-node`). Conflicts are retried
 /// with a fresh read; every request, on a transient error, within `bound`. `seen`, a copy of
 /// the Node from a watch, saves the first read: the claim's patch is guarded by its
-/// resourceVersion, so a stale copy costs a conflict and a fresh read, never a wrong claim.
+/// resourceVersion, so a stale copy costs a conflict and a fresh read, never a wrong claim;
+/// with the watch's `index`, the conflict waits a moment for the watch's newer copy instead
+/// of reading.
 pub async fn claim(
     api: &Api<Node>,
     name: &str,
     c: &Claim<'_>,
     bound: Bound,
     seen: Option<Node>,
+    index: Option<&NodeIndex>,
 ) -> Result<ClaimOutcome, NodeError> {
     let watched = seen.is_some();
     let mut first = match seen {
@@ -364,20 +372,20 @@ pub async fn claim(
     // Still the watch's copy (no cordon answered with the Node as stored): every write below
     // is guarded by its resourceVersion, but "busy" is an answer without a write — read
     // afresh before giving it.
-    let mut unconfirmed = watched && was_cordoned;
+    let mut from_watch = watched && was_cordoned;
     // The first attempt works on the Node as the cordon left it; a retry reads it afresh.
     let mut fresh = Some(cordoned);
     // What the last claim patch that answered 409 would have recorded: a retried patch whose
     // first try was applied after all (its answer lost to a timeout or a reset) answers 409 to
     // the repeat, and the Node read next is our own claim, not a drain to resume.
     let mut sent: Option<(Timestamp, ClaimOutcome)> = None;
-    // Only the first round can work on the watch's copy (checked above for an ended drain).
-    let mut copy = unconfirmed;
     loop {
-        let watch_copy = std::mem::take(&mut copy);
         let node = match fresh.take() {
             Some(n) => n,
-            None => get(api, name, bound).await?,
+            None => {
+                from_watch = false;
+                get(api, name, bound).await?
+            }
         };
         let now = Timestamp::now();
         let state = DrainState::of(&node);
@@ -387,15 +395,18 @@ pub async fn claim(
             }
         }
         // A read after a conflict: the drain may have ended meanwhile (another replica
-        // following a copy of the notice).
-        if !watch_copy && already_ended(&node, c, now) {
+        // following a copy of the notice). Never answered from a watch's copy alone.
+        if already_ended(&node, c, now) {
+            if from_watch {
+                continue;
+            }
             return Ok(ClaimOutcome::Ended(Box::new(node)));
         }
         let live = state
             .active_owner(c.owner, now)
             .filter(|o| !owner_ended(o, c.owner));
         if let Some(owner) = live {
-            if std::mem::take(&mut unconfirmed) {
+            if from_watch {
                 continue;
             }
             let owner = owner.to_string();
@@ -480,6 +491,18 @@ pub async fn claim(
             Ok(_) => return Ok(owned),
             Err(e) if is_conflict(&e) => {
                 sent = Some((now, owned));
+                // The watch's copy was stale: the write that made it so (the node lifecycle
+                // controller's own unschedulable taint, after the cordon) comes through the
+                // watch within moments. Still a watch's copy: "ended" and "busy" are read
+                // afresh before they are answered.
+                if let (true, Some(index), Some(rv)) =
+                    (from_watch, index, node.metadata.resource_version.as_deref())
+                {
+                    fresh = index
+                        .newer(name, rv, NEWER_WITHIN)
+                        .await
+                        .map(|n| Node::clone(&n));
+                }
                 continue;
             }
             Err(e) => return Err(api_err("claiming", name)(e)),

@@ -6,7 +6,7 @@
 use super::budget::Backoff;
 use super::deadline::DeadlineFeed;
 use super::filters::{daemonsets_to_look_up, DaemonSetLookup, PlanContext};
-use super::plan::{plan, DrainOptions, DrainPlan, PlanError};
+use super::plan::{plan, DrainOptions, DrainPlan, PlanError, Wave};
 use super::pod::PodContext;
 use super::report::{DrainReport, Ledger, Outcome, PodAction, Progress, Role};
 use super::tracker::PodTracker;
@@ -136,6 +136,64 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The drain's lease on the Node (`termguard.io/drain-renewed`): every write of the drain's
+/// record carries a renewal, and the renewer writes one of its own only when no write has
+/// for [`nodes::RENEW_EVERY`]. Every answer also brings the earlier deadline another replica
+/// may have asked for (`termguard.io/drain-urgent`).
+#[derive(Clone)]
+struct Lease {
+    node: String,
+    feed: Arc<DeadlineFeed>,
+    /// When the last renewal that reached the Node was stamped.
+    renewed: Arc<tokio::sync::watch::Sender<tokio::time::Instant>>,
+}
+
+impl Lease {
+    fn new(node: &str, feed: &Arc<DeadlineFeed>) -> Self {
+        Lease {
+            node: node.to_string(),
+            feed: feed.clone(),
+            renewed: Arc::new(tokio::sync::watch::channel(tokio::time::Instant::now()).0),
+        }
+    }
+
+    /// `annotations` and a renewal, in one write; one try (the next write or the renewer is
+    /// the retry).
+    async fn write(
+        &self,
+        api: &Api<Node>,
+        annotations: &[(&str, Option<String>)],
+    ) -> Result<Node, NodeError> {
+        let stamped = tokio::time::Instant::now();
+        let mut all = annotations.to_vec();
+        all.push((nodes::RENEWED, Some(Timestamp::now().to_string())));
+        let n = nodes::annotate(api, &self.node, &all, Bound::once()).await?;
+        self.renewed.send_modify(|t| *t = (*t).max(stamped));
+        if self.feed.set_urgent(DrainState::of(&n).urgent) {
+            tracing::warn!(node = %self.node, deadline = ?self.feed.now().instance,
+                "another notice for this node asked for an earlier deadline; clipping by it");
+        }
+        Ok(n)
+    }
+
+    /// Renews whenever no write has for [`nodes::RENEW_EVERY`]: a task of the drain, aborted
+    /// when it ends (a dropped drain must stop renewing, so another process can take over).
+    async fn keep(self, api: Api<Node>) {
+        loop {
+            let due = *self.renewed.borrow() + nodes::RENEW_EVERY;
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+                continue;
+            }
+            if let Err(e) = self.write(&api, &[]).await {
+                tracing::warn!(node = %self.node, error = %e, "renewing the drain lease failed");
+                // Tried again a renewal period later, as after a renewal.
+                self.renewed.send_replace(tokio::time::Instant::now());
+            }
+        }
     }
 }
 
@@ -496,7 +554,16 @@ impl Drainer {
             // Retried until the instance's end or `--timeout` (the clip point is not known
             // before the claim: it needs what the Node records).
             let bound = Bound::deadline(nodes::earliest(requested, timeout));
-            match nodes::claim(&self.nodes, &req.node, &claim, bound, seen.take()).await? {
+            match nodes::claim(
+                &self.nodes,
+                &req.node,
+                &claim,
+                bound,
+                seen.take(),
+                self.watched.as_ref(),
+            )
+            .await?
+            {
                 ClaimOutcome::Owned {
                     resumed,
                     was_cordoned,
@@ -535,32 +602,9 @@ impl Drainer {
             }
         };
         // Aborted on drop too: a drain that is itself dropped (shutdown, a crashed caller) must
-        // stop renewing its lease, so another process can take the drain over. Each renewal
-        // also reads the urgent deadline another replica may have asked for.
-        let renewer = AbortOnDrop({
-            let api = self.nodes.clone();
-            let node = req.node.clone();
-            let feed = feed.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(nodes::RENEW_EVERY).await;
-                    let stamp = Timestamp::now().to_string();
-                    // One try: the next renewal is the retry.
-                    let renewal = [(nodes::RENEWED, Some(stamp))];
-                    match nodes::annotate(&api, &node, &renewal, Bound::once()).await {
-                        Ok(n) => {
-                            if feed.set_urgent(DrainState::of(&n).urgent) {
-                                tracing::warn!(node = %node, deadline = ?feed.now().instance,
-                                    "another notice for this node asked for an earlier deadline; clipping by it");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %node, error = %e, "renewing the drain lease failed")
-                        }
-                    }
-                }
-            })
-        });
+        // stop renewing its lease, so another process can take the drain over.
+        let lease = Lease::new(&req.node, &feed);
+        let renewer = AbortOnDrop(tokio::spawn(lease.clone().keep(self.nodes.clone())));
         // The request's later deadlines, and the Node's record of the one in force (what a
         // resumed drain and a follower read).
         let updates = AbortOnDrop({
@@ -631,6 +675,7 @@ impl Drainer {
             let api = self.nodes.clone();
             let node = req.node.clone();
             let ledger = ledger.clone();
+            let lease = lease.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -645,9 +690,7 @@ impl Drainer {
                     }
                     let record = Some(ledger.encode());
                     // One try: the next change tries again.
-                    if let Err(e) =
-                        nodes::annotate(&api, &node, &[(nodes::PODS, record)], Bound::once()).await
-                    {
+                    if let Err(e) = lease.write(&api, &[(nodes::PODS, record)]).await {
                         tracing::warn!(node = %node, error = %e, "recording the drain's pods failed");
                     }
                 }
@@ -659,7 +702,7 @@ impl Drainer {
                 None => None,
             };
             let result = self
-                .run(req, role, &feed, node_uid.as_deref(), started, &ledger)
+                .run(req, role, &lease, node_uid.as_deref(), started, &ledger)
                 .await;
             drop(slot);
             result
@@ -894,11 +937,11 @@ impl Drainer {
         if let Some(r) = self.finished_report(node) {
             return r;
         }
-        let outcome = match DrainState::of(node).phase.as_deref() {
-            Some("timed-out") => Outcome::TimedOut,
-            Some("failed") => Outcome::Failed,
-            _ => Outcome::Drained,
-        };
+        let outcome = DrainState::of(node)
+            .phase
+            .as_deref()
+            .and_then(Outcome::from_phase)
+            .unwrap_or(Outcome::Drained);
         DrainReport::new(&req.node, &req.notice, &req.cause, Role::Followed, outcome)
     }
 
@@ -928,11 +971,13 @@ impl Drainer {
         &self,
         req: &DrainRequest,
         role: Role,
-        feed: &DeadlineFeed,
+        lease: &Lease,
         node_uid: Option<&str>,
         started: tokio::time::Instant,
         ledger: &Arc<Ledger>,
     ) -> Result<DrainReport, DrainError> {
+        // The lease carries the drain's deadlines.
+        let feed = &*lease.feed;
         let clip_deadline = feed.now().clip;
         let opts = &req.options;
         let tracker = Arc::new(PodTracker::start(
@@ -946,20 +991,7 @@ impl Drainer {
         let bound = feed.retry_bound();
         let planned = match tokio::time::timeout(TRACKER_LIST_WAIT, tracker.ready()).await {
             Ok(()) => {
-                let mut pods: Vec<Pod> = tracker
-                    .pods()
-                    .into_iter()
-                    .filter(|p| {
-                        let none = std::collections::BTreeMap::new();
-                        let labels = p.metadata.labels.as_ref().unwrap_or(&none);
-                        opts.pod_selector.selects_all() || opts.pod_selector.matches(labels)
-                    })
-                    .collect();
-                // In the API server's order, as a list returns them (namespace, then name).
-                pods.sort_by(|a, b| {
-                    (&a.metadata.namespace, &a.metadata.name)
-                        .cmp(&(&b.metadata.namespace, &b.metadata.name))
-                });
+                let pods = tracker.listed(&opts.pod_selector);
                 self.plan_pods(&pods, opts, bound).await?
             }
             Err(_) => {
@@ -996,20 +1028,13 @@ impl Drainer {
         // On the Node before anything is evicted: a run taking over after this one is killed
         // knows every pod of the drain, even those gone before any later record. The first
         // wave's phase goes with it.
-        let first_phase = plan.waves.first().map(|w| format!("wave-{}", w.number));
+        let first_phase = plan.waves.first().map(Wave::phase);
         let mut first = vec![(nodes::PODS, Some(ledger.encode()))];
         if let Some(phase) = &first_phase {
             first.push((nodes::PHASE, Some(phase.clone())));
         }
         // Not worth holding the evictions back for: the recorder writes the pods again.
-        let first_phase_recorded = match nodes::annotate(
-            &self.nodes,
-            &req.node,
-            &first,
-            Bound::once(),
-        )
-        .await
-        {
+        let first_phase_recorded = match lease.write(&self.nodes, &first).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(node = %req.node, error = %e, "recording the drain's pods failed");
@@ -1060,7 +1085,7 @@ impl Drainer {
                 // flaky API server, never holds the wave's pods back, and failing to record it
                 // stops nothing. Awaited all the same, so that no late write of it can land
                 // after the next wave's or the result's (`docs/drain-semantics.md#api-errors`).
-                let phase = [(nodes::PHASE, Some(format!("wave-{}", wave.number)))];
+                let phase = [(nodes::PHASE, Some(wave.phase()))];
                 let recorded = i == 0 && first_phase_recorded;
                 let record = async {
                     if recorded {

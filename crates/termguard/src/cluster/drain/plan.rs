@@ -162,6 +162,13 @@ pub struct Wave {
     pub pods: Vec<PlannedPod>,
 }
 
+impl Wave {
+    /// The drain's phase while this wave runs, as recorded on the Node (`wave-N`).
+    pub fn phase(&self) -> String {
+        format!("wave-{}", self.number)
+    }
+}
+
 /// A pod the drain evicts, with what the evictor needs to know about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

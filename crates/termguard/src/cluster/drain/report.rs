@@ -140,6 +140,20 @@ impl Outcome {
         }
     }
 
+    /// The outcome a recorded phase stands for (`failed` reads as [`Outcome::Failed`]: the
+    /// phase does not tell a refusal apart); `None` for a phase that is no outcome
+    /// (`draining`, `wave-N`).
+    pub(super) fn from_phase(phase: &str) -> Option<Self> {
+        [
+            Outcome::Drained,
+            Outcome::TimedOut,
+            Outcome::Failed,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.phase() == phase)
+    }
+
     /// The one-line error of an outcome other than [`Outcome::Drained`].
     pub fn summary(self) -> Option<&'static str> {
         match self {
@@ -486,6 +500,20 @@ mod tests {
             not_graceful: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn an_ended_phase_reads_back_as_its_outcome() {
+        for o in [Outcome::Drained, Outcome::TimedOut, Outcome::Failed] {
+            assert_eq!(Outcome::from_phase(o.phase()), Some(o));
+        }
+        // A refusal is recorded as failed; a drain still running has no outcome.
+        assert_eq!(
+            Outcome::from_phase(Outcome::Refused.phase()),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(Outcome::from_phase("wave-1"), None);
+        assert_eq!(Outcome::from_phase("draining"), None);
     }
 
     #[test]

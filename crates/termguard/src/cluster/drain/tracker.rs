@@ -214,4 +214,20 @@ impl PodTracker {
             .map(|m| m.values().map(|p| Pod::clone(p)).collect())
             .unwrap_or_default()
     }
+
+    /// The live pods the selector selects, in a list's order (namespace, then name): what
+    /// the drain's plan works on.
+    pub fn listed(&self, selector: &super::PodSelector) -> Vec<Pod> {
+        let none = std::collections::BTreeMap::new();
+        let mut pods: Vec<Pod> = self
+            .pods()
+            .into_iter()
+            .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&none)))
+            .collect();
+        pods.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        pods
+    }
 }
