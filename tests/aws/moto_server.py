@@ -97,6 +97,8 @@ so this script monkey-patches moto's classes in-process before starting moto's o
 * moto's SQS Queue.delete_message is wrapped (under the queue's own message lock) to record each
   message it really removed, with its body; SQSResponse.delete_message / delete_message_batch are
   wrapped to name the API action and the request URL (for the queue URL) in a thread-local.
+* moto's SQS Queue._set_attributes is wrapped to keep the queue's access policy when a
+  SetQueueAttributes call does not set it (moto drops it; SQS changes only what is given).
 * One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
   the timer thread, so the state machine never races.
 
@@ -1534,6 +1536,7 @@ def install_patches() -> None:
     AutoScalingResponse.terminate_instance_in_auto_scaling_group = _terminate_instance_in_auto_scaling_group
     AutoScalingResponse.simulate_az_rebalance = _simulate_az_rebalance
     install_sqs_deletion_record()
+    install_sqs_attribute_fix()
     install_fast_paths()
     install_disjoint_receives()
 
@@ -1948,6 +1951,28 @@ def install_sqs_deletion_record() -> None:
     SqsQueue.delete_message = _make_queue_delete_message(SqsQueue.delete_message)
     _sqs_delete_context("delete_message", "DeleteMessage")
     _sqs_delete_context("delete_message_batch", "DeleteMessageBatch")
+
+
+def _make_queue_set_attributes(orig: Any) -> Any:
+    def _queue_set_attributes(self: Any, attributes: dict[str, Any], now: float | None = None) -> None:
+        """moto's Queue._set_attributes, keeping the access policy when the call does not set it.
+
+        moto 5.2.1 sets ``policy`` from every call's attributes, so SetQueueAttributes with only
+        a RedrivePolicy drops the queue's policy; SQS changes only the attributes given
+        (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html).
+        """
+        kept = getattr(self, "policy", None)
+        orig(self, attributes, now)
+        if "Policy" not in attributes:
+            self.policy = kept
+
+    return _queue_set_attributes
+
+
+def install_sqs_attribute_fix() -> None:
+    from moto.sqs.models import Queue as SqsQueue
+
+    SqsQueue._set_attributes = _make_queue_set_attributes(SqsQueue._set_attributes)
 
 
 # --------------------------------------------------------------------------------------------

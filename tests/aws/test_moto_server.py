@@ -283,6 +283,24 @@ class MotoServerTest(unittest.TestCase):
             )
             self.assertRegex(act["Details"], r'^\{"Subnet ID":"subnet-[0-9a-f]+","Availability Zone":"us-east-1[abc]"\}$')
 
+    def test_set_queue_attributes_changes_only_what_it_is_given(self):
+        p = self.peer
+        url, arn = p.queue("policy-q")
+        _, dlq = p.queue("policy-dlq")
+        policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage", "Resource": arn}]})
+        p.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+        redrive = json.dumps({"deadLetterTargetArn": dlq, "maxReceiveCount": "10"})
+        p.sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": redrive})
+        attrs = p.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy", "RedrivePolicy"])["Attributes"]
+        self.assertEqual(json.loads(attrs["Policy"]), json.loads(policy))
+        self.assertEqual(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"], dlq)
+        # Setting it to "" removes it, as SQS does.
+        p.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": ""})
+        attrs = p.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
+        self.assertFalse(attrs.get("Policy"))
+
     def test_put_lifecycle_hook_keeps_what_was_sent(self):
         p = self.peer
         p.group("hooked", 1)

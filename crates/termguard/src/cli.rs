@@ -82,6 +82,56 @@ pub enum Command {
     /// Print what a queue message means and what termguard would do with it, without
     /// touching anything.
     Explain(ExplainArgs),
+    /// Find the nodes that can die undrained, before they do: read the account's Auto Scaling
+    /// groups, the event routing to termguard's queue and the cluster, name every hazard with
+    /// its fix, and count from each group's scaling activities (AWS keeps six weeks) how often
+    /// nodes have already gone without a drain.
+    ///
+    /// The groups audited: those named with --group, those tagged for the cluster
+    /// (--cluster-name: kubernetes.io/cluster/NAME, eks:cluster-name=NAME,
+    /// termguard.io/cluster=NAME; or --managed-asg-tag), and those whose instances are nodes
+    /// of the cluster (by their providerIDs). Read-only: it changes nothing, anywhere.
+    ///
+    /// AWS access follows the standard SDK configuration (AWS_REGION, credentials, profile,
+    /// AWS_ENDPOINT_URL), as for `termguard run`.
+    ///
+    /// Exit status:
+    ///   0    no finding at or above --fail-on (or no --fail-on)
+    ///   1    a finding at or above --fail-on
+    ///   2    the audit could not run (the groups could not be listed)
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+}
+
+/// `termguard audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Audit this Auto Scaling group too (repeatable).
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// The cluster's name: its groups are those whose tags name it, and groups of its nodes
+    /// that no tag names are reported (termguard leaves their lifecycle actions alone).
+    #[arg(long, env = "TERMGUARD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// One more tag, KEY=VALUE, that marks a group as this cluster's (as for `run`).
+    #[arg(long)]
+    pub managed_asg_tag: Option<String>,
+    /// The SQS queue termguard reads: what routes events to it, its access policy and its
+    /// dead-letter queue are checked. Without it, "routed" means routed to some SQS queue.
+    #[arg(long, env = "TERMGUARD_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Output: a table, JSON, or SARIF 2.1.0 for code scanning.
+    #[arg(short = 'o', long, value_enum, default_value_t = crate::audit::output::Format::Table)]
+    pub output: crate::audit::output::Format,
+    /// Exit 1 when a finding is at least this severe.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<crate::audit::Severity>,
+    /// Do not read the Kubernetes cluster: audit the groups named or tagged only.
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// The cluster (when it is read).
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Lab modes.

@@ -2,6 +2,7 @@
 //!
 //! The modules follow the data flow: sources → notice → handler → cluster/aws → report.
 
+pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod cluster;

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Uncordon(args) => commands::drain::uncordon(args).await?,
         Command::Run(args) => commands::run::run(args).await?,
         Command::Explain(args) => commands::explain::explain(args)?,
+        Command::Audit(args) => commands::audit::audit(args).await,
         Command::Sim(sim) => match &sim.command {
             SimCommand::Serve(args) => commands::sim::serve(args).await.map(|()| 0)?,
             SimCommand::Apply(args) => commands::sim::apply(args).await.map(|()| 0)?,

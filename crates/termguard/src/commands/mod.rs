@@ -1,5 +1,6 @@
 //! Glue from the command line to the library: one function per verb.
 
+pub mod audit;
 pub mod drain;
 pub mod explain;
 pub mod lab;

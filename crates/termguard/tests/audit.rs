@@ -1,0 +1,497 @@
+//! `termguard audit` against the AWS test peer (`tests/aws/moto_server.py`): the built binary,
+//! pointed at the peer through the standard SDK configuration, reading groups, hooks, scaling
+//! activities, EventBridge rules and the queue. Each rule fires on a setup with its hazard and
+//! stays silent once the hazard is fixed; the incident's group is critical, and after an AZ
+//! rebalance without a hook its history shows the termination as undrained.
+
+#[path = "common/moto.rs"]
+mod moto;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use moto::{Moto, ZONES};
+use serde_json::{json, Value};
+
+type Result = anyhow::Result<()>;
+
+struct Audit {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Audit {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `termguard audit ARGS` against the peer, AWS only (`--no-cluster`).
+async fn audit(m: &Moto, args: &[&str]) -> Audit {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+        .arg("audit")
+        .arg("--no-cluster")
+        .args(args)
+        .env_remove("AWS_PROFILE")
+        .env_remove("TERMGUARD_QUEUE_URL")
+        .env_remove("TERMGUARD_CLUSTER_NAME")
+        .env("AWS_ENDPOINT_URL", &m.url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("termguard audit runs");
+    Audit {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The (id, resource) of every finding.
+fn findings(report: &Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|f| {
+                    (
+                        f["id"].as_str().unwrap_or_default().to_string(),
+                        f["resource"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A group of `size` instances over the three zones, with no hook: the incident's group.
+async fn bare_group(m: &Moto, name: &str, size: i32, tags: &[(&str, &str)]) {
+    let lc = format!("{name}-lc");
+    m.asg
+        .create_launch_configuration()
+        .launch_configuration_name(&lc)
+        .image_id("ami-12c6146b")
+        .instance_type("m5.large")
+        .send()
+        .await
+        .expect("CreateLaunchConfiguration");
+    let mut create = m
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(&lc)
+        .min_size(0)
+        .max_size(size * 2 + 2)
+        .desired_capacity(size)
+        .set_availability_zones(Some(ZONES.iter().map(|z| z.to_string()).collect()));
+    for (k, v) in tags {
+        create = create.tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .propagate_at_launch(false)
+                .build(),
+        );
+    }
+    create.send().await.expect("CreateAutoScalingGroup");
+}
+
+async fn queue(m: &Moto, name: &str) -> (String, String) {
+    let url = m
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let arn = m
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    (url, arn)
+}
+
+fn events(m: &Moto) -> aws_sdk_eventbridge::Client {
+    aws_sdk_eventbridge::Client::new(&m.aws)
+}
+
+/// A rule sending the group's lifecycle actions to the queue; returns the rule's ARN.
+async fn route_lifecycle(m: &Moto, group: &str, queue_arn: &str) -> String {
+    let pattern = json!({
+        "source": ["aws.autoscaling"],
+        "detail-type": ["EC2 Instance-terminate Lifecycle Action"],
+        "detail": {"AutoScalingGroupName": [group]},
+    });
+    let arn = events(m)
+        .put_rule()
+        .name(format!("termguard-{group}"))
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("PutRule")
+        .rule_arn()
+        .unwrap_or_default()
+        .to_string();
+    events(m)
+        .put_targets()
+        .rule(format!("termguard-{group}"))
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("termguard")
+                .arn(queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("PutTargets");
+    arn
+}
+
+async fn allow_eventbridge(m: &Moto, url: &str, queue_arn: &str, rule_arn: &str) {
+    let policy = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    }]});
+    m.sqs
+        .set_queue_attributes()
+        .queue_url(url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .expect("SetQueueAttributes Policy");
+}
+
+async fn put_termination_hook(m: &Moto, group: &str) {
+    m.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(group)
+        .lifecycle_hook_name("termguard-terminate")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("CONTINUE")
+        .send()
+        .await
+        .expect("PutLifecycleHook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalance_and_the_fix_clears_it(
+) -> Result {
+    let m = Moto::start().await;
+    bare_group(&m, "workers", 3, &[("termguard.io/cluster", "prod")]).await;
+    let (url, arn) = queue(&m, "termguard").await;
+    // The incident: AZRebalance takes a node away, no hook to wait for a drain.
+    let gone = m.simulate_az_rebalance("workers", None).await;
+
+    let run = audit(
+        &m,
+        &[
+            "--cluster-name",
+            "prod",
+            "--queue-url",
+            &url,
+            "-o",
+            "json",
+            "--fail-on",
+            "critical",
+        ],
+    )
+    .await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "a critical finding fails the pipeline: {}",
+        run.stderr
+    );
+    let report = run.json();
+    assert_eq!(report["groups"][0]["group"], "workers");
+    assert_eq!(report["groups"][0]["reasons"], json!(["tagged"]));
+    let found = findings(&report);
+    assert!(
+        found.contains(&(
+            "az-rebalance-without-termination-hook".into(),
+            "asg/workers".into()
+        )),
+        "{found:?}"
+    );
+    let critical = &report["findings"][0];
+    assert_eq!(critical["severity"], "critical");
+    assert!(
+        critical["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("put-lifecycle-hook"),
+        "{critical}"
+    );
+    // The history: the rebalance's termination, with AWS's cause, undrained.
+    let history = &report["history"][0];
+    assert_eq!(history["group"], "workers");
+    assert_eq!(history["hooked"], false);
+    let terminations = history["terminations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let t = terminations
+        .iter()
+        .find(|t| t["instance"] == gone.as_str())
+        .unwrap_or_else(|| panic!("{gone} is not in the history: {history:#}"));
+    assert_eq!(t["cause"], "AZRebalance");
+    assert_eq!(t["undrained"], true);
+    assert!(history["undrained"].as_u64() >= Some(1), "{history}");
+    assert!(
+        run.stderr.is_empty() || !run.stderr.contains("panicked"),
+        "{}",
+        run.stderr
+    );
+
+    // The table says the same to a person.
+    let table = audit(&m, &["--cluster-name", "prod", "--queue-url", &url]).await;
+    assert_eq!(
+        table.code,
+        Some(0),
+        "without --fail-on the exit is 0: {}",
+        table.stderr
+    );
+    assert!(table.stdout.contains("CRITICAL"), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains(&format!("{gone} terminated by AZRebalance on ")),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("undrained."), "{}", table.stdout);
+    // SARIF for code scanning.
+    let sarif = audit(
+        &m,
+        &["--group", "workers", "--queue-url", &url, "-o", "sarif"],
+    )
+    .await;
+    let sarif: Value = serde_json::from_str(&sarif.stdout)?;
+    assert_eq!(sarif["version"], "2.1.0");
+    assert!(sarif["runs"][0]["results"].as_array().is_some_and(|r| r
+        .iter()
+        .any(|r| r["ruleId"] == "az-rebalance-without-termination-hook" && r["level"] == "error")));
+
+    // The hook alone: its events reach no queue yet.
+    put_termination_hook(&m, "workers").await;
+    let hooked = audit(
+        &m,
+        &[
+            "--group",
+            "workers",
+            "--queue-url",
+            &url,
+            "-o",
+            "json",
+            "--fail-on",
+            "critical",
+        ],
+    )
+    .await;
+    assert_eq!(
+        hooked.code,
+        Some(0),
+        "no critical finding any more: {}",
+        hooked.stdout
+    );
+    let found = findings(&hooked.json());
+    assert!(
+        !found
+            .iter()
+            .any(|(id, _)| id == "az-rebalance-without-termination-hook"),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("termination-hook-not-routed".into(), "asg/workers".into())),
+        "{found:?}"
+    );
+
+    // Routed by a rule, but the queue's policy does not let EventBridge send.
+    let rule = route_lifecycle(&m, "workers", &arn).await;
+    let found = findings(
+        &audit(
+            &m,
+            &["--group", "workers", "--queue-url", &url, "-o", "json"],
+        )
+        .await
+        .json(),
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|(id, _)| id == "termination-hook-not-routed"),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(
+            "queue-policy-blocks-eventbridge".into(),
+            "queue/termguard".into()
+        )),
+        "{found:?}"
+    );
+
+    // The policy, then a dead-letter queue: nothing left.
+    allow_eventbridge(&m, &url, &arn, &rule).await;
+    let found = findings(
+        &audit(
+            &m,
+            &["--group", "workers", "--queue-url", &url, "-o", "json"],
+        )
+        .await
+        .json(),
+    );
+    assert_eq!(
+        found,
+        [(
+            "queue-without-dead-letter-queue".to_string(),
+            "queue/termguard".to_string()
+        )]
+    );
+    let (_, dlq) = queue(&m, "termguard-dlq").await;
+    m.sqs
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await?;
+    let found = findings(
+        &audit(
+            &m,
+            &["--group", "workers", "--queue-url", &url, "-o", "json"],
+        )
+        .await
+        .json(),
+    );
+    assert_eq!(
+        found,
+        [(
+            "dead-letter-max-receive-count-too-low".to_string(),
+            "queue/termguard".to_string()
+        )]
+    );
+    m.sqs
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq, "maxReceiveCount": "10"}).to_string(),
+        )
+        .send()
+        .await?;
+    let clean = audit(
+        &m,
+        &[
+            "--group",
+            "workers",
+            "--queue-url",
+            &url,
+            "-o",
+            "json",
+            "--fail-on",
+            "low",
+        ],
+    )
+    .await;
+    assert_eq!(findings(&clean.json()), Vec::<(String, String)>::new());
+    assert_eq!(clean.code, Some(0));
+    // The history now judges by the hook: the group waits for drains.
+    assert_eq!(clean.json()["history"][0]["hooked"], true);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_rebalance_leaves_the_missing_hook_high_and_a_hook_to_the_queue_clears_it(
+) -> Result {
+    let m = Moto::start().await;
+    bare_group(&m, "batch", 2, &[]).await;
+    m.asg
+        .suspend_processes()
+        .auto_scaling_group_name("batch")
+        .scaling_processes("AZRebalance")
+        .send()
+        .await?;
+    let (url, arn) = queue(&m, "tg").await;
+    let found = findings(
+        &audit(&m, &["--group", "batch", "--queue-url", &url, "-o", "json"])
+            .await
+            .json(),
+    );
+    assert!(
+        found.contains(&("no-termination-hook".into(), "asg/batch".into())),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|(id, _)| id == "az-rebalance-without-termination-hook"),
+        "{found:?}"
+    );
+    // A hook that sends to the queue itself needs no EventBridge rule.
+    m.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("batch")
+        .lifecycle_hook_name("tg")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .notification_target_arn(&arn)
+        .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
+        .send()
+        .await?;
+    let found = findings(
+        &audit(&m, &["--group", "batch", "--queue-url", &url, "-o", "json"])
+            .await
+            .json(),
+    );
+    assert!(!found.iter().any(|(_, r)| r == "asg/batch"), "{found:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_to_audit_or_an_unknown_group_is_said_plainly() -> Result {
+    let m = Moto::start().await;
+    let none = audit(&m, &[]).await;
+    assert_eq!(none.code, Some(2), "{}", none.stdout);
+    assert!(none.stderr.contains("no group to audit"), "{}", none.stderr);
+    let unknown = audit(&m, &["--group", "nope", "-o", "json"]).await;
+    assert_eq!(unknown.code, Some(0), "{}", unknown.stderr);
+    let report = unknown.json();
+    assert!(
+        report["unreadable"].as_array().is_some_and(|u| u
+            .iter()
+            .any(|u| u.as_str().is_some_and(|s| s.contains("nope")))),
+        "{report}"
+    );
+    let help = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+        .args(["audit", "--help"])
+        .output()
+        .await?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["--group", "--fail-on", "sarif", "Exit status", "six weeks"] {
+        assert!(help.contains(needle), "{needle} in {help}");
+    }
+    Ok(())
+}
