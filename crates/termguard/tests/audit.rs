@@ -4,6 +4,9 @@
 //! stays silent once the hazard is fixed; the incident's group is critical, and after an AZ
 //! rebalance without a hook its history shows the termination as undrained.
 
+#[path = "common/cluster.rs"]
+#[macro_use]
+mod cluster;
 #[path = "common/moto.rs"]
 mod moto;
 
@@ -28,10 +31,17 @@ impl Audit {
 
 /// Runs `termguard audit ARGS` against the peer, AWS only (`--no-cluster`).
 async fn audit(m: &Moto, args: &[&str]) -> Audit {
+    let mut all = vec!["--no-cluster"];
+    all.extend_from_slice(args);
+    audit_with(m, &all).await
+}
+
+/// Runs `termguard audit ARGS` against the peer.
+async fn audit_with(m: &Moto, args: &[&str]) -> Audit {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
         .arg("audit")
-        .arg("--no-cluster")
         .args(args)
+        .env_remove("KUBECONFIG")
         .env_remove("AWS_PROFILE")
         .env_remove("TERMGUARD_QUEUE_URL")
         .env_remove("TERMGUARD_CLUSTER_NAME")
@@ -494,4 +504,99 @@ async fn nothing_to_audit_or_an_unknown_group_is_said_plainly() -> Result {
         assert!(help.contains(needle), "{needle} in {help}");
     }
     Ok(())
+}
+
+both_backends! {
+    async fn the_clusters_side_finds_an_unmanaged_group_a_deadlocked_budget_and_a_node_it_cannot_match(backend) -> Result {
+        use k8s_openapi::api::core::v1::Node;
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+        let m = Moto::start().await;
+        // A group over three zones, with a termination hook, and no tag naming the cluster.
+        bare_group(&m, "workers", 2, &[]).await;
+        put_termination_hook(&m, "workers").await;
+        let instances = m.instances("workers").await;
+        let nodes: String = instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| format!("- {{name: node-{i}, zone: {}, instanceId: {}}}\n", inst.zone, inst.id))
+            .collect();
+        let scenario = format!(
+            "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n{nodes}workloads:\n- {{kind: Deployment, name: web, replicas: 2}}\n"
+        );
+        let c = cluster::TestCluster::start_settled(backend, &scenario).await;
+        // The code reads as an operator would: the admin on the real control plane.
+        let kubeconfig = match c.real_dir() {
+            Some(dir) => dir.join("kubeconfig"),
+            None => c.kubeconfig().to_path_buf(),
+        };
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
+        budgets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "web"},
+                    "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}},
+                }))?,
+            )
+            .await?;
+        let nodes_api: Api<Node> = Api::all(c.admin.clone());
+        nodes_api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "laptop"}}))?,
+            )
+            .await?;
+
+        let run = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await;
+        let report = run.json();
+        assert_eq!(report["groups"][0]["group"], "workers", "{report}");
+        assert_eq!(report["groups"][0]["reasons"], json!(["has-nodes"]), "found through its nodes");
+        let found = findings(&report);
+        for want in [
+            ("group-not-managed", "asg/workers"),
+            ("pdb-never-allows-eviction", "pdb/default/web"),
+            ("node-without-provider-id", "node/laptop"),
+        ] {
+            assert!(found.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {found:?}");
+        }
+        let deadlock = report["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["id"] == "pdb-never-allows-eviction" && f["resource"] == "pdb/default/web"))
+            .cloned()
+            .unwrap_or_default();
+        assert!(deadlock["message"].as_str().is_some_and(|m| m.contains("default/web-")), "names the pods: {deadlock}");
+
+        // The fixes: tag the group, give the budget room, remove the node no instance backs.
+        m.asg
+            .create_or_update_tags()
+            .tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .key("termguard.io/cluster")
+                    .value("prod")
+                    .resource_id("workers")
+                    .resource_type("auto-scaling-group")
+                    .propagate_at_launch(false)
+                    .build(),
+            )
+            .send()
+            .await?;
+        budgets
+            .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 1}})))
+            .await?;
+        nodes_api.delete("laptop", &DeleteParams::default()).await?;
+        let report = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await.json();
+        assert_eq!(report["groups"][0]["reasons"], json!(["tagged", "has-nodes"]), "{report}");
+        let found = findings(&report);
+        for gone in [
+            ("group-not-managed", "asg/workers"),
+            ("pdb-never-allows-eviction", "pdb/default/web"),
+            ("node-without-provider-id", "node/laptop"),
+        ] {
+            assert!(!found.contains(&(gone.0.to_string(), gone.1.to_string())), "{gone:?} in {found:?}");
+        }
+        Ok(())
+    }
 }

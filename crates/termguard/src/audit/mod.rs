@@ -8,6 +8,7 @@
 //!   terminations by cause and how many had no chance to drain;
 //! * [`output`] prints them as a table, JSON or SARIF.
 
+pub mod cluster;
 pub mod collect;
 pub mod facts;
 pub mod history;

@@ -1,5 +1,6 @@
 //! `termguard audit`: read, judge, print (`docs/audit.md`).
 
+use crate::audit::cluster::{self, ClusterFacts};
 use crate::audit::collect::{self, Clients};
 use crate::audit::rules::{self, Context};
 use crate::audit::{history, output, Report};
@@ -27,19 +28,53 @@ pub async fn audit(args: &AuditArgs) -> i32 {
     }
 }
 
-/// Instance id → node name, from the cluster's Nodes.
-async fn cluster_nodes(args: &AuditArgs) -> anyhow::Result<HashMap<String, String>> {
+/// What the cluster rules read: Nodes, Pods, PodDisruptionBudgets, Deployments, StatefulSets.
+/// The Nodes are needed; each other list that cannot be read is reported and left empty.
+async fn cluster_facts(
+    args: &AuditArgs,
+    unreadable: &mut Vec<String>,
+) -> anyhow::Result<ClusterFacts> {
     let client = super::kube_client(&args.kube).await?;
-    let nodes: Api<Node> = Api::all(client);
-    let list = nodes.list(&ListParams::default()).await?;
-    Ok(list
-        .items
+    let lp = ListParams::default();
+    let nodes = Api::<Node>::all(client.clone()).list(&lp).await?.items;
+    async fn all<K>(client: &kube::Client, what: &str, unreadable: &mut Vec<String>) -> Vec<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match Api::<K>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                unreadable.push(format!("the cluster's {what}: {e}"));
+                Vec::new()
+            }
+        }
+    }
+    Ok(ClusterFacts {
+        nodes,
+        pods: all(&client, "pods", unreadable).await,
+        budgets: all(&client, "PodDisruptionBudgets", unreadable).await,
+        deployments: all(&client, "Deployments", unreadable).await,
+        statefulsets: all(&client, "StatefulSets", unreadable).await,
+    })
+}
+
+/// Instance id → node name.
+fn nodes_by_instance(facts: &ClusterFacts) -> HashMap<String, String> {
+    facts
+        .nodes
         .iter()
         .filter_map(|n| {
             let id = instance_of_provider_id(n.spec.as_ref()?.provider_id.as_deref()?)?;
             Some((id.to_string(), n.metadata.name.clone()?))
         })
-        .collect())
+        .collect()
 }
 
 async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
@@ -49,19 +84,20 @@ async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
     )
     .map_err(anyhow::Error::msg)?;
     let mut report = Report::default();
-    let nodes = if args.no_cluster {
-        HashMap::new()
+    let cluster = if args.no_cluster {
+        None
     } else {
-        match cluster_nodes(args).await {
-            Ok(n) => n,
+        match cluster_facts(args, &mut report.unreadable).await {
+            Ok(f) => Some(f),
             Err(e) => {
                 report.unreadable.push(format!(
-                    "the cluster's nodes: {e:#} (give --no-cluster to audit AWS only)"
+                    "the cluster: {e:#} (give --no-cluster to audit AWS only)"
                 ));
-                HashMap::new()
+                None
             }
         }
     };
+    let nodes = cluster.as_ref().map(nodes_by_instance).unwrap_or_default();
     if args.groups.is_empty() && !tags.is_configured() && nodes.is_empty() {
         anyhow::bail!(
             "no group to audit: name groups with --group, the cluster with --cluster-name, or \
@@ -96,6 +132,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
     let since = now
         .checked_sub(jiff::SignedDuration::from_hours(24 * history::KEPT_DAYS))
         .unwrap_or(now);
+    let mut audited = Vec::new();
     for (scope, described) in scoped.iter().zip(&described) {
         let mut group = collect::group(&clients, described, &mut report.unreadable).await;
         group.has_cluster_nodes = scope
@@ -110,8 +147,12 @@ async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
                 .push(history::of(&group, &activities, &nodes, now)),
             Err(e) => report.unreadable.push(e),
         }
+        audited.push(group);
     }
     report.findings.extend(rules::queue_findings(&routing));
+    if let Some(facts) = &cluster {
+        report.findings.extend(cluster::findings(facts, &audited));
+    }
     report.groups = scoped;
     report.sort();
     Ok(report)
