@@ -635,12 +635,14 @@ impl Handler {
         };
         // Two lookups the drain's first write records: the hook's timeouts (its deadline is
         // the hook's global timeout) and the scaling activity's cause (its cause annotation
-        // and taint value). The drain waits for them at most LOOKUPS_WAIT — in a burst its
-        // claim waits about as long for the burst's first cordons anyway — and starts
-        // without what has not come: with the shortest global timeout AWS allows (earlier, so
-        // never too late) and the notice's own cause, each recorded once it comes. (A burst
-        // of terminations makes both APIs slow or throttled just when drains should start.)
-        // Unreadable, the hook's timeouts are raised by the heartbeat task once it answers.
+        // and taint value). The node is cordoned and heartbeats run meanwhile; the drain waits
+        // for both, each within the lookup timeout, so that its claim writes them and no
+        // write of their own follows (a burst of terminations makes both APIs slow just when
+        // drains start; a lifecycle drain has minutes, and its evictions wait for the burst's
+        // first cordons anyway). What has not come by then is left behind: the drain starts
+        // with the shortest global timeout AWS allows (earlier, so never too late) and the
+        // notice's own cause, each recorded once it comes. Unreadable, the hook's timeouts
+        // are raised by the heartbeat task once it answers.
         let hook_timeouts = self.timeouts(&action.group, &action.hook);
         tokio::pin!(hook_timeouts);
         let mut lookup = {
@@ -649,9 +651,10 @@ impl Handler {
                 (action.group.clone(), action.instance.clone(), node.clone());
             tokio::spawn(async move { this.termination_cause(&group, &instance, &node).await })
         };
+        let wait = self.config.lookup_timeout + LOOKUPS_SLACK;
         let (early_hook, early_cause) = tokio::join!(
-            tokio::time::timeout(LOOKUPS_WAIT, &mut hook_timeouts),
-            tokio::time::timeout(LOOKUPS_WAIT, &mut lookup),
+            tokio::time::timeout(wait, &mut hook_timeouts),
+            tokio::time::timeout(wait, &mut lookup),
         );
         let hook_deadline = |t: HookTimeouts| add(notice.event_time, t.global);
         let deadline = match early_hook {
@@ -1031,11 +1034,10 @@ impl Handler {
 /// The longest a drain waits for first cordons still on their way ([`Handler::after_cordons`]).
 const CORDONS_FIRST_FOR: Duration = Duration::from_secs(2);
 
-/// How long a lifecycle drain waits for its hook's timeouts and its scaling activity's cause
-/// before it claims the node: both Auto Scaling lookups, shared per hook and per group,
-/// usually answer well within it; in a burst the claim waits about as long for the first
-/// cordons ([`CORDONS_FIRST_FOR`]).
-const LOOKUPS_WAIT: Duration = Duration::from_secs(2);
+/// Beyond the lookup timeout, how long a lifecycle drain waits for its hook's timeouts and
+/// its scaling activity's cause before it claims the node: each lookup is bounded by the
+/// lookup timeout itself, so this only absorbs scheduling.
+const LOOKUPS_SLACK: Duration = Duration::from_millis(100);
 
 /// The first heartbeat of an action goes within this long of its message (a random point in it).
 const FIRST_HEARTBEAT_WITHIN: Duration = Duration::from_millis(500);

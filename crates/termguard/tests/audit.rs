@@ -11,7 +11,7 @@ mod cluster;
 mod moto;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use moto::{Moto, ZONES};
+use moto::Moto;
 use serde_json::{json, Value};
 
 type Result = anyhow::Result<()>;
@@ -76,40 +76,6 @@ fn findings(report: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// A group of `size` instances over the three zones, with no hook: the incident's group.
-async fn bare_group(m: &Moto, name: &str, size: i32, tags: &[(&str, &str)]) {
-    let lc = format!("{name}-lc");
-    m.asg
-        .create_launch_configuration()
-        .launch_configuration_name(&lc)
-        .image_id("ami-12c6146b")
-        .instance_type("m5.large")
-        .send()
-        .await
-        .expect("CreateLaunchConfiguration");
-    let mut create = m
-        .asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .launch_configuration_name(&lc)
-        .min_size(0)
-        .max_size(size * 2 + 2)
-        .desired_capacity(size)
-        .set_availability_zones(Some(ZONES.iter().map(|z| z.to_string()).collect()));
-    for (k, v) in tags {
-        create = create.tags(
-            aws_sdk_autoscaling::types::Tag::builder()
-                .key(*k)
-                .value(*v)
-                .resource_id(name)
-                .resource_type("auto-scaling-group")
-                .propagate_at_launch(false)
-                .build(),
-        );
-    }
-    create.send().await.expect("CreateAutoScalingGroup");
 }
 
 async fn queue(m: &Moto, name: &str) -> (String, String) {
@@ -191,6 +157,20 @@ async fn allow_eventbridge(m: &Moto, url: &str, queue_arn: &str, rule_arn: &str)
         .expect("SetQueueAttributes Policy");
 }
 
+async fn redrive(m: &Moto, url: &str, dead_letter_arn: &str, max_receive_count: u32) {
+    m.sqs
+        .set_queue_attributes()
+        .queue_url(url)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count.to_string()})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("SetQueueAttributes RedrivePolicy");
+}
+
 async fn put_termination_hook(m: &Moto, group: &str) {
     m.asg
         .put_lifecycle_hook()
@@ -208,7 +188,8 @@ async fn put_termination_hook(m: &Moto, group: &str) {
 async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalance_and_the_fix_clears_it(
 ) -> Result {
     let m = Moto::start().await;
-    bare_group(&m, "workers", 3, &[("termguard.io/cluster", "prod")]).await;
+    m.group("workers", 3, &[("termguard.io/cluster", "prod")])
+        .await;
     let (url, arn) = queue(&m, "termguard").await;
     // The incident: AZRebalance takes a node away, no hook to wait for a drain.
     let gone = m.simulate_az_rebalance("workers", None).await;
@@ -379,15 +360,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
         )]
     );
     let (_, dlq) = queue(&m, "termguard-dlq").await;
-    m.sqs
-        .set_queue_attributes()
-        .queue_url(&url)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq, "maxReceiveCount": "2"}).to_string(),
-        )
-        .send()
-        .await?;
+    redrive(&m, &url, &dlq, 2).await;
     let found = findings(
         &audit(
             &m,
@@ -403,15 +376,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
             "queue/termguard".to_string()
         )]
     );
-    m.sqs
-        .set_queue_attributes()
-        .queue_url(&url)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq, "maxReceiveCount": "10"}).to_string(),
-        )
-        .send()
-        .await?;
+    redrive(&m, &url, &dlq, 10).await;
     let clean = audit(
         &m,
         &[
@@ -437,7 +402,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
 async fn a_suspended_rebalance_leaves_the_missing_hook_high_and_a_hook_to_the_queue_clears_it(
 ) -> Result {
     let m = Moto::start().await;
-    bare_group(&m, "batch", 2, &[]).await;
+    m.group("batch", 2, &[]).await;
     m.asg
         .suspend_processes()
         .auto_scaling_group_name("batch")
@@ -514,7 +479,7 @@ both_backends! {
 
         let m = Moto::start().await;
         // A group over three zones, with a termination hook, and no tag naming the cluster.
-        bare_group(&m, "workers", 2, &[]).await;
+        m.group("workers", 2, &[]).await;
         put_termination_hook(&m, "workers").await;
         let instances = m.instances("workers").await;
         let nodes: String = instances

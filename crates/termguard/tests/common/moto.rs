@@ -233,6 +233,31 @@ impl Moto {
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .expect("queue ARN");
+        self.group(name, size, tags).await;
+        self.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(name)
+            .lifecycle_hook_name(HOOK)
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+            .heartbeat_timeout(heartbeat_timeout)
+            .default_result("ABANDON")
+            .notification_target_arn(&queue_arn)
+            .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
+            .send()
+            .await
+            .expect("PutLifecycleHook");
+        let instances = self.instances(name).await;
+        assert_eq!(instances.len(), size as usize, "{instances:?}");
+        Fleet {
+            group: name.to_string(),
+            queue_url,
+            queue_arn,
+            instances,
+        }
+    }
+
+    /// Creates a group of `size` instances over [`ZONES`] carrying `tags`, with no hook.
+    pub async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) {
         let lc = format!("{name}-lc");
         self.asg
             .create_launch_configuration()
@@ -263,26 +288,6 @@ impl Moto {
             );
         }
         create.send().await.expect("CreateAutoScalingGroup");
-        self.asg
-            .put_lifecycle_hook()
-            .auto_scaling_group_name(name)
-            .lifecycle_hook_name(HOOK)
-            .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
-            .heartbeat_timeout(heartbeat_timeout)
-            .default_result("ABANDON")
-            .notification_target_arn(&queue_arn)
-            .role_arn("arn:aws:iam::123456789012:role/asg-to-sqs")
-            .send()
-            .await
-            .expect("PutLifecycleHook");
-        let instances = self.instances(name).await;
-        assert_eq!(instances.len(), size as usize, "{instances:?}");
-        Fleet {
-            group: name.to_string(),
-            queue_url,
-            queue_arn,
-            instances,
-        }
     }
 
     /// The group's instances.
