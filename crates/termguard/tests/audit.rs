@@ -78,33 +78,17 @@ fn findings(report: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-async fn queue(m: &Moto, name: &str) -> (String, String) {
-    let url = m
-        .sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .unwrap_or_default()
-        .to_string();
-    let arn = m
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    (url, arn)
-}
-
 fn events(m: &Moto) -> aws_sdk_eventbridge::Client {
     aws_sdk_eventbridge::Client::new(&m.aws)
+}
+
+/// The findings of an AWS-only audit of the group `workers` with the queue at `url`.
+async fn workers_findings(m: &Moto, url: &str) -> Vec<(String, String)> {
+    findings(
+        &audit(m, &["--group", "workers", "--queue-url", url, "-o", "json"])
+            .await
+            .json(),
+    )
 }
 
 /// A rule sending the group's lifecycle actions to the queue; returns the rule's ARN.
@@ -190,7 +174,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
     let m = Moto::start().await;
     m.group("workers", 3, &[("termguard.io/cluster", "prod")])
         .await;
-    let (url, arn) = queue(&m, "termguard").await;
+    let (url, arn) = m.queue("termguard").await;
     // The incident: AZRebalance takes a node away, no hook to wait for a drain.
     let gone = m.simulate_az_rebalance("workers", None).await;
 
@@ -320,14 +304,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
 
     // Routed by a rule, but the queue's policy does not let EventBridge send.
     let rule = route_lifecycle(&m, "workers", &arn).await;
-    let found = findings(
-        &audit(
-            &m,
-            &["--group", "workers", "--queue-url", &url, "-o", "json"],
-        )
-        .await
-        .json(),
-    );
+    let found = workers_findings(&m, &url).await;
     assert!(
         !found
             .iter()
@@ -344,14 +321,7 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
 
     // The policy, then a dead-letter queue: nothing left.
     allow_eventbridge(&m, &url, &arn, &rule).await;
-    let found = findings(
-        &audit(
-            &m,
-            &["--group", "workers", "--queue-url", &url, "-o", "json"],
-        )
-        .await
-        .json(),
-    );
+    let found = workers_findings(&m, &url).await;
     assert_eq!(
         found,
         [(
@@ -359,16 +329,9 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
             "queue/termguard".to_string()
         )]
     );
-    let (_, dlq) = queue(&m, "termguard-dlq").await;
+    let (_, dlq) = m.queue("termguard-dlq").await;
     redrive(&m, &url, &dlq, 2).await;
-    let found = findings(
-        &audit(
-            &m,
-            &["--group", "workers", "--queue-url", &url, "-o", "json"],
-        )
-        .await
-        .json(),
-    );
+    let found = workers_findings(&m, &url).await;
     assert_eq!(
         found,
         [(
@@ -409,7 +372,7 @@ async fn a_suspended_rebalance_leaves_the_missing_hook_high_and_a_hook_to_the_qu
         .scaling_processes("AZRebalance")
         .send()
         .await?;
-    let (url, arn) = queue(&m, "tg").await;
+    let (url, arn) = m.queue("tg").await;
     let found = findings(
         &audit(&m, &["--group", "batch", "--queue-url", &url, "-o", "json"])
             .await

@@ -209,30 +209,10 @@ impl Moto {
         tags: &[(&str, &str)],
         queue_url: Option<&str>,
     ) -> Fleet {
-        let queue_url = match queue_url {
-            Some(q) => q.to_string(),
-            None => self
-                .sqs
-                .create_queue()
-                .queue_name(format!("{name}-events"))
-                .send()
-                .await
-                .expect("CreateQueue")
-                .queue_url()
-                .expect("queue URL")
-                .to_string(),
+        let (queue_url, queue_arn) = match queue_url {
+            Some(q) => (q.to_string(), self.queue_arn(q).await),
+            None => self.queue(&format!("{name}-events")).await,
         };
-        let queue_arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .expect("queue ARN");
         self.group(name, size, tags).await;
         self.asg
             .put_lifecycle_hook()
@@ -254,6 +234,36 @@ impl Moto {
             queue_arn,
             instances,
         }
+    }
+
+    /// Creates a queue; returns its URL and ARN.
+    pub async fn queue(&self, name: &str) -> (String, String) {
+        let url = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url()
+            .expect("queue URL")
+            .to_string();
+        let arn = self.queue_arn(&url).await;
+        (url, arn)
+    }
+
+    /// The queue's ARN.
+    pub async fn queue_arn(&self, url: &str) -> String {
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("queue ARN")
     }
 
     /// Creates a group of `size` instances over [`ZONES`] carrying `tags`, with no hook.
