@@ -34,6 +34,7 @@ impl Clients {
     }
 }
 
+/// A failed call of any of the three clients (they share the SDK's error type), classified.
 fn sdk_error<E>(
     what: &str,
     e: &aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>,
@@ -258,7 +259,7 @@ pub async fn routing(
         {
             Ok(p) => p,
             Err(e) => {
-                unreadable.push(format!("ListRules: {}", crate::aws::sdk::error_chain(&e)));
+                unreadable.push(sdk_error("ListRules", &e));
                 break;
             }
         };
@@ -273,10 +274,7 @@ pub async fn routing(
             {
                 Ok(t) => t.targets().iter().map(|t| t.arn().to_string()).collect(),
                 Err(e) => {
-                    unreadable.push(format!(
-                        "ListTargetsByRule {name}: {}",
-                        crate::aws::sdk::error_chain(&e)
-                    ));
+                    unreadable.push(sdk_error(&format!("ListTargetsByRule {name}"), &e));
                     Vec::new()
                 }
             };
@@ -314,10 +312,7 @@ async fn queue(clients: &Clients, url: &str, unreadable: &mut Vec<String>) -> Op
     {
         Ok(o) => o,
         Err(e) => {
-            unreadable.push(format!(
-                "GetQueueAttributes {url}: {}",
-                crate::aws::sdk::error_chain(&e)
-            ));
+            unreadable.push(sdk_error(&format!("GetQueueAttributes {url}"), &e));
             return None;
         }
     };

@@ -41,9 +41,6 @@ pub const MIN_MAX_RECEIVE_COUNT: i64 = 5;
 pub struct Context {
     /// The tags that make a group this cluster's, as `termguard run` is configured.
     pub tags: ClusterTags,
-    /// Whether the queue's URL was given (`--queue-url`): without it, "routed" means routed to
-    /// some SQS queue.
-    pub queue_known: bool,
 }
 
 /// The kinds of event termguard handles, as EventBridge delivers them for a group.

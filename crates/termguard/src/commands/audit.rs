@@ -124,10 +124,7 @@ async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
     }
     let routing =
         collect::routing(&clients, args.queue_url.as_deref(), &mut report.unreadable).await;
-    let ctx = Context {
-        tags,
-        queue_known: routing.queue.is_some(),
-    };
+    let ctx = Context { tags };
     let now = jiff::Timestamp::now();
     let since = now
         .checked_sub(jiff::SignedDuration::from_hours(24 * history::KEPT_DAYS))

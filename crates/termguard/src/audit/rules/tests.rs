@@ -69,7 +69,6 @@ fn routed() -> Routing {
 fn ctx() -> Context {
     Context {
         tags: ClusterTags::new(Some("prod"), None).unwrap_or_default(),
-        queue_known: true,
     }
 }
 
