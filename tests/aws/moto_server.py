@@ -97,6 +97,8 @@ so this script monkey-patches moto's classes in-process before starting moto's o
 * moto's SQS Queue.delete_message is wrapped (under the queue's own message lock) to record each
   message it really removed, with its body; SQSResponse.delete_message / delete_message_batch are
   wrapped to name the API action and the request URL (for the queue URL) in a thread-local.
+* Create/UpdateAutoScalingGroup keep MaxInstanceLifetime and InstanceLifecyclePolicy (moto 5.2.1
+  ignores both, and CapacityRebalance in an update), so DescribeAutoScalingGroups reports them.
 * moto's SQS Queue._set_attributes is wrapped to keep the queue's access policy when a
   SetQueueAttributes call does not set it (moto drops it; SQS changes only what is given).
 * One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
@@ -1294,6 +1296,35 @@ def _wrap_with_trigger(name: str, kind: str, **fixed: Any) -> None:
     setattr(AutoScalingResponse, name, wrapped)
 
 
+def _keep_group_settings(name: str) -> None:
+    """Wraps Create/UpdateAutoScalingGroup to keep MaxInstanceLifetime and InstanceLifecyclePolicy.
+
+    moto 5.2.1 ignores both parameters (and CapacityRebalance in an update); DescribeAutoScalingGroups serialises a group's attributes
+    by their snake_case names, so keeping them on the group is enough for it to report them
+    (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html).
+    An update changes only what it is given; MaxInstanceLifetime 0 clears it, as AWS does.
+    """
+    original = getattr(AutoScalingResponse, name)
+
+    def wrapped(self: AutoScalingResponse):
+        result = original(self)
+        group = self.autoscaling_backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+        if group is not None:
+            lifetime = self._get_int_param("MaxInstanceLifetime")
+            if lifetime is not None:
+                group.max_instance_lifetime = lifetime or None
+            policy = self._get_params().get("InstanceLifecyclePolicy")
+            if policy is not None:
+                group.instance_lifecycle_policy = policy
+            rebalance = self._get_bool_param("CapacityRebalance")
+            if rebalance is not None:  # moto's update ignores it
+                group.capacity_rebalance = rebalance
+        return result
+
+    wrapped.__name__ = name
+    setattr(AutoScalingResponse, name, wrapped)
+
+
 def _put_lifecycle_hook(self: AutoScalingResponse):
     backend = self.autoscaling_backend
     name = self._get_param("LifecycleHookName")
@@ -1525,6 +1556,8 @@ def install_patches() -> None:
 
     AutoScalingResponse.call_action = _call_action
     AutoScalingResponse.parse_parameters = _parse_parameters
+    _keep_group_settings("create_auto_scaling_group")
+    _keep_group_settings("update_auto_scaling_group")
     _wrap_with_trigger("create_auto_scaling_group", "create")
     _wrap_with_trigger("set_desired_capacity", "set-desired")
     _wrap_with_trigger("update_auto_scaling_group", "update")

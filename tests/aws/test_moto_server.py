@@ -301,6 +301,28 @@ class MotoServerTest(unittest.TestCase):
         attrs = p.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
         self.assertFalse(attrs.get("Policy"))
 
+    def test_groups_keep_max_instance_lifetime_and_instance_lifecycle_policy(self):
+        p = self.peer
+        p.group("kept", 0)
+        p.asg.update_auto_scaling_group(
+            AutoScalingGroupName="kept",
+            MaxInstanceLifetime=604800,
+            InstanceLifecyclePolicy={"RetentionTriggers": {"TerminateHookAbandon": "retain"}},
+            CapacityRebalance=True,
+        )
+        (g,) = p.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["kept"])["AutoScalingGroups"]
+        self.assertEqual(g["MaxInstanceLifetime"], 604800)
+        self.assertTrue(g["CapacityRebalance"])
+        self.assertEqual(g["InstanceLifecyclePolicy"], {"RetentionTriggers": {"TerminateHookAbandon": "retain"}})
+        # An update that does not name them keeps them; a lifetime of 0 clears it.
+        p.asg.update_auto_scaling_group(AutoScalingGroupName="kept", MaxSize=10)
+        (g,) = p.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["kept"])["AutoScalingGroups"]
+        self.assertEqual(g["MaxInstanceLifetime"], 604800)
+        p.asg.update_auto_scaling_group(AutoScalingGroupName="kept", MaxInstanceLifetime=0)
+        (g,) = p.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["kept"])["AutoScalingGroups"]
+        self.assertNotIn("MaxInstanceLifetime", g)
+        self.assertIn("InstanceLifecyclePolicy", g)
+
     def test_put_lifecycle_hook_keeps_what_was_sent(self):
         p = self.peer
         p.group("hooked", 1)

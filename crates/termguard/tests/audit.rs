@@ -361,6 +361,204 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
     Ok(())
 }
 
+/// Creates an EC2 launch template in the peer (the Rust tests have no EC2 client: boto3 comes
+/// with moto) and returns its name.
+fn launch_template(m: &Moto, name: &str) -> String {
+    let script = r#"
+import sys, boto3
+ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+ec2.create_launch_template(LaunchTemplateName=sys.argv[2],
+                           LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"})
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &m.url, name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "CreateLaunchTemplate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    name.to_string()
+}
+
+/// A rule named `name` with `pattern`, targeting the queue.
+async fn put_rule(m: &Moto, name: &str, pattern: Value, queue_arn: &str) -> String {
+    let arn = events(m)
+        .put_rule()
+        .name(name)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("PutRule")
+        .rule_arn()
+        .unwrap_or_default()
+        .to_string();
+    events(m)
+        .put_targets()
+        .rule(name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("termguard")
+                .arn(queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("PutTargets");
+    arn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_capacity_rebalancing_a_warm_pool_and_retention_each_need_their_route_or_setting(
+) -> Result {
+    use aws_sdk_autoscaling::types::{
+        InstanceLifecyclePolicy, InstancesDistribution, LaunchTemplate,
+        LaunchTemplateSpecification, MixedInstancesPolicy, RetentionTriggers,
+    };
+    let m = Moto::start().await;
+    let template = launch_template(&m, "spot-lt");
+    m.asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("spot")
+        .min_size(0)
+        .max_size(10)
+        .desired_capacity(2)
+        .set_availability_zones(Some(moto::ZONES.iter().map(|z| z.to_string()).collect()))
+        .mixed_instances_policy(
+            MixedInstancesPolicy::builder()
+                .launch_template(
+                    LaunchTemplate::builder()
+                        .launch_template_specification(
+                            LaunchTemplateSpecification::builder()
+                                .launch_template_name(&template)
+                                .version("$Latest")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .instances_distribution(
+                    InstancesDistribution::builder()
+                        .on_demand_percentage_above_base_capacity(0)
+                        .spot_allocation_strategy("price-capacity-optimized")
+                        .build(),
+                )
+                .build(),
+        )
+        .capacity_rebalance(true)
+        .max_instance_lifetime(7 * 86_400)
+        .instance_lifecycle_policy(
+            InstanceLifecyclePolicy::builder()
+                .retention_triggers(
+                    RetentionTriggers::builder()
+                        .terminate_hook_abandon("retain".into())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await?;
+    m.asg
+        .put_warm_pool()
+        .auto_scaling_group_name("spot")
+        .min_size(1)
+        .send()
+        .await?;
+    m.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("spot")
+        .lifecycle_hook_name("termguard-terminate")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("ABANDON")
+        .send()
+        .await?;
+    let (url, arn) = m.queue("tg").await;
+    let (_, dlq) = m.queue("tg-dlq").await;
+    redrive(&m, &url, &dlq, 10).await;
+    // Terminations into EC2 only: returns to the warm pool match no rule.
+    let lifecycle = |destination: Option<&str>| {
+        let mut detail = json!({"AutoScalingGroupName": ["spot"]});
+        if let Some(d) = destination {
+            detail["Destination"] = json!([d]);
+        }
+        json!({
+            "source": ["aws.autoscaling"],
+            "detail-type": ["EC2 Instance-terminate Lifecycle Action"],
+            "detail": detail,
+        })
+    };
+    let rule = put_rule(&m, "termguard-lifecycle", lifecycle(Some("EC2")), &arn).await;
+    allow_eventbridge(&m, &url, &arn, &rule).await;
+
+    let of_spot = |all: Vec<(String, String)>| {
+        let mut ids: Vec<String> = all
+            .into_iter()
+            .filter(|(_, r)| r == "asg/spot")
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let run = || async {
+        findings(
+            &audit(&m, &["--group", "spot", "--queue-url", &url, "-o", "json"])
+                .await
+                .json(),
+        )
+    };
+    assert_eq!(
+        of_spot(run().await),
+        [
+            "abandon-retains-instances",
+            "rebalance-recommendations-not-routed",
+            "spot-warnings-not-routed",
+            "warm-pool-returns-not-routed",
+        ]
+    );
+
+    // The fixes: a lifecycle rule for both destinations, rules for Spot warnings and rebalance
+    // recommendations (the queue's policy lets every termguard rule send), CONTINUE.
+    put_rule(&m, "termguard-lifecycle", lifecycle(None), &arn).await;
+    let spot = put_rule(
+        &m,
+        "termguard-spot",
+        json!({"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]}),
+        &arn,
+    )
+    .await;
+    put_rule(
+        &m,
+        "termguard-rebalance",
+        json!({"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]}),
+        &arn,
+    )
+    .await;
+    allow_eventbridge(
+        &m,
+        &url,
+        &arn,
+        &spot.replace("termguard-spot", "termguard-*"),
+    )
+    .await;
+    m.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("spot")
+        .lifecycle_hook_name("termguard-terminate")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("CONTINUE")
+        .send()
+        .await?;
+    let found = run().await;
+    assert!(of_spot(found.clone()).is_empty(), "{found:?}");
+    assert!(found.is_empty(), "{found:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_rebalance_leaves_the_missing_hook_high_and_a_hook_to_the_queue_clears_it(
 ) -> Result {

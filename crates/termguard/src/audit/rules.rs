@@ -29,6 +29,8 @@ pub mod ids {
     pub const LOW_MAX_RECEIVE_COUNT: &str = "dead-letter-max-receive-count-too-low";
     /// A group of the cluster whose lifecycle actions termguard leaves for another owner.
     pub const GROUP_NOT_MANAGED: &str = "group-not-managed";
+    /// A warm pool, and the lifecycle actions of instances going back to it reach no queue.
+    pub const WARM_POOL_RETURNS_NOT_ROUTED: &str = "warm-pool-returns-not-routed";
 }
 
 /// Below this `maxReceiveCount`, a few restarts or replica handovers during one long drain
@@ -48,6 +50,9 @@ pub struct Context {
 pub enum Kind {
     /// `EC2 Instance-terminate Lifecycle Action`.
     Lifecycle,
+    /// `EC2 Instance-terminate Lifecycle Action` of a scale-in that returns the instance to the
+    /// group's warm pool (`Destination`: `WarmPool`).
+    WarmPoolReturn,
     /// `EC2 Spot Instance Interruption Warning`.
     Spot,
     /// `EC2 Instance Rebalance Recommendation`.
@@ -62,7 +67,7 @@ impl Kind {
             .first()
             .map_or("i-0123456789abcdef0", String::as_str);
         match self {
-            Kind::Lifecycle => json!({
+            Kind::Lifecycle | Kind::WarmPoolReturn => json!({
                 "source": "aws.autoscaling",
                 "detail-type": "EC2 Instance-terminate Lifecycle Action",
                 "resources": [group.arn],
@@ -71,7 +76,7 @@ impl Kind {
                     "EC2InstanceId": instance,
                     "LifecycleTransition": super::facts::TERMINATING,
                     "Origin": "AutoScalingGroup",
-                    "Destination": "EC2",
+                    "Destination": if self == Kind::WarmPoolReturn { "WarmPool" } else { "EC2" },
                 },
             }),
             Kind::Spot => json!({
@@ -91,7 +96,7 @@ impl Kind {
 
     fn describe(self) -> &'static str {
         match self {
-            Kind::Lifecycle => "EC2 Instance-terminate Lifecycle Action",
+            Kind::Lifecycle | Kind::WarmPoolReturn => "EC2 Instance-terminate Lifecycle Action",
             Kind::Spot => "EC2 Spot Instance Interruption Warning",
             Kind::Rebalance => "EC2 Instance Rebalance Recommendation",
         }
@@ -100,7 +105,7 @@ impl Kind {
     /// The event pattern of a rule that routes this kind for the group.
     fn pattern(self, group: &Group) -> Value {
         match self {
-            Kind::Lifecycle => json!({
+            Kind::Lifecycle | Kind::WarmPoolReturn => json!({
                 "source": ["aws.autoscaling"],
                 "detail-type": [self.describe()],
                 "detail": {"AutoScalingGroupName": [group.name]},
@@ -146,7 +151,7 @@ fn is_queue(target: &str, queue: Option<&Queue>) -> bool {
 /// How the group's events of `kind` reach the queue.
 pub fn route(kind: Kind, group: &Group, routing: &Routing) -> Route {
     let queue = routing.queue.as_ref();
-    if kind == Kind::Lifecycle
+    if matches!(kind, Kind::Lifecycle | Kind::WarmPoolReturn)
         && group
             .termination_hooks()
             .any(|h| h.target.as_deref().is_some_and(|t| is_queue(t, queue)))
@@ -245,6 +250,22 @@ pub fn group_findings(group: &Group, routing: &Routing, ctx: &Context) -> Vec<Fi
                       Action\" event of the group with aws events test-event-pattern"
                     .into(),
             }),
+            Route::Rules(_) if group.warm_pool => {
+                if route(Kind::WarmPoolReturn, group, routing) == Route::None {
+                    out.push(Finding {
+                        id: ids::WARM_POOL_RETURNS_NOT_ROUTED,
+                        severity: Severity::High,
+                        resource: resource.clone(),
+                        message:
+                            "the group has a warm pool, and the rules that send its lifecycle \
+                                  actions to the queue do not match those of instances going back \
+                                  to the pool (Destination WarmPool): those nodes are stopped \
+                                  undrained once the heartbeat timeout runs out"
+                                .into(),
+                        fix: rule_fix(Kind::WarmPoolReturn, group),
+                    });
+                }
+            }
             Route::Hook | Route::Rules(_) => {}
         }
         if group.retains_on_abandon {
@@ -355,7 +376,7 @@ fn rule_fix(kind: Kind, group: &Group) -> String {
 
 fn slug(kind: Kind) -> &'static str {
     match kind {
-        Kind::Lifecycle => "lifecycle",
+        Kind::Lifecycle | Kind::WarmPoolReturn => "lifecycle",
         Kind::Spot => "spot",
         Kind::Rebalance => "rebalance",
     }
@@ -490,7 +511,9 @@ fn principal_is_eventbridge(p: Option<&Value>) -> bool {
 }
 
 /// A condition on `aws:SourceArn` (ArnEquals, ArnLike, StringEquals, StringLike) must admit
-/// the rule; other conditions are not evaluated (taken as met).
+/// the rule; other conditions are not evaluated (taken as met). `ArnEquals` and `ArnLike`
+/// both match `*` and `?` in each part of the ARN
+/// ([IAM condition operators](https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html#Conditions_ARN)).
 fn source_arn_allows(condition: Option<&Value>, rule_arn: &str) -> bool {
     let Some(Value::Object(ops)) = condition else {
         return true;
@@ -506,9 +529,10 @@ fn source_arn_allows(condition: Option<&Value>, rule_arn: &str) -> bool {
         else {
             return true;
         };
+        // IAM's ARN operators both take wildcards; StringEquals does not.
         match op.as_str() {
-            "ArnEquals" | "StringEquals" => values.iter().any(|v| v == rule_arn),
-            "ArnLike" | "StringLike" => values.iter().any(|v| glob(v, rule_arn)),
+            "StringEquals" => values.iter().any(|v| v == rule_arn),
+            "ArnEquals" | "ArnLike" | "StringLike" => values.iter().any(|v| glob(v, rule_arn)),
             _ => true,
         }
     })

@@ -339,6 +339,16 @@ fn the_queue_policy_must_let_the_rule_send() {
         json!({"ArnLike": {"aws:SourceArn": "arn:aws:events:us-east-1:123456789012:rule/*"}});
     like["Statement"][0]["Action"] = json!(["sqs:*"]);
     assert!(with_policy(Some(like)).is_empty());
+    // ArnEquals takes wildcards too (IAM's ARN operators both do); StringEquals does not.
+    let mut equals = allowing_policy();
+    equals["Statement"][0]["Condition"] = json!({"ArnEquals": {"aws:SourceArn": "arn:aws:events:us-east-1:123456789012:rule/termguard-*"}});
+    assert!(with_policy(Some(equals.clone())).is_empty());
+    equals["Statement"][0]["Condition"] = json!({"StringEquals": {
+        "aws:SourceArn": "arn:aws:events:us-east-1:123456789012:rule/termguard-*"}});
+    assert_eq!(
+        with_policy(Some(equals)),
+        [ids::QUEUE_POLICY_BLOCKS_EVENTBRIDGE]
+    );
 }
 
 #[test]
@@ -356,4 +366,37 @@ fn a_missing_dead_letter_queue_or_a_low_receive_count_is_found() {
         [ids::LOW_MAX_RECEIVE_COUNT]
     );
     assert!(with_dlq(Some(("dlq".into(), MIN_MAX_RECEIVE_COUNT))).is_empty());
+}
+
+#[test]
+fn a_warm_pool_whose_returns_no_rule_matches_is_found_and_a_rule_for_both_clears_it() {
+    let g = Group {
+        hooks: vec![hook(None)],
+        warm_pool: true,
+        ..incident()
+    };
+    // Only terminations into EC2: returns to the warm pool are left to wait out the timeout.
+    let mut only_ec2 = routed();
+    only_ec2.rules[0].pattern = Some(json!({
+        "source": ["aws.autoscaling"],
+        "detail-type": ["EC2 Instance-terminate Lifecycle Action"],
+        "detail": {"AutoScalingGroupName": ["workers"], "Destination": ["EC2"]},
+    }));
+    let found = group_findings(&g, &only_ec2, &ctx());
+    assert_eq!(ids_of(&found), [ids::WARM_POOL_RETURNS_NOT_ROUTED]);
+    assert!(found[0].fix.contains("put-rule"), "{}", found[0].fix);
+    // The same rule without the Destination filter matches both.
+    assert!(group_findings(&g, &routed(), &ctx()).is_empty());
+    // Without a warm pool, the EC2-only rule is enough.
+    let no_pool = Group {
+        warm_pool: false,
+        ..g.clone()
+    };
+    assert!(group_findings(&no_pool, &only_ec2, &ctx()).is_empty());
+    // A hook that sends to the queue itself delivers both.
+    let own = Group {
+        hooks: vec![hook(Some(QUEUE_ARN))],
+        ..g
+    };
+    assert!(group_findings(&own, &only_ec2, &ctx()).is_empty());
 }
