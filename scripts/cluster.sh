@@ -8,9 +8,10 @@
 #   scripts/cluster.sh down DIR                   stop what `up DIR` started and remove DIR
 #   scripts/cluster.sh pin                        rewrite scripts/controlplane/*/go.mod from versions.env
 #
-# `up` writes DIR/kubeconfig (admin) and DIR/termguard.kubeconfig (the `termguard` user, bound
-# to the ClusterRole in deploy/kubernetes/termguard.yaml), DIR/env (ports, paths) and
-# DIR/audit.log (one JSON line per request of every client but the control plane's own).
+# `up` writes DIR/kubeconfig (admin), DIR/termguard.kubeconfig (the `termguard` user, bound
+# to the ClusterRole in deploy/kubernetes/termguard.yaml), DIR/termguard-audit.kubeconfig
+# (the `termguard-audit` user, bound to deploy/kubernetes/termguard-audit-rbac.yaml's
+# ClusterRole), DIR/env (ports, paths) and DIR/audit.log (one JSON line per request of every client but the control plane's own).
 # See docs/real-control-plane.md. `build` also makes BIN/faultproxy, the fault-injecting proxy
 # of scripts/controlplane/faultproxy (its README), cached apart from the control plane.
 set -euo pipefail
@@ -234,20 +235,22 @@ cmd_up() {
   pki "$DIR/pki"
 
   # Static tokens (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#static-token-file):
-  # the admin and each component in system:masters, the termguard user in no group at all, so
-  # RBAC gives it exactly the ClusterRole it is bound to.
-  local t_admin t_termguard t_kcm t_sched t_kwok
+  # the admin and each component in system:masters, the termguard and termguard-audit users in
+  # no group at all, so RBAC gives each exactly the ClusterRole it is bound to.
+  local t_admin t_termguard t_audit t_kcm t_sched t_kwok
   tok() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
-  t_admin=$(tok); t_termguard=$(tok); t_kcm=$(tok); t_sched=$(tok); t_kwok=$(tok)
+  t_admin=$(tok); t_termguard=$(tok); t_audit=$(tok); t_kcm=$(tok); t_sched=$(tok); t_kwok=$(tok)
   cat > "$DIR/tokens.csv" <<EOF
 $t_admin,termguard-test-admin,uid-admin,"system:masters"
 $t_termguard,termguard,uid-termguard
+$t_audit,termguard-audit,uid-termguard-audit
 $t_kcm,system:kube-controller-manager,uid-kcm,"system:masters"
 $t_sched,system:kube-scheduler,uid-scheduler,"system:masters"
 $t_kwok,system:kwok,uid-kwok,"system:masters"
 EOF
   kubeconfig "$DIR/kubeconfig" "$t_admin"
   kubeconfig "$DIR/termguard.kubeconfig" "$t_termguard"
+  kubeconfig "$DIR/termguard-audit.kubeconfig" "$t_audit"
   kubeconfig "$DIR/kube-controller-manager.kubeconfig" "$t_kcm"
   kubeconfig "$DIR/kube-scheduler.kubeconfig" "$t_sched"
   kubeconfig "$DIR/kwok.kubeconfig" "$t_kwok"
@@ -255,6 +258,7 @@ EOF
 TERMGUARD_CLUSTER_DIR=$DIR
 KUBECONFIG=$DIR/kubeconfig
 TERMGUARD_KUBECONFIG=$DIR/termguard.kubeconfig
+TERMGUARD_AUDIT_KUBECONFIG=$DIR/termguard-audit.kubeconfig
 API_URL=https://127.0.0.1:$API_PORT
 AUDIT_LOG=$DIR/audit.log
 ETCD_PORT=$ETCD_PORT
@@ -325,6 +329,11 @@ EOF
   "${k[@]}" apply -f "$DIR/termguard-rbac.yaml" >/dev/null 2>"$DIR/logs/rbac.log" ||
     { cat "$DIR/logs/rbac.log" >&2; fail_component kube-apiserver "refused termguard's ClusterRole"; }
   "${k[@]}" create clusterrolebinding termguard-test-user --clusterrole=termguard --user=termguard >/dev/null
+  # `termguard audit`'s read-only ClusterRole, as shipped, bound to the `termguard-audit` user.
+  "${k[@]}" apply -f "$ROOT/deploy/kubernetes/termguard-audit-rbac.yaml" >/dev/null 2>>"$DIR/logs/rbac.log" ||
+    { cat "$DIR/logs/rbac.log" >&2; fail_component kube-apiserver "refused termguard-audit's ClusterRole"; }
+  "${k[@]}" create clusterrolebinding termguard-audit-test-user --clusterrole=termguard-audit \
+    --user=termguard-audit >/dev/null
   local t1=$SECONDS
   until "${k[@]}" -n default get serviceaccount default >/dev/null 2>&1; do
     (( SECONDS - t1 < 60 )) || fail_component kube-controller-manager "created no default ServiceAccount within 60 s"

@@ -56,6 +56,7 @@ cargo test --workspace --locked </dev/null
 cargo bench -p termguard --bench soak --profile dev --locked -- --notices 150 --seed 1 </dev/null
 cargo bench -p termguard --bench soak --profile dev --locked -- --backend real --notices 150 --seed 2 </dev/null
 
-# Least privilege, shown by the real authorizer: the termguard user was refused nothing, and
-# every rule of the shipped ClusterRole was used by the code under test (the soak included).
+# Least privilege, shown by the real authorizer: the termguard and termguard-audit users were
+# refused nothing, and every rule of their shipped ClusterRoles was used by the code under test
+# (the soak included).
 python3 scripts/rbac-check.py "$CLUSTER_DIR/audit.log"

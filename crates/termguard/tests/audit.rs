@@ -607,6 +607,39 @@ async fn a_suspended_rebalance_leaves_the_missing_hook_high_and_a_hook_to_the_qu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_nothing_receives_is_found_and_a_receive_clears_it() -> Result {
+    let m = Moto::start().await;
+    m.group("workers", 2, &[]).await;
+    let (url, _) = m.queue("tg").await;
+    let not_consumed = |found: &[(String, String)]| {
+        found
+            .iter()
+            .any(|(id, r)| id == "queue-not-consumed" && r == "queue/tg")
+    };
+    assert!(
+        !not_consumed(&workers_findings(&m, &url).await),
+        "an empty queue says nothing"
+    );
+    m.send(&url, r#"{"version": "0"}"#).await;
+    let report = audit(
+        &m,
+        &["--group", "workers", "--queue-url", &url, "-o", "json"],
+    )
+    .await
+    .json();
+    assert!(not_consumed(&findings(&report)), "{report}");
+    // Something receives it (and keeps it in flight, as a drain does): consumed.
+    m.sqs
+        .receive_message()
+        .queue_url(&url)
+        .visibility_timeout(120)
+        .send()
+        .await?;
+    assert!(!not_consumed(&workers_findings(&m, &url).await));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_to_audit_or_an_unknown_group_is_said_plainly() -> Result {
     let m = Moto::start().await;
     let none = audit(&m, &[]).await;
@@ -652,9 +685,10 @@ both_backends! {
             "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n{nodes}workloads:\n- {{kind: Deployment, name: web, replicas: 2}}\n"
         );
         let c = cluster::TestCluster::start_settled(backend, &scenario).await;
-        // The code reads as an operator would: the admin on the real control plane.
+        // On the real control plane, the audit reads as the `termguard-audit` user, bound to
+        // the shipped read-only ClusterRole only (scripts/rbac-check.py: nothing refused).
         let kubeconfig = match c.real_dir() {
-            Some(dir) => dir.join("kubeconfig"),
+            Some(dir) => dir.join("termguard-audit.kubeconfig"),
             None => c.kubeconfig().to_path_buf(),
         };
         let kubeconfig = kubeconfig.to_string_lossy().into_owned();
@@ -676,7 +710,8 @@ both_backends! {
             )
             .await?;
 
-        let run = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await;
+        let (url, _) = m.queue("tg").await;
+        let run = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "--queue-url", &url, "-o", "json"]).await;
         let report = run.json();
         assert_eq!(report["groups"][0]["group"], "workers", "{report}");
         assert_eq!(report["groups"][0]["reasons"], json!(["has-nodes"]), "found through its nodes");
@@ -685,8 +720,9 @@ both_backends! {
             ("group-not-managed", "asg/workers"),
             ("pdb-never-allows-eviction", "pdb/default/web"),
             ("node-without-provider-id", "node/laptop"),
+            ("queue-not-consumed", "queue/tg"),
         ] {
-            assert!(found.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {found:?}");
+            assert!(found.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {found:?}: {report}");
         }
         let deadlock = report["findings"]
             .as_array()
@@ -713,13 +749,36 @@ both_backends! {
             .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 1}})))
             .await?;
         nodes_api.delete("laptop", &DeleteParams::default()).await?;
-        let report = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await.json();
+        // termguard itself, reading the queue (on a simulated node the pod runs and is Ready).
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.admin.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "termguard-0", "labels": {"app": "termguard"}},
+                "spec": {"nodeName": "node-0", "containers": [{
+                    "name": "termguard", "image": "ghcr.io/termguard/termguard:0.1",
+                    "args": ["run", "--queue-url", url, "--cluster-name", "prod"],
+                }]},
+            }))?,
+        )
+        .await?;
+        let ready = cluster::eventually(std::time::Duration::from_secs(60), || async {
+            c.pod("default", "termguard-0").await.is_some_and(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+        })
+        .await;
+        assert!(ready, "the termguard pod became ready: {:?}", c.pod("default", "termguard-0").await);
+        let report = audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "--queue-url", &url, "-o", "json"]).await.json();
         assert_eq!(report["groups"][0]["reasons"], json!(["tagged", "has-nodes"]), "{report}");
         let found = findings(&report);
         for gone in [
             ("group-not-managed", "asg/workers"),
             ("pdb-never-allows-eviction", "pdb/default/web"),
             ("node-without-provider-id", "node/laptop"),
+            ("queue-not-consumed", "queue/tg"),
         ] {
             assert!(!found.contains(&(gone.0.to_string(), gone.1.to_string())), "{gone:?} in {found:?}");
         }

@@ -3,7 +3,7 @@
 //! cluster-autoscaler beside per-zone groups, and pods that should leave last. Pure functions
 //! of the objects read (`docs/audit.md#the-clusters-findings`).
 
-use super::facts::Group;
+use super::facts::{Group, Replicas};
 use super::{Finding, Severity};
 use crate::cluster::drain::plan::DRAIN_ORDER_ANNOTATION;
 use crate::cluster::index::instance_of_provider_id;
@@ -420,6 +420,96 @@ pub fn findings(f: &ClusterFacts, groups: &[Group]) -> Vec<Finding> {
                         .into(),
                 });
             }
+        }
+    }
+    out
+}
+
+/// `ACCOUNT/NAME` of a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`): the same
+/// queue whatever endpoint form or trailing slash the URL was written with.
+fn queue_key(url: &str) -> Option<String> {
+    let mut parts = url.trim().trim_end_matches('/').rsplit('/');
+    let name = parts.next().filter(|n| !n.is_empty())?;
+    let account = parts.next().filter(|a| !a.is_empty() && !a.contains(':'))?;
+    Some(format!("{account}/{name}"))
+}
+
+/// The queue a termguard container reads: `--queue-url URL`, `--queue-url=URL`, or the
+/// `TERMGUARD_QUEUE_URL` environment variable.
+fn queue_of(c: &k8s_openapi::api::core::v1::Container) -> Option<String> {
+    let words: Vec<&String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .collect();
+    words
+        .iter()
+        .enumerate()
+        .find_map(|(i, w)| {
+            if let Some(url) = w.strip_prefix("--queue-url=") {
+                Some(url.to_string())
+            } else if w.as_str() == "--queue-url" {
+                words.get(i + 1).map(|u| u.to_string())
+            } else {
+                None
+            }
+        })
+        .or_else(|| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "TERMGUARD_QUEUE_URL")
+                .and_then(|e| e.value.clone())
+        })
+}
+
+/// Whether the container runs `termguard run` (its image or its command names termguard).
+fn runs_termguard(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    let named = c.image.as_deref().is_some_and(|i| i.contains("termguard"))
+        || c.command.iter().flatten().next().is_some_and(|cmd| {
+            cmd.rsplit('/')
+                .next()
+                .is_some_and(|b| b.contains("termguard"))
+        });
+    named
+        && c.command
+            .iter()
+            .flatten()
+            .chain(c.args.iter().flatten())
+            .any(|w| w == "run")
+}
+
+fn ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The termguard replicas of the cluster, for the queue at `queue_url`.
+pub fn replicas(f: &ClusterFacts, queue_url: &str) -> Replicas {
+    let want = queue_key(queue_url);
+    let mut out = Replicas::default();
+    for pod in &f.pods {
+        let Some(c) = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .find(|c| runs_termguard(c))
+        else {
+            continue;
+        };
+        let name = ns_name(&pod.metadata);
+        let reads = queue_of(c);
+        match (reads.as_deref().and_then(queue_key), ready(pod)) {
+            (Some(k), true) if Some(&k) == want.as_ref() => out.reading.push(name),
+            (Some(k), _) if Some(&k) != want.as_ref() => out
+                .others
+                .push(format!("{name} reads {}", reads.unwrap_or(k))),
+            (Some(_), _) => out.others.push(format!("{name} is not running and ready")),
+            (None, _) => out.others.push(format!("{name} names no queue")),
         }
     }
     out

@@ -2,7 +2,8 @@
 //!
 //! Auto Scaling: `DescribeAutoScalingGroups`, `DescribeLifecycleHooks`, `DescribeWarmPool`,
 //! `DescribeScalingActivities`. EventBridge: `ListRules`, `ListTargetsByRule`. SQS:
-//! `GetQueueAttributes`. A call that fails is reported in the report's `unreadable` list and
+//! `GetQueueAttributes` (a second time, [`BACKLOG_RECHECK`](super::facts::BACKLOG_RECHECK)
+//! later, when messages wait and none is in flight). A call that fails is reported in the report's `unreadable` list and
 //! the audit goes on with what it has.
 
 use super::facts::{Activity, Group, Hook, Queue, Reason, Routing, Rule, Scoped};
@@ -300,22 +301,52 @@ pub async fn routing(
 
 async fn queue(clients: &Clients, url: &str, unreadable: &mut Vec<String>) -> Option<Queue> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = match clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::QueueArn)
-        .attribute_names(A::Policy)
-        .attribute_names(A::RedrivePolicy)
-        .send()
-        .await
-    {
+    let read = || async {
+        clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::QueueArn)
+            .attribute_names(A::Policy)
+            .attribute_names(A::RedrivePolicy)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+    };
+    let out = match read().await {
         Ok(o) => o,
         Err(e) => {
             unreadable.push(sdk_error(&format!("GetQueueAttributes {url}"), &e));
             return None;
         }
     };
+    let count = |out: &aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput,
+                 k: &A| {
+        out.attributes()
+            .and_then(|a| a.get(k))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let depth = |out| {
+        (
+            count(out, &A::ApproximateNumberOfMessages),
+            count(out, &A::ApproximateNumberOfMessagesNotVisible),
+        )
+    };
+    let (mut in_flight, mut unreceived) = (depth(&out).1, None);
+    if let (Some(waiting), Some(0)) = depth(&out) {
+        if waiting > 0 {
+            tokio::time::sleep(super::facts::BACKLOG_RECHECK).await;
+            match read().await {
+                Ok(again) => {
+                    let (waiting, flying) = depth(&again);
+                    in_flight = flying;
+                    unreceived = waiting.filter(|w| *w > 0 && flying == Some(0));
+                }
+                Err(e) => unreadable.push(sdk_error(&format!("GetQueueAttributes {url}"), &e)),
+            }
+        }
+    }
     let attrs = out.attributes();
     let get = |k: &A| attrs.and_then(|a| a.get(k)).cloned();
     let dead_letter = get(&A::RedrivePolicy)
@@ -334,5 +365,7 @@ async fn queue(clients: &Clients, url: &str, unreadable: &mut Vec<String>) -> Op
         arn: get(&A::QueueArn).unwrap_or_default(),
         policy: get(&A::Policy).and_then(|p| serde_json::from_str(&p).ok()),
         dead_letter,
+        in_flight,
+        unreceived,
     })
 }

@@ -115,6 +115,26 @@ pub struct Queue {
     pub policy: Option<serde_json::Value>,
     /// From `RedrivePolicy`: the dead-letter queue's ARN and `maxReceiveCount`.
     pub dead_letter: Option<(String, i64)>,
+    /// `ApproximateNumberOfMessagesNotVisible` at the last look: messages received and not
+    /// yet deleted (termguard keeps a notice's message in flight until its drain ends).
+    pub in_flight: Option<i64>,
+    /// `ApproximateNumberOfMessages` when messages were waiting and none was in flight at two
+    /// looks [`BACKLOG_RECHECK`] apart: nobody receives from the queue.
+    pub unreceived: Option<i64>,
+}
+
+/// How long the audit waits before it looks at a queue's backlog a second time. A consumer
+/// long-polls without a pause, so a message that waits this long with nothing in flight has
+/// no consumer.
+pub const BACKLOG_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The termguard replicas the cluster runs for a queue, as the audit found them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Replicas {
+    /// Running, Ready pods whose termguard container reads the queue.
+    pub reading: Vec<String>,
+    /// termguard pods that do not: not ready, or reading another queue (`ns/name: why`).
+    pub others: Vec<String>,
 }
 
 /// The event routing of the account and region.

@@ -1,7 +1,7 @@
 //! The AWS rules: pure functions from [`facts`](super::facts) to [`Finding`]s. Each rule's id,
 //! what it looks for and its fix are listed in `docs/audit.md`.
 
-use super::facts::{Group, Queue, Routing, Rule};
+use super::facts::{Group, Queue, Replicas, Routing, Rule, BACKLOG_RECHECK};
 use super::pattern::{glob, matches};
 use super::{Finding, Severity};
 use crate::aws::groups::ClusterTags;
@@ -29,6 +29,8 @@ pub mod ids {
     pub const LOW_MAX_RECEIVE_COUNT: &str = "dead-letter-max-receive-count-too-low";
     /// A group of the cluster whose lifecycle actions termguard leaves for another owner.
     pub const GROUP_NOT_MANAGED: &str = "group-not-managed";
+    /// Nothing receives from the queue, or no termguard replica in the cluster reads it.
+    pub const QUEUE_NOT_CONSUMED: &str = "queue-not-consumed";
     /// A warm pool, and the lifecycle actions of instances going back to it reach no queue.
     pub const WARM_POOL_RETURNS_NOT_ROUTED: &str = "warm-pool-returns-not-routed";
 }
@@ -457,6 +459,74 @@ pub fn queue_findings(routing: &Routing) -> Vec<Finding> {
         Some(_) => {}
     }
     out
+}
+
+/// Whether anything consumes the queue: its backlog (messages waiting and none in flight at
+/// two looks), and, when the cluster was read, the termguard replicas that read it.
+pub fn consumer_findings(queue: &Queue, replicas: Option<&Replicas>) -> Vec<Finding> {
+    let resource = format!(
+        "queue/{}",
+        queue.arn.rsplit(':').next().unwrap_or(&queue.arn)
+    );
+    let seen = match replicas {
+        None => String::new(),
+        Some(r) if r.others.is_empty() => {
+            "; the cluster runs no termguard replica that reads it".into()
+        }
+        Some(r) => format!(
+            "; the cluster's termguard pods do not read it ({})",
+            r.others.join("; ")
+        ),
+    };
+    let fix = format!(
+        "run termguard in the cluster with --queue-url {} (deploy/kubernetes/termguard.yaml: two          replicas), with sqs:ReceiveMessage on the queue in its IAM role",
+        queue.url
+    );
+    if let Some(waiting) = queue.unreceived {
+        return vec![Finding {
+            id: ids::QUEUE_NOT_CONSUMED,
+            severity: Severity::High,
+            resource,
+            message: format!(
+                "{waiting} message(s) wait in the queue and none was received in {} s: nothing                  consumes it, so every notice waits there while its node is terminated                  undrained{seen}",
+                BACKLOG_RECHECK.as_secs()
+            ),
+            fix,
+        }];
+    }
+    match replicas {
+        Some(r) if r.reading.is_empty() => {
+            let in_flight = queue.in_flight.unwrap_or(0);
+            let (severity, what) = if in_flight > 0 {
+                (
+                    Severity::Medium,
+                    format!(
+                        "something else receives from it ({in_flight} message(s) in flight):                          another handler, or termguard outside the cluster"
+                    ),
+                )
+            } else {
+                (
+                    Severity::High,
+                    "the next notice waits there while its node is terminated undrained".into(),
+                )
+            };
+            vec![Finding {
+                id: ids::QUEUE_NOT_CONSUMED,
+                severity,
+                resource,
+                message: format!(
+                    "no running, ready termguard replica in the cluster reads the queue{}: {what}",
+                    if r.others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.others.join("; "))
+                    }
+                ),
+                fix,
+            }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Whether the queue's policy has an Allow statement that lets EventBridge send from the rule

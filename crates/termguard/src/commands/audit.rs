@@ -147,6 +147,12 @@ async fn run(args: &AuditArgs) -> anyhow::Result<Report> {
         audited.push(group);
     }
     report.findings.extend(rules::queue_findings(&routing));
+    if let Some(queue) = &routing.queue {
+        let replicas = cluster.as_ref().map(|f| cluster::replicas(f, &queue.url));
+        report
+            .findings
+            .extend(rules::consumer_findings(queue, replicas.as_ref()));
+    }
     if let Some(facts) = &cluster {
         report.findings.extend(cluster::findings(facts, &audited));
     }

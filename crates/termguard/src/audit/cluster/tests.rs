@@ -253,3 +253,70 @@ fn cluster_autoscaler_beside_per_zone_groups_must_balance_them() {
     )
     .is_empty());
 }
+
+#[test]
+fn termguard_replicas_are_told_by_their_queue_and_readiness() {
+    const URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/termguard";
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let termguard = |name: &str, container: Value, status: &Value| {
+        let mut extra = json!({"spec": {"containers": [container]}});
+        merge(&mut extra, status);
+        pod(name, "n1", "termguard", extra)
+    };
+    let f = ClusterFacts {
+        pods: vec![
+            // The queue as an argument, the same URL with a trailing slash and another host
+            // form, and in the environment.
+            termguard(
+                "tg-1",
+                json!({"name": "c", "image": "ghcr.io/x/termguard:1", "args": ["run", "--queue-url", URL]}),
+                &ready,
+            ),
+            termguard(
+                "tg-2",
+                json!({"name": "c", "image": "registry/tools:1", "command": ["/bin/termguard"],
+                       "args": ["run", "--queue-url=https://queue.amazonaws.com/123456789012/termguard/"]}),
+                &ready,
+            ),
+            termguard(
+                "tg-3",
+                json!({"name": "c", "image": "termguard:1", "args": ["run"],
+                       "env": [{"name": "TERMGUARD_QUEUE_URL", "value": URL}]}),
+                &ready,
+            ),
+            // Not ready, another queue, no queue, not `run`, not termguard at all.
+            termguard(
+                "tg-4",
+                json!({"name": "c", "image": "termguard:1", "args": ["run", "--queue-url", URL]}),
+                &json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+            termguard(
+                "tg-5",
+                json!({"name": "c", "image": "termguard:1", "args": ["run", "--queue-url", "https://sqs.us-east-1.amazonaws.com/123456789012/other"]}),
+                &ready,
+            ),
+            termguard(
+                "tg-6",
+                json!({"name": "c", "image": "termguard:1", "args": ["run"]}),
+                &ready,
+            ),
+            termguard(
+                "tg-7",
+                json!({"name": "c", "image": "termguard:1", "args": ["audit", "--queue-url", URL]}),
+                &ready,
+            ),
+            pod("web-1", "n1", "web", ready.clone()),
+        ],
+        ..facts()
+    };
+    let r = replicas(&f, URL);
+    assert_eq!(r.reading, ["shop/tg-1", "shop/tg-2", "shop/tg-3"]);
+    assert_eq!(
+        r.others,
+        [
+            "shop/tg-4 is not running and ready",
+            "shop/tg-5 reads https://sqs.us-east-1.amazonaws.com/123456789012/other",
+            "shop/tg-6 names no queue",
+        ]
+    );
+}

@@ -1,5 +1,5 @@
 use super::*;
-use crate::audit::facts::{Hook, TERMINATING};
+use crate::audit::facts::{Hook, Replicas, TERMINATING};
 
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:termguard";
 const RULE_ARN: &str = "arn:aws:events:us-east-1:123456789012:rule/termguard-lifecycle";
@@ -62,6 +62,7 @@ fn routed() -> Routing {
                 "arn:aws:sqs:us-east-1:123456789012:termguard-dlq".into(),
                 10,
             )),
+            ..Default::default()
         }),
     }
 }
@@ -399,4 +400,58 @@ fn a_warm_pool_whose_returns_no_rule_matches_is_found_and_a_rule_for_both_clears
         ..g
     };
     assert!(group_findings(&own, &only_ec2, &ctx()).is_empty());
+}
+
+#[test]
+fn a_queue_nothing_receives_from_is_found_by_its_backlog_or_by_the_missing_replicas() {
+    let queue = || routed().queue.unwrap_or_default();
+    let replicas = |reading: &[&str], others: &[&str]| Replicas {
+        reading: reading.iter().map(|s| s.to_string()).collect(),
+        others: others.iter().map(|s| s.to_string()).collect(),
+    };
+    // Nothing known against it: no backlog, the cluster not read.
+    assert!(consumer_findings(&queue(), None).is_empty());
+    // A backlog nothing receives: high, whatever the cluster says.
+    let stalled = Queue {
+        unreceived: Some(3),
+        in_flight: Some(0),
+        ..queue()
+    };
+    let found = consumer_findings(&stalled, None);
+    assert_eq!(ids_of(&found), [ids::QUEUE_NOT_CONSUMED]);
+    assert_eq!(found[0].severity, Severity::High);
+    assert!(
+        found[0].message.starts_with("3 message(s)"),
+        "{}",
+        found[0].message
+    );
+    let found = consumer_findings(&stalled, Some(&replicas(&[], &["tg/a reads Q2"])));
+    assert!(
+        found[0].message.contains("tg/a reads Q2"),
+        "{}",
+        found[0].message
+    );
+    // No replica reads it: high when nothing is in flight, medium when something receives.
+    let idle = Queue {
+        in_flight: Some(0),
+        ..queue()
+    };
+    let found = consumer_findings(&idle, Some(&replicas(&[], &[])));
+    assert_eq!(
+        found.iter().map(|f| (f.id, f.severity)).collect::<Vec<_>>(),
+        [(ids::QUEUE_NOT_CONSUMED, Severity::High)]
+    );
+    let busy = Queue {
+        in_flight: Some(2),
+        ..queue()
+    };
+    let found = consumer_findings(&busy, Some(&replicas(&[], &[])));
+    assert_eq!(found[0].severity, Severity::Medium);
+    assert!(
+        found[0].message.contains("2 message(s) in flight"),
+        "{}",
+        found[0].message
+    );
+    // A ready replica reads it.
+    assert!(consumer_findings(&idle, Some(&replicas(&["tg/a"], &[]))).is_empty());
 }
