@@ -99,9 +99,39 @@ pub enum Command {
     ///   0    no finding at or above --fail-on (or no --fail-on)
     ///   1    a finding at or above --fail-on
     ///   2    the audit could not run (the groups could not be listed)
-    #[command(verbatim_doc_comment)]
+    #[command(verbatim_doc_comment, after_long_help = AUDIT_EXAMPLE)]
     Audit(AuditArgs),
 }
+
+/// A real run's report, shown by `termguard audit --help`: the incident's setup in the AWS
+/// test peer (a group over three zones, no hook, two AZ rebalances and a scale-in).
+const AUDIT_EXAMPLE: &str = "\
+Example: the incident's setup (a group over three zones, no termination hook, two AZ
+rebalances and a scale-in), audited:
+
+  $ termguard audit --no-cluster --cluster-name prod --queue-url $QUEUE_URL
+  Auto Scaling groups audited: workers
+
+  SEVERITY  RESOURCE         FINDING
+  CRITICAL  asg/workers      az-rebalance-without-termination-hook
+                             the group spans 3 zones with AZRebalance active and has no termination
+                             hook: whenever its zones fall out of balance, Auto Scaling launches a
+                             node in one zone and terminates one in another at once, pods and all
+                             fix: aws autoscaling put-lifecycle-hook --auto-scaling-group-name workers
+                                  --lifecycle-hook-name termguard-terminate --lifecycle-transition
+                                  autoscaling:EC2_INSTANCE_TERMINATING --heartbeat-timeout 300
+                                  --default-result CONTINUE, route its events to termguard's queue;
+                                  or, to stop the rebalancing itself: aws autoscaling
+                                  suspend-processes --auto-scaling-group-name workers
+                                  --scaling-processes AZRebalance
+  LOW       queue/termguard  queue-without-dead-letter-queue
+                             ...
+
+  History (the groups' scaling activities; AWS keeps 42 days):
+    workers: 3 terminations in 42 days, 2 by AZRebalance, 1 by scale-in, 3 undrained.
+      i-7dd55cf3a5945a866 terminated by AZRebalance on 2026-12-03, no lifecycle hook: undrained.
+
+Every rule, its fix and the permissions the audit needs: docs/audit.md.";
 
 /// `termguard audit`
 #[derive(Debug, Args)]

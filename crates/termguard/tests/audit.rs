@@ -785,3 +785,56 @@ both_backends! {
         Ok(())
     }
 }
+
+both_backends! {
+    async fn a_drain_its_budget_makes_longer_than_the_hook_allows_is_found_and_a_wider_budget_clears_it(backend) -> Result {
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        use kube::api::{Api, Patch, PatchParams, PostParams};
+
+        // Every hook's global timeout is 35 s: room for one round of 30-s grace periods.
+        let m = Moto::start_with(&[("TERMGUARD_MOTO_GLOBAL_TIMEOUT", "35")]).await;
+        m.group("workers", 1, &[("termguard.io/cluster", "prod")]).await;
+        put_termination_hook(&m, "workers").await;
+        let instance = m.instances("workers").await.remove(0);
+        let scenario = format!(
+            "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n- {{name: node-0, zone: {}, instanceId: {}}}\n\
+             workloads:\n- {{kind: Deployment, name: api, replicas: 3}}\n",
+            instance.zone, instance.id
+        );
+        let c = cluster::TestCluster::start_settled(backend, &scenario).await;
+        let kubeconfig = match c.real_dir() {
+            Some(dir) => dir.join("termguard-audit.kubeconfig"),
+            None => c.kubeconfig().to_path_buf(),
+        };
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
+        budgets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "api"},
+                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}},
+                }))?,
+            )
+            .await?;
+        let run = || async {
+            audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await.json()
+        };
+        // One at a time: two waits for a replacement (10 s each, no readiness probe) and a
+        // last grace period of 30 s, 50 s against the hook's 35.
+        let report = run().await;
+        let finding = report["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["id"] == "drain-beyond-hook-timeout").cloned())
+            .unwrap_or_else(|| panic!("drain-beyond-hook-timeout in {report}"));
+        assert_eq!(finding["resource"], "node/node-0", "{finding}");
+        assert!(finding["message"].as_str().is_some_and(|m| m.contains("at least 50 s") && m.contains("35 s")), "{finding}");
+        // All three at once: one round, 30 s.
+        budgets
+            .patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"maxUnavailable": 3}})))
+            .await?;
+        let report = run().await;
+        assert!(!findings(&report).iter().any(|(id, _)| id == "drain-beyond-hook-timeout"), "{report}");
+        Ok(())
+    }
+}

@@ -24,6 +24,8 @@ pub mod ids {
     pub const GRACE_BEYOND_SPOT: &str = "grace-period-beyond-spot-warning";
     /// A pod whose grace period is longer than its group's hook allows.
     pub const GRACE_BEYOND_HOOK: &str = "grace-period-beyond-hook-timeout";
+    /// A node whose budgets make its drain take longer than its group's hook allows.
+    pub const DRAIN_BEYOND_HOOK: &str = "drain-beyond-hook-timeout";
     /// A node without an AWS providerID.
     pub const NO_PROVIDER_ID: &str = "node-without-provider-id";
     /// cluster-autoscaler without --balance-similar-node-groups beside per-zone groups.
@@ -38,6 +40,10 @@ pub const SPOT_WARNING_SECONDS: i64 = 120;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE: i64 = 30;
+
+/// What the drain-time estimate takes for a replacement pod to become Ready when its pod has no
+/// readiness probe to tell: an image pull and a start on an existing node.
+const DEFAULT_READY_SECONDS: i64 = 10;
 
 /// Names that mark connection poolers, DNS servers and log shippers: what should leave a node
 /// last, once the pods that use them are gone.
@@ -156,6 +162,90 @@ fn evictable(pod: &Pod) -> bool {
         && owner_kind(pod) != Some("DaemonSet")
         && !mirror
         && !matches!(phase, Some("Succeeded") | Some("Failed"))
+}
+
+/// How many of the `selected` pods the budget lets go at once when all are healthy (the
+/// disruption controller's arithmetic: percentages of `maxUnavailable` and `minAvailable`
+/// round up), or `None` when it cannot be told.
+fn allowance(pdb: &PodDisruptionBudget, selected: usize) -> Option<i64> {
+    let spec = pdb.spec.as_ref()?;
+    let n = selected as i64;
+    let scaled = |v: &IntOrString| match v {
+        IntOrString::Int(i) => Some(i64::from(*i)),
+        IntOrString::String(s) => {
+            let pct: i64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
+            Some((pct * n + 99) / 100)
+        }
+    };
+    match (&spec.max_unavailable, &spec.min_available) {
+        (Some(max), _) => scaled(max),
+        (None, Some(min)) => scaled(min).map(|m| n - m),
+        (None, None) => None,
+    }
+}
+
+/// How long a replacement of `pod` takes to become Ready: its readiness probe's initial delay
+/// plus the successful probes it needs, or [`DEFAULT_READY_SECONDS`].
+fn ready_seconds(pod: &Pod) -> i64 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.readiness_probe.as_ref())
+        .map(|p| {
+            i64::from(p.initial_delay_seconds.unwrap_or(0))
+                + i64::from(p.period_seconds.unwrap_or(10))
+                    * i64::from(p.success_threshold.unwrap_or(1))
+        })
+        .max()
+        .unwrap_or(DEFAULT_READY_SECONDS)
+}
+
+/// The least time a drain of the node's `pods` takes, and the budget that makes it so: each
+/// budget lets [`allowance`] of them go at once, and the next ones only once the replacements
+/// are Ready (a StatefulSet's replacement starts only when its pod is gone, so its grace
+/// period counts too). Budgets run side by side. `None` when no budget holds pods back.
+fn drain_estimate(f: &ClusterFacts, pods: &[&Pod]) -> Option<(i64, String)> {
+    let mut worst: Option<(i64, String)> = None;
+    for pdb in &f.budgets {
+        let namespace = pdb.metadata.namespace.as_deref().unwrap_or("default");
+        let here: Vec<&&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| covers(pdb, namespace, &labels(p)))
+            .collect();
+        if here.len() < 2 {
+            continue;
+        }
+        let selected = f
+            .pods
+            .iter()
+            .filter(|p| evictable(p) && covers(pdb, namespace, &labels(p)))
+            .count();
+        let Some(at_once) = allowance(pdb, selected).filter(|a| *a > 0) else {
+            continue; // none at all is pdb-never-allows-eviction
+        };
+        let rounds = (here.len() as i64 + at_once - 1) / at_once;
+        let round = here
+            .iter()
+            .map(|p| {
+                let ordered = owner_kind(p) == Some("StatefulSet");
+                ready_seconds(p) + if ordered { grace(p) } else { 0 }
+            })
+            .max()
+            .unwrap_or(DEFAULT_READY_SECONDS);
+        let last_grace = here.iter().map(|p| grace(p)).max().unwrap_or(DEFAULT_GRACE);
+        let total = (rounds - 1) * round + last_grace;
+        let why = format!(
+            "budget {namespace}/{} lets {at_once} of its {} pods here go at a time, each next one \
+             after a replacement is ready (about {round} s)",
+            pdb.metadata.name.as_deref().unwrap_or_default(),
+            here.len()
+        );
+        if worst.as_ref().is_none_or(|(t, _)| total > *t) {
+            worst = Some((total, why));
+        }
+    }
+    worst
 }
 
 /// The cluster's findings. `groups` are the audited groups, to tell which nodes are Spot and
@@ -386,6 +476,46 @@ pub fn findings(f: &ClusterFacts, groups: &[Group]) -> Vec<Finding> {
                     ),
                 });
             }
+        }
+    }
+
+    for n in &f.nodes {
+        let Some(name) = n.metadata.name.as_deref() else {
+            continue;
+        };
+        let Some(limit) = group_of_node.get(name).and_then(|g| {
+            g.termination_hooks()
+                .map(|h| h.global_timeout)
+                .filter(|t| *t > 0)
+                .min()
+        }) else {
+            continue;
+        };
+        let here: Vec<&Pod> = f
+            .pods
+            .iter()
+            .filter(|p| evictable(p) && node_of(p) == Some(name))
+            .collect();
+        // A grace period alone beyond the hook is grace-period-beyond-hook-timeout's.
+        if here.iter().any(|p| grace(p) > limit) {
+            continue;
+        }
+        if let Some((need, why)) = drain_estimate(f, &here).filter(|(need, _)| *need > limit) {
+            out.push(Finding {
+                id: ids::DRAIN_BEYOND_HOOK,
+                severity: Severity::High,
+                resource: format!("node/{name}"),
+                message: format!(
+                    "its drain needs at least {need} s ({why}), and the termination hook of its \
+                     group lets a termination wait {limit} s at most, heartbeats included: the \
+                     rest of its pods are deleted with their grace period clipped"
+                ),
+                fix:
+                    "a longer hook heartbeat timeout (the global timeout is 100 times it, at most \
+                      48 hours), a budget that lets more pods go at once, or topology spread \
+                      constraints that put fewer of the workload's pods on one node"
+                        .into(),
+            });
         }
     }
 

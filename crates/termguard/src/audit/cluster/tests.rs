@@ -320,3 +320,62 @@ fn termguard_replicas_are_told_by_their_queue_and_readiness() {
         ]
     );
 }
+
+#[test]
+fn a_drain_its_budgets_make_longer_than_the_hook_allows_is_found() {
+    // Six pods of one workload on n2, a budget letting one go at a time, replacements ready
+    // after 5 s + 2 × 10 s: 5 × 25 s + 30 s = 155 s.
+    let probe = json!({"spec": {"containers": [{"name": "c", "image": "example/api:1",
+        "readinessProbe": {"initialDelaySeconds": 5, "periodSeconds": 10, "successThreshold": 2,
+                           "httpGet": {"path": "/", "port": 80}}}]}});
+    let mut f = facts();
+    for i in 0..6 {
+        f.pods
+            .push(pod(&format!("api-{i}"), "n2", "api", probe.clone()));
+    }
+    f.pods.push(pod("api-x", "n1", "api", probe.clone()));
+    f.budgets
+        .push(pdb("api", "api", json!({"maxUnavailable": 1})));
+    let group = |global_timeout| Group {
+        name: "g".into(),
+        instances: vec!["i-2".into()],
+        hooks: vec![Hook {
+            name: "h".into(),
+            transition: TERMINATING.into(),
+            heartbeat_timeout: 30,
+            global_timeout,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let found = findings(&f, &[group(150)]);
+    assert_eq!(
+        ids_of(&found),
+        [(ids::DRAIN_BEYOND_HOOK, "node/n2".to_string())]
+    );
+    assert!(
+        found[0].message.contains("at least 155 s"),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        found[0].message.contains("shop/api lets 1 of its 6"),
+        "{}",
+        found[0].message
+    );
+    // Room enough: a longer hook, or a budget letting 3 go at once (1 × 25 + 30 = 55 s), or
+    // a percentage that does (50 % of 7, rounded up: 4, so 2 rounds).
+    assert!(findings(&f, &[group(3000)]).is_empty());
+    f.budgets[0] = pdb("api", "api", json!({"maxUnavailable": 3}));
+    assert!(findings(&f, &[group(150)]).is_empty());
+    f.budgets[0] = pdb("api", "api", json!({"maxUnavailable": "50%"}));
+    assert!(findings(&f, &[group(150)]).is_empty());
+    // minAvailable 6 of 7: one at a time again.
+    f.budgets[0] = pdb("api", "api", json!({"minAvailable": 6}));
+    assert_eq!(
+        ids_of(&findings(&f, &[group(150)])),
+        [(ids::DRAIN_BEYOND_HOOK, "node/n2".to_string())]
+    );
+    // A node no audited group holds: nothing to compare with.
+    assert!(findings(&f, &[]).is_empty());
+}
