@@ -838,3 +838,135 @@ both_backends! {
         Ok(())
     }
 }
+
+both_backends! {
+    async fn workloads_a_drain_takes_down_grace_periods_a_notice_cannot_give_and_an_unbalanced_autoscaler_are_found_then_fixed(backend) -> Result {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::{Node, Pod};
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+        // Hooks let a termination wait 300 s at most.
+        let m = Moto::start_with(&[("TERMGUARD_MOTO_GLOBAL_TIMEOUT", "300")]).await;
+        m.group("workers", 1, &[("termguard.io/cluster", "prod")]).await;
+        put_termination_hook(&m, "workers").await;
+        // Two one-zone groups: the per-zone workaround cluster-autoscaler must balance.
+        m.asg
+            .create_launch_configuration()
+            .launch_configuration_name("zone-lc")
+            .image_id("ami-12c6146b")
+            .instance_type("m5.large")
+            .send()
+            .await?;
+        for (name, zone) in [("zone-a", "us-east-1a"), ("zone-b", "us-east-1b")] {
+            m.asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(name)
+                .launch_configuration_name("zone-lc")
+                .min_size(0)
+                .max_size(3)
+                .desired_capacity(0)
+                .availability_zones(zone)
+                .tags(
+                    aws_sdk_autoscaling::types::Tag::builder()
+                        .key("termguard.io/cluster")
+                        .value("prod")
+                        .resource_id(name)
+                        .resource_type("auto-scaling-group")
+                        .propagate_at_launch(false)
+                        .build(),
+                )
+                .send()
+                .await?;
+        }
+        let instance = m.instances("workers").await.remove(0);
+        let scenario = format!(
+            "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n- {{name: node-0, zone: {}, instanceId: {}}}\n",
+            instance.zone, instance.id
+        );
+        let c = cluster::TestCluster::start_settled(backend, &scenario).await;
+        let kubeconfig = match c.real_dir() {
+            Some(dir) => dir.join("termguard-audit.kubeconfig"),
+            None => c.kubeconfig().to_path_buf(),
+        };
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let pods: Api<Pod> = Api::namespaced(c.admin.clone(), "default");
+        let pod = |name: &str, spec: Value| -> anyhow::Result<Pod> {
+            let mut spec = spec;
+            spec["nodeName"] = json!("node-0");
+            Ok(serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}))?)
+        };
+        let post = PostParams::default();
+        pods.create(&post, &pod("pgbouncer-0", json!({"containers": [{"name": "c", "image": "bitnami/pgbouncer:1.23"}]}))?).await?;
+        pods.create(&post, &pod("batch-0", json!({"terminationGracePeriodSeconds": 600, "containers": [{"name": "c", "image": "example/batch:1"}]}))?).await?;
+        let autoscaler = |args: Value| pod("cluster-autoscaler-0", json!({"containers": [{"name": "c",
+            "image": "registry.k8s.io/autoscaling/cluster-autoscaler:v1.32.0",
+            "command": ["./cluster-autoscaler"], "args": args}]}));
+        pods.create(&post, &autoscaler(json!(["--cloud-provider=aws"]))?).await?;
+        let deployments: Api<Deployment> = Api::namespaced(c.admin.clone(), "default");
+        deployments
+            .create(
+                &post,
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "solo"},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "solo"}},
+                             "template": {"metadata": {"labels": {"app": "solo"}},
+                                          "spec": {"containers": [{"name": "c", "image": "example/solo:1"}]}}},
+                }))?,
+            )
+            .await?;
+        // The node is Spot capacity, as Karpenter labels it.
+        let nodes: Api<Node> = Api::all(c.admin.clone());
+        nodes
+            .patch("node-0", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"karpenter.sh/capacity-type": "spot"}}})))
+            .await?;
+
+        let run = || async {
+            findings(&audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await.json())
+        };
+        let hazards = [
+            ("single-replica-workload", "deployment/default/solo"),
+            ("drain-last-candidate-unmarked", "pod/default/pgbouncer-0"),
+            ("grace-period-beyond-hook-timeout", "pod/default/batch-0"),
+            ("grace-period-beyond-spot-warning", "pod/default/batch-0"),
+            ("cluster-autoscaler-without-balance-similar-node-groups", "pod/default/cluster-autoscaler-0"),
+        ];
+        let found = run().await;
+        for want in hazards {
+            assert!(found.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} in {found:?}");
+        }
+
+        // The fixes: a budget over the single replica, pgbouncer marked to leave last, the
+        // long shutdown gone, cluster-autoscaler balancing the groups.
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
+        budgets
+            .create(
+                &post,
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "solo"},
+                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "solo"}}},
+                }))?,
+            )
+            .await?;
+        pods.patch(
+            "pgbouncer-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"termguard.io/drain-order": "last"}}})),
+        )
+        .await?;
+        let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        pods.delete("batch-0", &now).await?;
+        pods.delete("cluster-autoscaler-0", &now).await?;
+        let gone = cluster::eventually(std::time::Duration::from_secs(30), || async {
+            c.pod("default", "cluster-autoscaler-0").await.is_none() && c.pod("default", "batch-0").await.is_none()
+        })
+        .await;
+        assert!(gone, "the deleted pods went");
+        pods.create(&post, &autoscaler(json!(["--cloud-provider=aws", "--balance-similar-node-groups=true"]))?).await?;
+        let found = run().await;
+        for fixed in hazards {
+            assert!(!found.contains(&(fixed.0.to_string(), fixed.1.to_string())), "{fixed:?} in {found:?}");
+        }
+        Ok(())
+    }
+}
