@@ -329,6 +329,19 @@ pub struct RunArgs {
     /// Do not publish Kubernetes Events.
     #[arg(long)]
     pub no_events: bool,
+    /// POST a JSON notification here when a drain starts, finishes, times out or fails, and
+    /// when a lifecycle action is completed at its deadline (Slack-compatible by default).
+    /// Sending never holds up a drain; failures are logged and counted.
+    #[arg(long, env = "TERMGUARD_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub webhook_url: Option<http::Uri>,
+    /// A file holding the webhook's body, with {{event}}, {{node}}, {{detail}}, {{cluster}},
+    /// {{identity}} and {{text}} replaced by their JSON-escaped values. Default:
+    /// {"text": "{{text}}"}.
+    #[arg(long, env = "TERMGUARD_WEBHOOK_TEMPLATE", requires = "webhook_url")]
+    pub webhook_template: Option<std::path::PathBuf>,
+    /// The events notified (comma-separated). Default: all of them.
+    #[arg(long, value_enum, value_delimiter = ',', requires = "webhook_url")]
+    pub webhook_events: Vec<crate::report::notify::NotifyEvent>,
     /// Where the cluster is.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -496,4 +509,13 @@ pub struct SimServeArgs {
     /// '{"verbs":{"evict":{"errorRate":0.2}}}'. Also settable at runtime with PUT /sim/faults.
     #[arg(long)]
     pub faults: Option<String>,
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse_webhook_url(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err("an http:// or https:// URL with a host is needed".into()),
+    }
 }

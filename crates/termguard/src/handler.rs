@@ -14,6 +14,7 @@ use crate::cluster::nodes;
 use crate::cluster::retry::Bound;
 use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
 use crate::report::metrics::Metrics;
+use crate::report::notify::{Notification, Notifier, NotifyEvent};
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
@@ -138,6 +139,7 @@ pub struct Handler {
     /// First cordons on their way.
     cordoning: tokio::sync::watch::Sender<usize>,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    notifier: std::sync::OnceLock<Notifier>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,6 +191,7 @@ impl Handler {
             beating: Mutex::default(),
             cordoning: tokio::sync::watch::Sender::new(0),
             metrics: std::sync::OnceLock::new(),
+            notifier: std::sync::OnceLock::new(),
         })
     }
 
@@ -534,6 +537,11 @@ impl Handler {
         let _ = self.metrics.set(metrics);
     }
 
+    /// Sends webhook notifications through `notifier` (the first call wins).
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
     async fn drain_with_retries(&self, req: &DrainRequest) -> Result<DrainReport, String> {
         let mut delay = Duration::from_secs(1);
         loop {
@@ -708,10 +716,39 @@ impl Handler {
             }
         };
         match self.complete(&action).await {
-            Ok(msg) => Disposition::Done(format!(
-                "node {node} {:?} after {beats} heartbeats; {msg}",
-                report.outcome
-            )),
+            Ok(msg) => {
+                // The deadline came first: the drain timed out, or it deleted pods with their
+                // grace clipped (past their budgets) to be done by it.
+                let at_deadline = report.outcome == Outcome::TimedOut
+                    || report
+                        .pods
+                        .iter()
+                        .any(|p| p.action == crate::cluster::drain::PodAction::DeletedClipped);
+                if at_deadline && report.role != Role::Followed {
+                    if let Some(n) = self.notifier.get() {
+                        n.notify(Notification {
+                            event: NotifyEvent::CompletedAtDeadline,
+                            node: node.clone(),
+                            detail: format!(
+                                "{msg} at the deadline, {} pod(s) deleted with a clipped grace \
+                                 period; instance {}, group {}",
+                                report
+                                    .pods
+                                    .iter()
+                                    .filter(|p| p.action
+                                        == crate::cluster::drain::PodAction::DeletedClipped)
+                                    .count(),
+                                action.instance,
+                                action.group
+                            ),
+                        });
+                    }
+                }
+                Disposition::Done(format!(
+                    "node {node} {:?} after {beats} heartbeats; {msg}",
+                    report.outcome
+                ))
+            }
             Err(e) => Disposition::Keep(e),
         }
     }
@@ -933,7 +970,16 @@ impl Handler {
         let give_up = tokio::time::Instant::now() + self.config.complete_retry_for;
         let mut delay = Duration::from_millis(500);
         loop {
-            match self.lifecycle.complete(action, result).await {
+            let outcome = self.lifecycle.complete(action, result).await;
+            if let Some(m) = self.metrics.get() {
+                let label = match &outcome {
+                    Ok(()) => result.as_str().to_ascii_lowercase(),
+                    Err(LifecycleError::NoActiveAction(_)) => "already-over".into(),
+                    Err(_) => "failed".into(),
+                };
+                Metrics::count(&m.completions, &label);
+            }
+            match outcome {
                 Ok(()) => {
                     return Ok(format!(
                         "lifecycle action completed with {}",

@@ -24,6 +24,7 @@ use termguard::aws::groups::ClusterTags;
 use termguard::cluster::drain::Backoff;
 use termguard::commands::run::{QueueMode, Settings};
 use termguard::report::metrics::Metrics;
+use termguard::report::notify::{NotifyEvent, WebhookConfig, DEFAULT_TEMPLATE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -339,7 +340,8 @@ fn assert_completed_with_continue(action: &Value) {
 both_backends! {
     async fn scale_in_drains_the_node_completes_the_action_and_only_then_deletes_the_message(backend) -> Result {
         let bed = bed(BedSpec::new(backend, "scale-in")).await?;
-        let tg = Termguard::start(&bed, "replica-a").await?;
+        let hook = WebhookReceiver::start().await?;
+        let tg = Termguard::start_with(&bed, "replica-a", |s| s.webhook = Some(hook.config(DEFAULT_TEMPLATE))).await?;
         let action = scale_in(&bed).await?;
         let instance = s(&action["instance_id"]);
         let node = bed.nodes[&instance].clone();
@@ -381,12 +383,79 @@ both_backends! {
             1.0
         );
         assert_eq!(
-            tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\"}"),
+            tg.metric("termguard_notices_total{kind=\"lifecycle-terminate\","),
             1.0
         );
         assert_eq!(tg.metric("termguard_drains_total{reason=\"drained\"}"), 1.0);
         assert_eq!(tg.metric("termguard_drain_seconds_count"), 1.0);
+        assert_eq!(
+            tg.metric("termguard_evictions_total{reason=\"evicted\"}"),
+            pods.len() as f64
+        );
+        assert_eq!(tg.metric("termguard_completions_total{reason=\"continue\"}"), 1.0);
+        // The webhook heard the drain start and finish, Slack-style, and nothing else.
+        let heard = eventually(Duration::from_secs(10), || hook.bodies().len() >= 2).await;
+        let bodies = hook.bodies();
+        assert!(heard, "{bodies:?}");
+        let texts: Vec<String> = bodies.iter().map(|b| b["text"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with(&format!("termguard ({CLUSTER}): drain-started on node {node}: draining")), "{texts:?}");
+        assert!(texts[1].starts_with(&format!("termguard ({CLUSTER}): drain-finished on node {node}")), "{texts:?}");
+        assert_eq!(tg.metric("termguard_webhooks_total{reason=\"sent\"}"), 2.0);
         tg.stop().await
+    }
+}
+
+/// A webhook endpoint on a free loopback port: keeps every JSON body POSTed to it.
+struct WebhookReceiver {
+    url: String,
+    bodies: Arc<std::sync::Mutex<Vec<Value>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> Result<Self> {
+        let bodies: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let kept = bodies.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let kept = kept.clone();
+                async move {
+                    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    kept.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(WebhookReceiver {
+            url,
+            bodies,
+            _server: server,
+        })
+    }
+
+    /// Notifications of every event to this endpoint, with `template` as the body.
+    fn config(&self, template: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: self.url.parse().unwrap_or_default(),
+            template: template.into(),
+            events: NotifyEvent::ALL.to_vec(),
+            cluster: CLUSTER.into(),
+            identity: "replica-a".into(),
+        }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -612,7 +681,7 @@ both_backends! {
             "scheduled-maintenance",
         ] {
             assert_eq!(
-                tg.metric(&format!("termguard_notices_total{{kind=\"{kind}\"}}")),
+                tg.metric(&format!("termguard_notices_total{{kind=\"{kind}\",")),
                 1.0,
                 "{kind}"
             );
@@ -1439,7 +1508,11 @@ async fn a_spot_warning_during_a_lifecycle_drain_clips_it(
     let mut spec = BedSpec::new(backend, name);
     spec.workloads = HELD;
     let bed = bed(spec).await?;
-    let a = Termguard::start(&bed, "replica-a").await?;
+    let hook = WebhookReceiver::start().await?;
+    let a = Termguard::start_with(&bed, "replica-a", |s| {
+        s.webhook = Some(hook.config("{\"event\": \"{{event}}\", \"node\": \"{{node}}\"}"))
+    })
+    .await?;
     let action = scale_in(&bed).await?;
     let instance = s(&action["instance_id"]);
     let node = bed.nodes[&instance].clone();
@@ -1500,6 +1573,22 @@ async fn a_spot_warning_during_a_lifecycle_drain_clips_it(
         .wait_action_ended(&s(&action["token"]), Duration::from_secs(30))
         .await;
     assert_completed_with_continue(&ended);
+    // The owner's webhook: the drain started, finished by deleting past the budget at the
+    // Spot deadline, and the action was completed at that deadline, not because the pods
+    // left gracefully.
+    let events = || -> Vec<String> {
+        hook.bodies()
+            .iter()
+            .filter(|b| b["node"] == node.as_str())
+            .map(|b| b["event"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let heard = eventually(Duration::from_secs(10), || events().len() >= 3).await;
+    assert!(heard, "{:?}", hook.bodies());
+    assert_eq!(
+        events(),
+        ["drain-started", "drain-finished", "completed-at-deadline"]
+    );
     if let Some(b) = b {
         b.stop().await?;
     }

@@ -7,12 +7,13 @@ use crate::aws::activity::SdkActivities;
 use crate::aws::groups::{ClusterTags, SdkGroups};
 use crate::aws::lifecycle::SdkLifecycle;
 use crate::cli::RunArgs;
-use crate::cluster::drain::{Backoff, DrainSlots, Drainer, Progress};
-use crate::cluster::events::Events;
+use crate::cluster::drain::{Backoff, DrainSlots, Drainer, PodAction, Progress};
+use crate::cluster::events::{Events, Reason};
 use crate::cluster::index::NodeIndex;
 use crate::handler::{Handler, HandlerConfig};
 use crate::report::health::{self, Readiness};
 use crate::report::metrics::Metrics;
+use crate::report::notify::{Notification, Notifier, NotifyEvent, WebhookConfig, DEFAULT_TEMPLATE};
 use crate::sources::sqs::{QueueConfig, QueueHealth, QueueSource};
 use anyhow::Context;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub saturated_after: Duration,
     /// How often nodes are checked for instances that came back after their drain.
     pub returns_every: Duration,
+    /// Webhook notifications (`--webhook-url`), if any.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             max_concurrent_drains: 50,
             saturated_after: Duration::from_secs(60),
             returns_every: Duration::from_secs(10),
+            webhook: None,
         }
     }
 }
@@ -81,8 +85,28 @@ impl QueueMode {
     /// Builds everything over a Kubernetes client and an AWS SDK configuration.
     pub fn new(client: kube::Client, aws: &aws_config::SdkConfig, settings: Settings) -> Self {
         let nodes = NodeIndex::start(client.clone());
-        let mut drainer =
-            Drainer::new(client.clone(), &settings.identity).with_progress(log_progress);
+        let metrics = Arc::new(Metrics::default());
+        let notifier = Notifier::start(settings.webhook.clone(), metrics.clone());
+        let counted = metrics.clone();
+        let observed = notifier.clone();
+        let mut drainer = Drainer::new(client.clone(), &settings.identity)
+            .with_progress(move |p| {
+                log_progress(p);
+                count_eviction(&counted, p);
+            })
+            .with_observer(move |node, reason, note| {
+                let event = match reason {
+                    Reason::DrainStarted => NotifyEvent::DrainStarted,
+                    Reason::DrainCompleted => NotifyEvent::DrainFinished,
+                    Reason::DrainTimedOut => NotifyEvent::DrainTimedOut,
+                    _ => NotifyEvent::DrainFailed,
+                };
+                observed.notify(Notification {
+                    event,
+                    node: node.to_string(),
+                    detail: note.to_string(),
+                });
+            });
         if settings.events {
             drainer = drainer.with_events(Events::new(client.clone(), &settings.identity));
         }
@@ -103,8 +127,8 @@ impl QueueMode {
             Arc::new(SdkGroups::new(asg, settings.cluster)),
             settings.handler,
         );
-        let metrics = Arc::new(Metrics::default());
         handler.set_metrics(metrics.clone());
+        handler.set_notifier(notifier);
         let source = QueueSource::new(
             aws_sdk_sqs::Client::new(aws),
             handler.clone(),
@@ -187,6 +211,24 @@ impl Readiness for QueueReadiness {
     }
 }
 
+/// Counts how pods leave drained nodes, and refused or failed evictions.
+fn count_eviction(m: &Metrics, p: &Progress) {
+    let label = match p {
+        Progress::Gone { action, .. } => match action {
+            PodAction::Evicted => "evicted",
+            PodAction::Deleted => "deleted",
+            PodAction::DeletedClipped => "deleted-clipped",
+            PodAction::AlreadyTerminating => "already-terminating",
+            PodAction::AlreadyGone => "already-gone",
+            PodAction::Remained => "remained",
+        },
+        Progress::Blocked { .. } => "blocked",
+        Progress::PodFailed { .. } => "failed",
+        _ => return,
+    };
+    Metrics::count(&m.evictions, label);
+}
+
 fn log_progress(p: &Progress) {
     match p {
         Progress::Evicting(pod) => tracing::debug!(%pod, "evicting"),
@@ -232,6 +274,25 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     settings.queue.extend_every = settings.queue.visibility / 3;
     settings.cluster = cluster;
     settings.events = !args.no_events;
+    if let Some(url) = &args.webhook_url {
+        let template = match &args.webhook_template {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the webhook template {}", path.display()))?,
+            None => DEFAULT_TEMPLATE.to_string(),
+        };
+        settings.webhook = Some(WebhookConfig {
+            url: url.clone(),
+            template,
+            events: if args.webhook_events.is_empty() {
+                NotifyEvent::ALL.to_vec()
+            } else {
+                args.webhook_events.clone()
+            },
+            cluster: args.cluster_name.clone().unwrap_or_default(),
+            identity: settings.identity.clone(),
+        });
+        tracing::info!(url = %url, "webhook notifications on");
+    }
     let mode = QueueMode::new(client, &aws, settings);
 
     let listener = tokio::net::TcpListener::bind(args.health_listen)

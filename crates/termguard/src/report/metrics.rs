@@ -7,11 +7,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Labels: the notice kind.
+/// Labels: the notice kind and, when the notice says, its cause.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     /// `lifecycle-terminate`, `spot-interruption`, …
     pub kind: String,
+    /// The notice's own cause (`warm-pool-return`, `spot-interruption`, …), or `unknown`:
+    /// a scaling activity's cause is looked up later, and recorded on the Node.
+    pub cause: String,
 }
 
 /// Labels: an error or disposition class.
@@ -44,6 +47,13 @@ pub struct Metrics {
     pub heartbeats: Family<ReasonLabels, Counter>,
     /// Nodes whose marks termguard undid because their instance came back.
     pub nodes_returned: Counter,
+    /// Pods leaving drained nodes, by how (`evicted`, `deleted-clipped`, …), and evictions
+    /// refused (`blocked`, retried) or failed (`failed`).
+    pub evictions: Family<ReasonLabels, Counter>,
+    /// CompleteLifecycleAction, by result (`continue`, `abandon`, `already-over`, `failed`).
+    pub completions: Family<ReasonLabels, Counter>,
+    /// Webhook notifications, by result (`sent`, `failed`, `dropped`).
+    pub webhooks: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,6 +70,9 @@ impl Default for Metrics {
             foreign_expired: Counter::default(),
             heartbeats: Family::default(),
             nodes_returned: Counter::default(),
+            evictions: Family::default(),
+            completions: Family::default(),
+            webhooks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -77,7 +90,11 @@ impl Default for Metrics {
             "Messages deleted, released or kept, by disposition",
             m.messages_disposed.clone(),
         );
-        registry.register("notices", "Notices handled, by kind", m.notices.clone());
+        registry.register(
+            "notices",
+            "Notices handled, by kind and cause",
+            m.notices.clone(),
+        );
         registry.register("drains", "Drains finished, by outcome", m.drains.clone());
         registry.register("drain_seconds", "Drain wall time", m.drain_seconds.clone());
         registry.register("in_flight", "Messages being worked on", m.in_flight.clone());
@@ -95,6 +112,21 @@ impl Default for Metrics {
             "nodes_returned",
             "Nodes uncordoned because their instance came back after a drain",
             m.nodes_returned.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Pods leaving drained nodes, by how, and evictions refused or failed",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "completions",
+            "CompleteLifecycleAction calls, by result",
+            m.completions.clone(),
+        );
+        registry.register(
+            "webhooks",
+            "Webhook notifications, by result",
+            m.webhooks.clone(),
         );
         Metrics { registry, ..m }
     }

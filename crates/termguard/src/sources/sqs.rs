@@ -389,6 +389,11 @@ impl Inner {
                 .notices
                 .get_or_create(&KindLabels {
                     kind: n.kind.label().to_string(),
+                    cause: n
+                        .cause
+                        .as_ref()
+                        .map_or("unknown", |c| c.label())
+                        .to_string(),
                 })
                 .inc();
         }

@@ -121,6 +121,10 @@ pub enum DrainError {
 
 type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Told of each Event the drain publishes about a node (its name, the reason, the note):
+/// drain started, completed, timed out, failed. Called whether Events are published or not.
+type ObserverFn = Arc<dyn Fn(&str, Reason, &str) + Send + Sync>;
+
 /// How long an interrupted drain keeps trying to leave its record and take back its marks:
 /// whoever interrupted it is waiting (a second signal ends the process at once).
 const INTERRUPTED_BOUND: Duration = Duration::from_secs(10);
@@ -309,6 +313,7 @@ pub struct Drainer {
     identity: String,
     events: Option<Events>,
     progress: ProgressFn,
+    observer: Option<ObserverFn>,
     pub(super) backoff: Backoff,
     slots: Option<DrainSlots>,
     /// The cluster's PodDisruptionBudgets, watched from the first eviction a budget refuses
@@ -346,6 +351,7 @@ impl Drainer {
             identity: identity.to_string(),
             events: None,
             progress: Arc::new(|_| {}),
+            observer: None,
             backoff: Backoff::default(),
             slots: None,
             budgets: Default::default(),
@@ -369,6 +375,13 @@ impl Drainer {
     /// Publishes Kubernetes Events.
     pub fn with_events(mut self, events: Events) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Calls `f` with the node, reason and note of every drain-level Event (started,
+    /// completed, timed out, failed), whether Events are published or not.
+    pub fn with_observer(mut self, f: impl Fn(&str, Reason, &str) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(f));
         self
     }
 
@@ -413,6 +426,20 @@ impl Drainer {
         reason: Reason,
         note: String,
     ) {
+        if let (Some(f), "Node") = (
+            &self.observer,
+            regarding.kind.as_deref().unwrap_or_default(),
+        ) {
+            if matches!(
+                reason,
+                Reason::DrainStarted
+                    | Reason::DrainCompleted
+                    | Reason::DrainTimedOut
+                    | Reason::DrainFailed
+            ) {
+                f(regarding.name.as_deref().unwrap_or_default(), reason, &note);
+            }
+        }
         if let Some(ev) = &self.events {
             ev.publish(&regarding, reason, note).await;
         }
