@@ -17,6 +17,11 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// A YAML file of settings for the subcommand: its long option names as keys (for
+    /// example `queue-url: https://…`, `drain-on-rebalance: true`). The command line wins
+    /// over the environment, the environment over the file.
+    #[arg(long, global = true, env = "TERMGUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

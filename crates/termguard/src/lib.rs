@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod config;
 pub mod handler;
 pub mod kwok;
 pub mod lab;

@@ -1,12 +1,11 @@
 //! termguard's entry point: parse the command line, start tracing, dispatch.
 
-use clap::Parser;
-use termguard::cli::{Cli, Command, SimCommand};
+use termguard::cli::{Command, SimCommand};
 use termguard::commands;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = termguard::config::parse();
     // kube-rs logs every failed request at ERROR level, a 500 that termguard then retries
     // included; termguard logs its own failures with their context and what it does next.
     let default = match cli.command {

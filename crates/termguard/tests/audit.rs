@@ -640,6 +640,58 @@ async fn a_backlog_nothing_receives_is_found_and_a_receive_clears_it() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_a_config_file_and_the_command_line_wins() -> Result {
+    let m = Moto::start().await;
+    m.group("batch", 2, &[]).await;
+    m.group("workers", 2, &[]).await;
+    let (url, _) = m.queue("tg").await;
+    let file = std::env::temp_dir().join(format!("termguard-audit-{}.yaml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "group: [batch]\nno-cluster: true\nqueue-url: {url}\noutput: json\nfail-on: critical\n"
+        ),
+    )?;
+    let path = file.to_string_lossy().into_owned();
+    let run = audit_with(&m, &["--config", &path]).await;
+    let report = run.json();
+    assert_eq!(report["groups"][0]["group"], "batch", "{report}");
+    assert_eq!(
+        run.code,
+        Some(1),
+        "fail-on critical from the file: {report}"
+    );
+    // The command line's --fail-on wins over the file's.
+    let run = audit_with(
+        &m,
+        &["--config", &path, "--fail-on", "high", "--group", "workers"],
+    )
+    .await;
+    let report = run.json();
+    let groups: Vec<&str> = report["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["group"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        groups,
+        ["workers"],
+        "--group on the line replaces the file's"
+    );
+    // An option `audit` does not have is named.
+    std::fs::write(&file, "drain-on-rebalance: true\n")?;
+    let run = audit_with(&m, &["--config", &path]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`termguard audit` has no option --drain-on-rebalance"),
+        "{}",
+        run.stderr
+    );
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_to_audit_or_an_unknown_group_is_said_plainly() -> Result {
     let m = Moto::start().await;
     let none = audit(&m, &[]).await;
