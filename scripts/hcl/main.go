@@ -24,7 +24,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -359,6 +358,7 @@ func functions() map[string]function.Function {
 			return convert.Convert(args[0], retType)
 		},
 	})
+	// The functions the module calls (validation blocks are not evaluated).
 	return map[string]function.Function{
 		"jsonencode": stdlib.JSONEncodeFunc,
 		"merge":      stdlib.MergeFunc,
@@ -368,13 +368,8 @@ func functions() map[string]function.Function {
 		"length":     stdlib.LengthFunc,
 		"format":     stdlib.FormatFunc,
 		"regex":      stdlib.RegexFunc,
-		"can":        function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType, AllowUnknown: true, AllowDynamicType: true}}, Type: function.StaticReturnType(cty.Bool), Impl: func([]cty.Value, cty.Type) (cty.Value, error) { return cty.True, nil }}),
 		"toset":      toset,
 		"lower":      stdlib.LowerFunc,
 		"join":       stdlib.JoinFunc,
-		"tostring":   function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.String}}, Type: function.StaticReturnType(cty.String), Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) { return a[0], nil }}),
-		"startswith": function.New(&function.Spec{Params: []function.Parameter{{Name: "s", Type: cty.String}, {Name: "p", Type: cty.String}}, Type: function.StaticReturnType(cty.Bool), Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) {
-			return cty.BoolVal(strings.HasPrefix(a[0].AsString(), a[1].AsString())), nil
-		}}),
 	}
 }
