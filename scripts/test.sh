@@ -25,6 +25,38 @@ fi
 # The AWS test peer checks itself first: a moto change shows up here, not as odd Rust failures.
 python3 tests/aws/test_moto_server.py </dev/null
 
+# --- Infrastructure as code (docs/infrastructure-as-code.md) ---------------------------------
+# cfn-lint (pinned; PyPI) on the CloudFormation template, informational checks included.
+# scripts/hcl, built from hcl/v2's Go module (cached under ~/.cache/termguard/hcl-KEY, keyed by
+# its sources and the Go version; about a minute on a cold cache), checks deploy/terraform/ is
+# formatted (hclwrite.Format, what terraform fmt is built on) and evaluates it for
+# tests/iac/test_iac.py, which compares the module, the template and deploy/aws/ with one
+# another (no terraform binary or provider can be fetched here). The stack itself is created in
+# the AWS test peer by crates/termguard/tests/cloudformation.rs, under cargo test below.
+CFN_LINT_VERSION=1.51.0
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("cfn-lint"))' 2>/dev/null)" != "$CFN_LINT_VERSION" ]; then
+  echo "installing cfn-lint==$CFN_LINT_VERSION from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+fi
+python3 -c 'import sys; from cfnlint.runner import main; sys.exit(main())' \
+  --include-checks I -- deploy/cloudformation/termguard.yaml
+if ! command -v go >/dev/null 2>&1; then
+  echo "scripts/test.sh: Go (1.26) is required to build scripts/hcl and was not found" >&2
+  exit 1
+fi
+hcl_key=$(cat scripts/hcl/go.mod scripts/hcl/go.sum scripts/hcl/*.go <(go env GOVERSION) | sha256sum | cut -c1-12)
+HCL_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/termguard/hcl-$hcl_key/hcl"
+if [ ! -x "$HCL_BIN" ]; then
+  mkdir -p "$(dirname "$HCL_BIN")"
+  (cd scripts/hcl && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+    go build -mod=readonly -trimpath -o "$HCL_BIN.tmp$$" .)
+  mv "$HCL_BIN.tmp$$" "$HCL_BIN"
+fi
+(cd scripts/hcl && test -z "$(gofmt -l .)" && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false go vet ./...)
+"$HCL_BIN" fmt deploy/terraform/*.tf
+python3 tests/iac/test_iac.py "$HCL_BIN" </dev/null
+# --- end of infrastructure as code ------------------------------------------------------------
+
 cargo fmt --all -- --check
 
 # The real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK),

@@ -101,6 +101,8 @@ so this script monkey-patches moto's classes in-process before starting moto's o
   ignores both, and CapacityRebalance in an update), so DescribeAutoScalingGroups reports them.
 * moto's SQS Queue._set_attributes is wrapped to keep the queue's access policy when a
   SetQueueAttributes call does not set it (moto drops it; SQS changes only what is given).
+* Two CloudFormationModel subclasses give moto's CloudFormation AWS::SQS::QueuePolicy and
+  AWS::AutoScaling::LifecycleHook (moto skips types it has no model for).
 * One re-entrant lock serialises every Auto Scaling request, EC2's termination notifications and
   the timer thread, so the state machine never races.
 
@@ -1326,27 +1328,46 @@ def _keep_group_settings(name: str) -> None:
 
 
 def _put_lifecycle_hook(self: AutoScalingResponse):
-    backend = self.autoscaling_backend
-    name = self._get_param("LifecycleHookName")
-    group_name = self._get_param("AutoScalingGroupName")
+    put_hook(
+        self.autoscaling_backend,
+        name=self._get_param("LifecycleHookName"),
+        group_name=self._get_param("AutoScalingGroupName"),
+        transition=self._get_param("LifecycleTransition"),
+        heartbeat=self._get_int_param("HeartbeatTimeout"),
+        result=self._get_param("DefaultResult"),
+        target=self._get_param("NotificationTargetARN"),
+        role=self._get_param("RoleARN"),
+        metadata=self._get_param("NotificationMetadata"),
+    )
+    return EmptyResult()
+
+
+def put_hook(
+    backend: AutoScalingBackend,
+    name: str,
+    group_name: str,
+    transition: str | None,
+    heartbeat: int | None,
+    result: str | None,
+    target: str | None,
+    role: str | None,
+    metadata: str | None,
+) -> LifecycleHook:
+    """PutLifecycleHook's semantics, for the API and for CloudFormation's AWS::AutoScaling::LifecycleHook."""
     key = f"{group_name}_{name}"
     existing = backend.lifecycle_hooks.get(key)
-    transition = self._get_param("LifecycleTransition") or (existing.lifecycle_transition if existing else None)
+    transition = transition or (existing.lifecycle_transition if existing else None)
     if transition not in (TERMINATING, LAUNCHING):
         raise ValidationError(
             "LifecycleTransition must be autoscaling:EC2_INSTANCE_LAUNCHING or autoscaling:EC2_INSTANCE_TERMINATING"
         )
-    heartbeat = self._get_int_param("HeartbeatTimeout")
     if heartbeat is None:
         heartbeat = existing.heartbeat_timeout if existing else 3600
     if not 30 <= int(heartbeat) <= 7200:
         raise ValidationError(f"HeartbeatTimeout must be between 30 and 7200 seconds (got {heartbeat})")
-    result = self._get_param("DefaultResult") or (existing.default_result if existing else "ABANDON")
+    result = result or (existing.default_result if existing else "ABANDON")
     if result not in ("CONTINUE", "ABANDON"):
         raise ValidationError(f"DefaultResult must be CONTINUE or ABANDON (got {result})")
-    target = self._get_param("NotificationTargetARN")
-    role = self._get_param("RoleARN")
-    metadata = self._get_param("NotificationMetadata")
     if existing is not None:
         target = target if target is not None else existing.notification_target_arn
         role = role if role is not None else existing.role_arn
@@ -1372,7 +1393,7 @@ def _put_lifecycle_hook(self: AutoScalingResponse):
     backend.lifecycle_hooks[key] = hook
     if target and Config.notification_shape == "direct" and existing is None:
         send_test_notification(backend, group_name, target)
-    return EmptyResult()
+    return hook
 
 
 def _record_lifecycle_action_heartbeat(self: AutoScalingResponse):
@@ -1543,6 +1564,128 @@ def activity_xml(a: Activity) -> str:
     return "".join(out)
 
 
+# --------------------------------------------------------------------------------------------
+# CloudFormation: the two resource types of deploy/cloudformation/termguard.yaml moto lacks
+# --------------------------------------------------------------------------------------------
+# moto 5.2.1's CloudFormation skips a resource type it has no model for (a warning, and the stack
+# still reports CREATE_COMPLETE), and it has none for AWS::SQS::QueuePolicy and
+# AWS::AutoScaling::LifecycleHook. moto finds its models as the subclasses of CloudFormationModel,
+# so defining two more is all it takes; each does what the AWS API call behind it does
+# (SetQueueAttributes Policy, PutLifecycleHook through put_hook above), following
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sqs-queuepolicy.html
+# and .../aws-resource-autoscaling-lifecyclehook.html. Not modelled: updates (a stack update
+# replaces neither), the generated PhysicalResourceId format of a QueuePolicy.
+
+
+def _queue_name_from_url(url: str) -> str:
+    return str(url).rstrip("/").rsplit("/", 1)[-1]
+
+
+def install_cloudformation_models() -> None:
+    from moto.cloudformation import parsing
+    from moto.core.common_models import CloudFormationModel
+    from moto.sqs.models import sqs_backends
+    from moto.autoscaling.models import autoscaling_backends
+
+    # moto's model metaclass files each model under the service its module names.
+    class CfnQueuePolicy(CloudFormationModel):
+        __module__ = "moto.sqs.termguard"
+
+        def __init__(self, account_id: str, region_name: str, queues: list[str], document: Any):
+            self.account_id, self.region_name = account_id, region_name
+            self.queues, self.document = queues, document
+            self.id = f"termguard-queue-policy-{uuid.uuid4()}"
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SQS::QueuePolicy"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr == "Id"
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.id
+
+        def _set(self, policy: str) -> None:
+            backend = sqs_backends[self.account_id][self.region_name]
+            for url in self.queues:
+                backend.set_queue_attributes(_queue_name_from_url(url), {"Policy": policy})
+
+        @classmethod
+        def create_from_cloudformation_json(  # type: ignore[misc]
+            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+        ) -> "CfnQueuePolicy":
+            props = cloudformation_json["Properties"]
+            document = props["PolicyDocument"]
+            policy = CfnQueuePolicy(account_id, region_name, list(props["Queues"]), document)
+            policy._set(document if isinstance(document, str) else json.dumps(document))
+            return policy
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            self._set("")
+
+    class CfnLifecycleHook(CloudFormationModel):
+        __module__ = "moto.autoscaling.termguard"
+
+        def __init__(self, account_id: str, region_name: str, group: str, name: str):
+            self.account_id, self.region_name, self.group, self.name = account_id, region_name, group, name
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return "LifecycleHookName"
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::AutoScaling::LifecycleHook"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return False
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.name
+
+        @classmethod
+        def create_from_cloudformation_json(  # type: ignore[misc]
+            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+        ) -> "CfnLifecycleHook":
+            props = cloudformation_json["Properties"]
+            backend = autoscaling_backends[account_id][region_name]
+            group = props["AutoScalingGroupName"]
+            heartbeat = props.get("HeartbeatTimeout")
+            with LOCK:
+                if group not in backend.autoscaling_groups:
+                    raise ValidationError(f"No AutoScalingGroup named {group}")
+                put_hook(
+                    backend,
+                    name=resource_name,
+                    group_name=group,
+                    transition=props["LifecycleTransition"],
+                    heartbeat=int(heartbeat) if heartbeat is not None else None,
+                    result=props.get("DefaultResult"),
+                    target=props.get("NotificationTargetARN"),
+                    role=props.get("RoleARN"),
+                    metadata=props.get("NotificationMetadata"),
+                )
+            return CfnLifecycleHook(account_id, region_name, group, resource_name)
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            backend = autoscaling_backends[account_id][region_name]
+            with LOCK:
+                backend.lifecycle_hooks.pop(f"{self.group}_{self.name}", None)
+
+    # moto memoizes its model lists on first use.
+    parsing.get_model_map.cache_clear()
+    parsing.get_name_type_map.cache_clear()
+
+
 def install_patches() -> None:
     if moto.__version__ != MOTO_VERSION_WRITTEN_FOR:
         LOG.warning(
@@ -1572,6 +1715,7 @@ def install_patches() -> None:
     install_sqs_attribute_fix()
     install_fast_paths()
     install_disjoint_receives()
+    install_cloudformation_models()
 
 
 # --------------------------------------------------------------------------------------------

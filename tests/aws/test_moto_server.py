@@ -799,6 +799,49 @@ class MotoServerTest(unittest.TestCase):
         p.events.delete_rule(Name="asg-terminate")
 
 
+    def test_cloudformation_queue_policy_and_lifecycle_hook(self):
+        # The two resource types moto's CloudFormation lacks, added by the launcher.
+        p = self.peer
+        cfn = p.client("cloudformation")
+        p.group("cfn-group", 1)
+        template = {
+            "Resources": {
+                "Q": {"Type": "AWS::SQS::Queue"},
+                "P": {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+                    "Queues": [{"Ref": "Q"}],
+                    "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["Q", "Arn"]}}]}}},
+                "H": {"Type": "AWS::AutoScaling::LifecycleHook", "Properties": {
+                    "AutoScalingGroupName": "cfn-group", "LifecycleHookName": "cfn-hook",
+                    "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+                    "HeartbeatTimeout": "120", "DefaultResult": "CONTINUE"}},
+            },
+            "Outputs": {"Url": {"Value": {"Ref": "Q"}}, "Hook": {"Value": {"Ref": "H"}}},
+        }
+        cfn.create_stack(StackName="cfn-self-test", TemplateBody=json.dumps(template))
+        stack = cfn.describe_stacks(StackName="cfn-self-test")["Stacks"][0]
+        self.assertEqual(stack["StackStatus"], "CREATE_COMPLETE")
+        out = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        self.assertEqual(out["Hook"], "cfn-hook")
+        policy = json.loads(p.sqs.get_queue_attributes(QueueUrl=out["Url"], AttributeNames=["Policy"])["Attributes"]["Policy"])
+        self.assertEqual(policy["Statement"][0]["Principal"], {"Service": "events.amazonaws.com"})
+        self.assertTrue(policy["Statement"][0]["Resource"].startswith("arn:aws:sqs:us-east-1:123456789012:cfn-self-test-Q-"))
+        hooks = p.asg.describe_lifecycle_hooks(AutoScalingGroupName="cfn-group")["LifecycleHooks"]
+        self.assertEqual(len(hooks), 1)
+        self.assertEqual(
+            {k: hooks[0][k] for k in ("LifecycleHookName", "LifecycleTransition", "HeartbeatTimeout", "GlobalTimeout", "DefaultResult")},
+            {"LifecycleHookName": "cfn-hook", "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+             "HeartbeatTimeout": 120, "GlobalTimeout": 12000, "DefaultResult": "CONTINUE"},
+        )
+        # The hook is a real one: a scale-in waits for it.
+        p.asg.set_desired_capacity(AutoScalingGroupName="cfn-group", DesiredCapacity=0)
+        wait_until(lambda: waiting_instances(p, "cfn-group"), 10, "an instance in Terminating:Wait")
+        # Deleting the stack removes the hook and the policy.
+        cfn.delete_stack(StackName="cfn-self-test")
+        self.assertEqual(p.asg.describe_lifecycle_hooks(AutoScalingGroupName="cfn-group")["LifecycleHooks"], [])
+
+
 SQS_SIGNED = "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
 
 
