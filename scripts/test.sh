@@ -72,6 +72,8 @@ scripts/cluster.sh build >/dev/null
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins
+# Least privilege on the AWS side: the IAM actions the code calls are exactly the policy's.
+python3 scripts/iam-check.py
 
 CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/termguard-cluster.XXXXXX")
 trap 'scripts/cluster.sh down "$CLUSTER_DIR"' EXIT

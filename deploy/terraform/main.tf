@@ -144,12 +144,32 @@ resource "aws_iam_role_policy" "termguard" {
         ]
         Resource = aws_sqs_queue.queue.arn
       },
+      # Heartbeats and completions only for groups tagged for this cluster (the two tags
+      # termguard and EKS set; Describe* calls take no resource-level scoping).
       {
-        Sid    = "LifecycleActionsAndWhy"
+        Sid    = "LifecycleActionsOfTheClustersGroups"
         Effect = "Allow"
         Action = [
           "autoscaling:RecordLifecycleActionHeartbeat",
           "autoscaling:CompleteLifecycleAction",
+        ]
+        Resource  = "*"
+        Condition = { StringEquals = { "autoscaling:ResourceTag/termguard.io/cluster" = var.cluster_name } }
+      },
+      {
+        Sid    = "LifecycleActionsOfTheClustersEksGroups"
+        Effect = "Allow"
+        Action = [
+          "autoscaling:RecordLifecycleActionHeartbeat",
+          "autoscaling:CompleteLifecycleAction",
+        ]
+        Resource  = "*"
+        Condition = { StringEquals = { "autoscaling:ResourceTag/eks:cluster-name" = var.cluster_name } }
+      },
+      {
+        Sid    = "ReadHooksAndWhy"
+        Effect = "Allow"
+        Action = [
           "autoscaling:DescribeLifecycleHooks",
           "autoscaling:DescribeScalingActivities",
           "autoscaling:DescribeAutoScalingGroups",
