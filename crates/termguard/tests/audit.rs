@@ -38,19 +38,10 @@ async fn audit(m: &Moto, args: &[&str]) -> Audit {
 
 /// Runs `termguard audit ARGS` against the peer.
 async fn audit_with(m: &Moto, args: &[&str]) -> Audit {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+    let out = m
+        .termguard()
         .arg("audit")
         .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("AWS_PROFILE")
-        .env_remove("TERMGUARD_QUEUE_URL")
-        .env_remove("TERMGUARD_CLUSTER_NAME")
-        .env("AWS_ENDPOINT_URL", &m.url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(std::process::Stdio::null())
         .output()
         .await
         .expect("termguard audit runs");
@@ -359,6 +350,32 @@ async fn the_incidents_group_is_critical_its_history_shows_the_undrained_rebalan
     // The history now judges by the hook: the group waits for drains.
     assert_eq!(clean.json()["history"][0]["hooked"], true);
     Ok(())
+}
+
+/// The kubeconfig the audit reads the cluster with: on the real control plane the
+/// `termguard-audit` user, bound to the shipped read-only ClusterRole only
+/// (scripts/rbac-check.py: nothing refused, every rule used); the simulator's otherwise.
+fn audit_kubeconfig(c: &cluster::TestCluster) -> String {
+    match c.real_dir() {
+        Some(dir) => dir.join("termguard-audit.kubeconfig"),
+        None => c.kubeconfig().to_path_buf(),
+    }
+    .to_string_lossy()
+    .into_owned()
+}
+
+/// A PodDisruptionBudget `name` over the pods labelled `app: NAME`, with `spec` added.
+fn budget(
+    name: &str,
+    spec: Value,
+) -> anyhow::Result<k8s_openapi::api::policy::v1::PodDisruptionBudget> {
+    let mut s = json!({"selector": {"matchLabels": {"app": name}}});
+    if let (Some(s), Some(extra)) = (s.as_object_mut(), spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    Ok(serde_json::from_value(
+        json!({"metadata": {"name": name}, "spec": s}),
+    )?)
 }
 
 /// Creates an EC2 launch template in the peer (the Rust tests have no EC2 client: boto3 comes
@@ -737,23 +754,9 @@ both_backends! {
             "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n{nodes}workloads:\n- {{kind: Deployment, name: web, replicas: 2}}\n"
         );
         let c = cluster::TestCluster::start_settled(backend, &scenario).await;
-        // On the real control plane, the audit reads as the `termguard-audit` user, bound to
-        // the shipped read-only ClusterRole only (scripts/rbac-check.py: nothing refused).
-        let kubeconfig = match c.real_dir() {
-            Some(dir) => dir.join("termguard-audit.kubeconfig"),
-            None => c.kubeconfig().to_path_buf(),
-        };
-        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let kubeconfig = audit_kubeconfig(&c);
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
-        budgets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": "web"},
-                    "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}},
-                }))?,
-            )
-            .await?;
+        budgets.create(&PostParams::default(), &budget("web", json!({"maxUnavailable": 0}))?).await?;
         let nodes_api: Api<Node> = Api::all(c.admin.clone());
         nodes_api
             .create(
@@ -854,21 +857,9 @@ both_backends! {
             instance.zone, instance.id
         );
         let c = cluster::TestCluster::start_settled(backend, &scenario).await;
-        let kubeconfig = match c.real_dir() {
-            Some(dir) => dir.join("termguard-audit.kubeconfig"),
-            None => c.kubeconfig().to_path_buf(),
-        };
-        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let kubeconfig = audit_kubeconfig(&c);
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
-        budgets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": "api"},
-                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}},
-                }))?,
-            )
-            .await?;
+        budgets.create(&PostParams::default(), &budget("api", json!({"maxUnavailable": 1}))?).await?;
         let run = || async {
             audit_with(&m, &["--kubeconfig", &kubeconfig, "--cluster-name", "prod", "-o", "json"]).await.json()
         };
@@ -937,11 +928,7 @@ both_backends! {
             instance.zone, instance.id
         );
         let c = cluster::TestCluster::start_settled(backend, &scenario).await;
-        let kubeconfig = match c.real_dir() {
-            Some(dir) => dir.join("termguard-audit.kubeconfig"),
-            None => c.kubeconfig().to_path_buf(),
-        };
-        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let kubeconfig = audit_kubeconfig(&c);
         let pods: Api<Pod> = Api::namespaced(c.admin.clone(), "default");
         let pod = |name: &str, spec: Value| -> anyhow::Result<Pod> {
             let mut spec = spec;
@@ -991,15 +978,7 @@ both_backends! {
         // The fixes: a budget over the single replica, pgbouncer marked to leave last, the
         // long shutdown gone, cluster-autoscaler balancing the groups.
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.admin.clone(), "default");
-        budgets
-            .create(
-                &post,
-                &serde_json::from_value(json!({
-                    "metadata": {"name": "solo"},
-                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "solo"}}},
-                }))?,
-            )
-            .await?;
+        budgets.create(&PostParams::default(), &budget("solo", json!({"maxUnavailable": 1}))?).await?;
         pods.patch(
             "pgbouncer-0",
             &PatchParams::default(),

@@ -246,19 +246,10 @@ async fn check_resources(m: &Moto, stack: &Stack, groups: &[&str]) -> Result<Vec
 /// `termguard audit --no-cluster --group GROUP --queue-url URL -o json`: the findings' ids and
 /// resources.
 async fn audit(m: &Moto, group: &str, queue_url: &str) -> Result<Vec<(String, String)>> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+    let out = m
+        .termguard()
         .args(["audit", "--no-cluster", "--cluster-name", CLUSTER])
         .args(["--group", group, "--queue-url", queue_url, "-o", "json"])
-        .env_remove("KUBECONFIG")
-        .env_remove("AWS_PROFILE")
-        .env_remove("TERMGUARD_QUEUE_URL")
-        .env_remove("TERMGUARD_CLUSTER_NAME")
-        .env("AWS_ENDPOINT_URL", &m.url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(std::process::Stdio::null())
         .output()
         .await?;
     let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -361,20 +352,10 @@ both_backends! {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let health = format!("127.0.0.1:{port}");
         let log = dir.join(format!("termguard-{}.log", if cluster.is_real() { "real" } else { "sim" }));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+        let mut child = m.termguard()
             .args(["run", "--queue-url", &queue_url, "--cluster-name", CLUSTER])
             .args(["--health-listen", &health, "--visibility-timeout", "10s", "--kubeconfig"])
-            .arg(cluster.kubeconfig())
-            .env_remove("KUBECONFIG")
-            .env_remove("AWS_PROFILE")
-            .env_remove("TERMGUARD_QUEUE_URL")
-            .env_remove("TERMGUARD_CLUSTER_NAME")
-            .env("AWS_ENDPOINT_URL", &m.url)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("TERMGUARD_LOG", "info")
+            .arg(cluster.kubeconfig())            .env("TERMGUARD_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)

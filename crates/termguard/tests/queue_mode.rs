@@ -1053,7 +1053,7 @@ both_backends! {
             .port();
         let health = format!("127.0.0.1:{port}");
         let log = dir.join("termguard.log");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_termguard"))
+        let mut child = bed.moto.termguard()
             .args([
                 "run",
                 "--queue-url",
@@ -1062,15 +1062,7 @@ both_backends! {
                 &health,
             ])
             .args(["--visibility-timeout", "10s", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .env_remove("KUBECONFIG")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_ENDPOINT_URL", &bed.moto.url)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("TERMGUARD_LOG", "info")
+            .arg(&kubeconfig)            .env("TERMGUARD_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)

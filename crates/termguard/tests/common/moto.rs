@@ -266,6 +266,25 @@ impl Moto {
             .expect("queue ARN")
     }
 
+    /// The built `termguard` binary, its AWS SDK pointed at this peer (region us-east-1, test
+    /// credentials, no instance metadata), with no kubeconfig, profile, queue or cluster name
+    /// from the test's own environment, and standard input closed.
+    pub fn termguard(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_termguard"));
+        cmd.env_remove("KUBECONFIG")
+            .env_remove("AWS_PROFILE")
+            .env_remove("TERMGUARD_QUEUE_URL")
+            .env_remove("TERMGUARD_CLUSTER_NAME")
+            .env_remove("TERMGUARD_CONFIG")
+            .env("AWS_ENDPOINT_URL", &self.url)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Creates a group of `size` instances over [`ZONES`] carrying `tags`, with no hook.
     pub async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) {
         let lc = format!("{name}-lc");
