@@ -2,7 +2,8 @@
 """Least privilege, shown by a real authorizer.
 
 Reads the real control plane's audit log after the test suites ran termguard against it as the
-`termguard` user, and the ClusterRole shipped in deploy/kubernetes/termguard.yaml, and fails when
+`termguard` user, and the ClusterRole shipped in deploy/manifests/termguard.yaml (rendered from the Helm chart
+deploy/helm/termguard), and fails when
   * a request of that user was refused (403): the manifest lacks a rule the code needs, or
   * a (group, resource, verb) the ClusterRole grants was never used: a rule the code never needs.
 
@@ -61,7 +62,7 @@ def main() -> int:
         return 2
     audit_log = Path(sys.argv[1])
     root = Path(__file__).resolve().parent.parent
-    manifest = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "deploy/kubernetes/termguard.yaml"
+    manifest = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "deploy/manifests/termguard.yaml"
     granted = set(cluster_role_rules(manifest))
     used = Counter()
     forbidden = []
