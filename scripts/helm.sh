@@ -50,7 +50,7 @@ cmd_build() { # prints the binary's path
   for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s"
   done
-  log "building helm v$HELM_VERSION from its module (cold: ~4 min on 2 cores)"
+  log "building helm v$HELM_VERSION from its module (cold: ~3 min on 2 cores)"
   (cd "$MOD" && go build -mod=readonly -trimpath -ldflags "$ld" -o "$out.tmp$$" helm.sh/helm/v3/cmd/helm) ||
     die "building helm v$HELM_VERSION failed (see the go output above)"
   mv -f "$out.tmp$$" "$out"
