@@ -431,6 +431,15 @@ fn the_plain_manifests_are_the_chart_rendered() -> Result {
     ]
     .into();
     assert_eq!(kinds, want);
+    // The chart runs the termguard it ships with (appVersion is the default image tag).
+    let chart_yaml: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("Chart.yaml"))?)?;
+    assert_eq!(chart_yaml["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))))
+    );
     // scripts/cluster.sh and scripts/rbac-check.py read the ClusterRole named termguard here.
     assert_eq!(
         of_kind(&docs, "ClusterRole")["metadata"]["name"],
