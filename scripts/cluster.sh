@@ -9,9 +9,10 @@
 #   scripts/cluster.sh pin                        rewrite scripts/controlplane/*/go.mod from versions.env
 #
 # `up` writes DIR/kubeconfig (admin), DIR/termguard.kubeconfig (the `termguard` user, bound
-# to the ClusterRole in deploy/kubernetes/termguard.yaml), DIR/termguard-audit.kubeconfig
-# (the `termguard-audit` user, bound to deploy/kubernetes/termguard-audit-rbac.yaml's
-# ClusterRole), DIR/env (ports, paths) and DIR/audit.log (one JSON line per request of every client but the control plane's own).
+# to the ClusterRole in deploy/manifests/termguard.yaml, rendered from the Helm chart),
+# DIR/termguard-audit.kubeconfig (the `termguard-audit` user, bound to the ClusterRole in
+# deploy/kubernetes/termguard-audit-rbac.yaml), DIR/env (ports, paths) and DIR/audit.log (one
+# JSON line per request of every client but the control plane's own).
 # See docs/real-control-plane.md. `build` also makes BIN/faultproxy, the fault-injecting proxy
 # of scripts/controlplane/faultproxy (its README), cached apart from the control plane.
 set -euo pipefail
@@ -321,7 +322,7 @@ EOF
   export KUBECONFIG=$DIR/kubeconfig
   local k=(kubectl --kubeconfig "$DIR/kubeconfig")
   # termguard's own ClusterRole, exactly as shipped, bound to the `termguard` user.
-  python3 - "$ROOT/deploy/kubernetes/termguard.yaml" > "$DIR/termguard-rbac.yaml" <<'EOF'
+  python3 - "$ROOT/deploy/manifests/termguard.yaml" > "$DIR/termguard-rbac.yaml" <<'EOF'
 import sys
 docs = open(sys.argv[1]).read().split("\n---")
 print("\n---".join(d for d in docs if "\nkind: ClusterRole\n" in "\n" + d.strip() + "\n"))

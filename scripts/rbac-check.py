@@ -4,7 +4,8 @@
 Reads the real control plane's audit log after the test suites ran termguard against it, and
 for each user the tests run as, the ClusterRole shipped for it:
   * `termguard` (queue mode, drain, uncordon): ClusterRole termguard in
-    deploy/kubernetes/termguard.yaml (or MANIFEST);
+    deploy/manifests/termguard.yaml (rendered from the Helm chart deploy/helm/termguard), or
+    MANIFEST;
   * `termguard-audit` (`termguard audit`): ClusterRole termguard-audit in
     deploy/kubernetes/termguard-audit-rbac.yaml.
 It fails when
@@ -98,7 +99,7 @@ def main() -> int:
         return 2
     audit_log = Path(sys.argv[1])
     root = Path(__file__).resolve().parent.parent
-    manifest = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "deploy/kubernetes/termguard.yaml"
+    manifest = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "deploy/manifests/termguard.yaml"
     checks = [
         ("termguard", "termguard", manifest),
         ("termguard-audit", "termguard-audit", root / "deploy/kubernetes/termguard-audit-rbac.yaml"),

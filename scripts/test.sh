@@ -67,6 +67,24 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 scripts/cluster.sh build >/dev/null
+
+# The Helm chart (deploy/helm/termguard). helm v3 is built from its Go module on first use
+# (about 2.5 minutes on 2 cores), then cached under ~/.cache/termguard/helm (scripts/helm.sh).
+# Lint it strictly with the plain manifests' values, render it, refuse to render it without
+# a queue URL, and check that deploy/manifests/ is what it renders. TERMGUARD_HELM tells
+# crates/termguard/tests/helm.rs which helm to use (it then applies the chart to the real
+# control plane and runs termguard from the rendered Deployment).
+TERMGUARD_HELM=$(scripts/helm.sh build)
+export TERMGUARD_HELM
+"$TERMGUARD_HELM" lint --strict deploy/helm/termguard --values deploy/manifests/values.yaml
+"$TERMGUARD_HELM" template termguard deploy/helm/termguard --namespace termguard \
+  --values deploy/manifests/values.yaml >/dev/null
+if "$TERMGUARD_HELM" template termguard deploy/helm/termguard >/dev/null 2>&1; then
+  echo "scripts/test.sh: the chart rendered without run.queueUrl; it must refuse to" >&2
+  exit 1
+fi
+scripts/render-manifests.sh --check
+
 # The fault-injecting proxy in front of kube-apiserver (standard library only) checks itself.
 (cd scripts/controlplane/faultproxy && go vet ./... && go test -count=1 ./...)
 

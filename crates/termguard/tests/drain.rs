@@ -7,7 +7,7 @@
 //!
 //! Test bodies read the cluster through the API only. The code under test uses `c.client`,
 //! which on the real backend is the `termguard` user with exactly the ClusterRole shipped in
-//! deploy/kubernetes/termguard.yaml; request counts are the simulator's counters or the real
+//! deploy/manifests/termguard.yaml; request counts are the simulator's counters or the real
 //! API server's audit log for that user.
 //!
 //! Scenarios are small and fast (pods start and stop in a few hundred milliseconds); tests

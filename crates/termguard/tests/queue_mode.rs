@@ -6,7 +6,7 @@
 //!
 //! Every test runs twice (`name::sim`, `name::real`): on the simulator and on the real control
 //! plane of `scripts/cluster.sh` (tests/common/cluster.rs), where queue mode talks to the API
-//! server as the `termguard` user under the ClusterRole shipped in deploy/kubernetes/.
+//! server as the `termguard` user under the ClusterRole shipped in deploy/manifests/.
 
 #[path = "common/cluster.rs"]
 #[macro_use]

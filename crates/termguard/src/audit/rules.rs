@@ -479,7 +479,7 @@ pub fn consumer_findings(queue: &Queue, replicas: Option<&Replicas>) -> Vec<Find
         ),
     };
     let fix = format!(
-        "run termguard in the cluster with --queue-url {} (deploy/kubernetes/termguard.yaml: two          replicas), with sqs:ReceiveMessage on the queue in its IAM role",
+        "run termguard in the cluster with --queue-url {} (the Helm chart deploy/helm/termguard, or deploy/manifests/termguard.yaml: two replicas), with sqs:ReceiveMessage on the queue in its IAM role",
         queue.url
     );
     if let Some(waiting) = queue.unreceived {
@@ -488,7 +488,7 @@ pub fn consumer_findings(queue: &Queue, replicas: Option<&Replicas>) -> Vec<Find
             severity: Severity::High,
             resource,
             message: format!(
-                "{waiting} message(s) wait in the queue and none was received in {} s: nothing                  consumes it, so every notice waits there while its node is terminated                  undrained{seen}",
+                "{waiting} message(s) wait in the queue and none was received in {} s: nothing consumes it, so every notice waits there while its node is terminated undrained{seen}",
                 BACKLOG_RECHECK.as_secs()
             ),
             fix,
@@ -501,7 +501,7 @@ pub fn consumer_findings(queue: &Queue, replicas: Option<&Replicas>) -> Vec<Find
                 (
                     Severity::Medium,
                     format!(
-                        "something else receives from it ({in_flight} message(s) in flight):                          another handler, or termguard outside the cluster"
+                        "something else receives from it ({in_flight} message(s) in flight): another handler, or termguard outside the cluster"
                     ),
                 )
             } else {

@@ -225,7 +225,7 @@ pub fn explain(op: &Op<'_>, e: &kube::Error) -> String {
         }
         Some(403) => format!(
             "forbidden: the termguard ClusterRole does not grant {} on {} \
-             (deploy/kubernetes/termguard.yaml), or an admission webhook refused it",
+             (deploy/helm/termguard), or an admission webhook refused it",
             op.verb, op.resource
         ),
         Some(404) => format!("not found: the {} does not exist", op.object()),

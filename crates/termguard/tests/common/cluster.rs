@@ -6,7 +6,7 @@
 //! Everything a test body reads goes through the Kubernetes API (the admin client), so it
 //! reads the same on both. The code under test gets [`TestCluster::client`]: on the real
 //! backend that is the `termguard` user, bound to the ClusterRole shipped in
-//! `deploy/kubernetes/termguard.yaml`, so a call the manifest does not allow fails the test.
+//! `deploy/manifests/termguard.yaml` (the Helm chart's), so a call the manifest does not allow fails the test.
 //! Request counts come from the simulator's counters or from the API server's audit log.
 //!
 //! Real-backend tests share one control plane, so they run one at a time (a process-wide
