@@ -29,7 +29,7 @@ variable "oidc_provider" {
 }
 
 variable "service_account_namespace" {
-  description = "Namespace of termguard's ServiceAccount (deploy/kubernetes/termguard.yaml)."
+  description = "Namespace of termguard's ServiceAccount (deploy/manifests/termguard.yaml, or the Helm chart)."
   type        = string
   default     = "termguard"
 }

@@ -246,7 +246,10 @@ fn every_run_flag_is_a_documented_chart_value_with_termguards_default() {
                 *d,
                 "run.{key}: the chart's default is not termguard's"
             ),
-            (None, true) => assert_eq!(value, "", "run.{key}: empty (termguard's default)"),
+            (None, true) => assert!(
+                *value == json!("") || *value == json!([]),
+                "run.{key}: empty (termguard's default), not {value}"
+            ),
             (None, false) => {
                 assert!(value.is_boolean(), "run.{key} is a boolean");
                 if !chart_choices.contains(&f.name.as_str()) {
@@ -262,6 +265,8 @@ fn every_run_flag_is_a_documented_chart_value_with_termguards_default() {
         let want = if f.takes_value {
             if value.is_u64() {
                 "integer"
+            } else if value.is_array() {
+                "array" // a repeatable flag: its values, comma-joined
             } else {
                 "string"
             }
@@ -338,6 +343,10 @@ fn every_run_value_reaches_its_flag() -> Result {
         "noEvents": true,
         "log": "termguard=debug,kube=warn",
         "logJson": false,
+        "webhookUrl": "https://hooks.example.com/T1",
+        "webhookTemplate": "/etc/termguard/webhook.json",
+        "webhookEvents": ["drain-started", "completed-at-deadline"],
+        "config": "/etc/termguard/config.yaml",
         "kubeconfig": "/etc/termguard/kubeconfig",
         "context": "ops"
     });
@@ -354,6 +363,10 @@ fn every_run_value_reaches_its_flag() -> Result {
             Value::Bool(false) => {}
             Value::String(s) => {
                 want.insert(f.name.clone(), Some(s.clone()));
+            }
+            Value::Array(items) => {
+                let joined: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                want.insert(f.name.clone(), Some(joined.join(",")));
             }
             other => {
                 want.insert(f.name.clone(), Some(other.to_string()));

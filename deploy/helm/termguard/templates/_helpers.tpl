@@ -95,6 +95,18 @@ order. An empty string or false leaves the flag out (termguard's default applies
 {{- if $r.noEvents }}
 - --no-events
 {{- end }}
+{{- with $r.webhookUrl }}
+- {{ printf "--webhook-url=%v" . | quote }}
+{{- end }}
+{{- with $r.webhookTemplate }}
+- {{ printf "--webhook-template=%v" . | quote }}
+{{- end }}
+{{- with $r.webhookEvents }}
+- {{ printf "--webhook-events=%v" (join "," .) | quote }}
+{{- end }}
+{{- with $r.config }}
+- {{ printf "--config=%v" . | quote }}
+{{- end }}
 {{- with $r.kubeconfig }}
 - {{ printf "--kubeconfig=%v" . | quote }}
 {{- end }}
