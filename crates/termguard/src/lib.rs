@@ -8,7 +8,9 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod handler;
+#[cfg(feature = "lab")]
 pub mod kwok;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod notice;
 pub mod report;
