@@ -39,6 +39,8 @@ scripts/cluster.sh build >/dev/null
 (cd scripts/controlplane/faultproxy && go vet ./... && go test -count=1 ./...)
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The image's build: the product without the lab and the simulator (the `lab` feature).
+cargo clippy -p termguard --no-default-features --locked -- -D warnings
 cargo build --workspace --locked --bins
 
 CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/termguard-cluster.XXXXXX")
@@ -46,6 +48,12 @@ trap 'scripts/cluster.sh down "$CLUSTER_DIR"' EXIT
 TERMGUARD_BIN="$CARGO_TARGET_DIR/debug/termguard" scripts/cluster.sh up "$CLUSTER_DIR" </dev/null
 # Every suite that has a real-cluster variant runs it; a missing cluster is a failure, not a skip.
 export TERMGUARD_CLUSTER_DIR="$CLUSTER_DIR" TERMGUARD_REQUIRE_REAL_CLUSTER=1
+
+# The container image (docs/image.md), built once: tests/image.rs unpacks it and runs queue
+# mode from its root filesystem. TERMGUARD_IMAGE_PROFILE=dev makes a quicker, larger one.
+IMAGE_DIR="$CARGO_TARGET_DIR/image"
+scripts/image.sh "$IMAGE_DIR" </dev/null
+export TERMGUARD_IMAGE="$IMAGE_DIR/image.tar"
 
 cargo test --workspace --locked </dev/null
 
