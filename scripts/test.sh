@@ -89,6 +89,8 @@ scripts/render-manifests.sh --check
 (cd scripts/controlplane/faultproxy && go vet ./... && go test -count=1 ./...)
 
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The image's build: the product without the lab and the simulator (the `lab` feature).
+cargo clippy -p termguard --no-default-features --locked -- -D warnings
 cargo build --workspace --locked --bins
 # Least privilege on the AWS side: the IAM actions the code calls are exactly the policy's.
 python3 scripts/iam-check.py
@@ -98,6 +100,14 @@ trap 'scripts/cluster.sh down "$CLUSTER_DIR"' EXIT
 TERMGUARD_BIN="$CARGO_TARGET_DIR/debug/termguard" scripts/cluster.sh up "$CLUSTER_DIR" </dev/null
 # Every suite that has a real-cluster variant runs it; a missing cluster is a failure, not a skip.
 export TERMGUARD_CLUSTER_DIR="$CLUSTER_DIR" TERMGUARD_REQUIRE_REAL_CLUSTER=1
+
+# The container image (docs/image.md), built once: tests/image.rs unpacks it and runs queue
+# mode from its root filesystem. In the dev profile (the same static, simulator-free build,
+# unoptimised): on a cold machine it adds about 3.5 minutes, the release build about 38 on a
+# busy 2-core machine. TERMGUARD_IMAGE_PROFILE=release tests the shipped image instead.
+IMAGE_DIR="$CARGO_TARGET_DIR/image-test"
+TERMGUARD_IMAGE_PROFILE="${TERMGUARD_IMAGE_PROFILE:-dev}" scripts/image.sh "$IMAGE_DIR" </dev/null
+export TERMGUARD_IMAGE="$IMAGE_DIR/image.tar"
 
 cargo test --workspace --locked </dev/null
 

@@ -36,6 +36,7 @@ pub enum Command {
     /// Everything runs in-process: a simulated Kubernetes cluster (over HTTP, through kube-rs),
     /// a simulated Auto Scaling group over three zones, termguard's real handler and drain
     /// engine, and a model of async workers whose threads reach PostgreSQL through pgbouncer.
+    #[cfg(feature = "lab")]
     Lab(LabArgs),
     /// Drain a node: cordon, taint, evict its pods in waves, wait until they are gone.
     ///
@@ -75,6 +76,7 @@ pub enum Command {
     /// Undo a drain: uncordon, remove termguard's taint, label and progress annotations.
     Uncordon(UncordonArgs),
     /// The Kubernetes API simulator (the test bed and the lab's cluster).
+    #[cfg(feature = "lab")]
     Sim(SimArgs),
     /// Queue mode: consume the SQS queue EventBridge (or a lifecycle hook) feeds, drain the
     /// nodes AWS is about to terminate, and complete their lifecycle actions.
@@ -170,6 +172,7 @@ pub struct AuditArgs {
 }
 
 /// Lab modes.
+#[cfg(feature = "lab")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LabMode {
     /// One group over three zones, no hook, no termguard.
@@ -181,6 +184,7 @@ pub enum LabMode {
 }
 
 /// `termguard lab`
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// Seed for job arrivals and choices; the same seed replays the same run.
@@ -458,6 +462,7 @@ mod tests {
 }
 
 /// `termguard sim ...`
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// What to do with the simulator.
@@ -466,6 +471,7 @@ pub struct SimArgs {
 }
 
 /// Simulator verbs.
+#[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve a scenario as a Kubernetes API that kubectl and kube-rs can use.
@@ -483,6 +489,7 @@ pub enum SimCommand {
 }
 
 /// `termguard sim apply`
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct SimApplyArgs {
     /// Scenario file (YAML); see scenarios/ for examples.
@@ -499,6 +506,7 @@ pub struct SimApplyArgs {
 }
 
 /// `termguard sim serve`
+#[cfg(feature = "lab")]
 #[derive(Debug, Args)]
 pub struct SimServeArgs {
     /// Scenario file (YAML); see scenarios/ for examples.

@@ -9,7 +9,9 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod handler;
+#[cfg(feature = "lab")]
 pub mod kwok;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod notice;
 pub mod report;

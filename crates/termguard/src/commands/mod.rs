@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod drain;
 pub mod explain;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod run;
+#[cfg(feature = "lab")]
 pub mod sim;
 
 use crate::cli::KubeArgs;
@@ -51,6 +53,29 @@ pub fn own_pod(
     Some(crate::cluster::drain::NamespacedName::new(
         &namespace, &name,
     ))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }
 
 #[cfg(test)]

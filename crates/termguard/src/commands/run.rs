@@ -2,7 +2,7 @@
 //! Events), the Auto Scaling clients, the handler, the SQS source, and the health/metrics
 //! server — until SIGTERM/SIGINT.
 
-use super::{identity, kube_client, sim::shutdown_signal};
+use super::{identity, kube_client, shutdown_signal};
 use crate::aws::activity::SdkActivities;
 use crate::aws::groups::{ClusterTags, SdkGroups};
 use crate::aws::lifecycle::SdkLifecycle;

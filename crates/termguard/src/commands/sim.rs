@@ -5,6 +5,8 @@ use anyhow::Context;
 use kube_sim::scenario::Scenario;
 use kube_sim::Sim;
 
+use super::shutdown_signal;
+
 /// Serves the scenario until SIGINT/SIGTERM.
 pub async fn serve(args: &SimServeArgs) -> anyhow::Result<()> {
     let scenario = Scenario::from_file(&args.scenario)?;
@@ -57,27 +59,4 @@ pub async fn apply(args: &SimApplyArgs) -> anyhow::Result<()> {
         println!("every node and pod is Ready");
     }
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
