@@ -274,31 +274,6 @@ async fn audit(m: &Moto, group: &str, queue_url: &str) -> Result<Vec<(String, St
         .unwrap_or_default())
 }
 
-/// Scales `group` in by one; returns the lifecycle action the peer started.
-async fn scale_in(m: &Moto, group: &str) -> Result<Value> {
-    let before = m.lifecycle_actions(&format!("group={group}")).await.len();
-    let desired = m.instances(group).await.len() as i32 - 1;
-    m.asg
-        .set_desired_capacity()
-        .auto_scaling_group_name(group)
-        .desired_capacity(desired)
-        .honor_cooldown(false)
-        .send()
-        .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let actions = m.lifecycle_actions(&format!("group={group}")).await;
-        if actions.len() > before {
-            return Ok(actions[before].clone());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no lifecycle action for {group}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -325,7 +300,7 @@ both_backends! {
             .heartbeat_timeout(300)
             .send()
             .await?;
-        let foreign = scale_in(&m, "elsewhere").await?;
+        let foreign = m.scale_in("elsewhere").await?;
         assert_eq!(foreign["state"], "waiting", "{foreign}");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(m.queue_depth(&queue_url).await, (0, 0), "another group's event reached the queue");
@@ -362,15 +337,11 @@ both_backends! {
             .kill_on_drop(true)
             .spawn()?;
         let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while moto::http(&health, "GET", "/readyz", None).await.0 != 200 {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "never ready\n{}", logs());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        moto::wait_ready(&health, &log, &mut child).await?;
 
         // A scale-in of the stack's group: the hook holds the instance, the rule brings the event
         // to the queue, termguard drains the node and completes the action.
-        let action = scale_in(&m, "workers").await?;
+        let action = m.scale_in("workers").await?;
         assert_eq!(action["hook"], moto::HOOK);
         assert_eq!(action["default_result"], "CONTINUE");
         let instance = s(&action["instance_id"]);

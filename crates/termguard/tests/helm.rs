@@ -604,31 +604,6 @@ const WORKLOADS: &str = "
   - {kind: DaemonSet, name: agent, namespace: kube-system, tolerations: [{operator: Exists}]}
 ";
 
-/// Scales the group in by one; the lifecycle action moto then created.
-async fn scale_in(moto: &Moto, group: &str) -> Result<Value> {
-    let before = moto.lifecycle_actions("").await.len();
-    let desired = moto.instances(group).await.len() as i32 - 1;
-    moto.asg
-        .set_desired_capacity()
-        .auto_scaling_group_name(group)
-        .desired_capacity(desired)
-        .honor_cooldown(false)
-        .send()
-        .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let actions = moto.lifecycle_actions("").await;
-        if actions.len() > before {
-            return Ok(actions[before].clone());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no lifecycle action"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn ns_of(pod: &Value) -> String {
     pod["metadata"]["namespace"]
         .as_str()
@@ -857,23 +832,11 @@ async fn the_chart_applied_to_the_real_control_plane_runs_a_drain() -> Result {
         .kill_on_drop(true)
         .spawn()?;
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = moto::http(&health, "GET", "/readyz", None).await;
-        if status == 200 {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz: {status} {body}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    moto::wait_ready(&health, &log, &mut child).await?;
     // --log-json, from the chart's defaults.
     assert!(logs().lines().any(|l| l.starts_with('{')), "{}", logs());
 
-    let action = scale_in(&moto, &fleet.group).await?;
+    let action = moto.scale_in(&fleet.group).await?;
     let instance = action["instance_id"]
         .as_str()
         .unwrap_or_default()

@@ -320,38 +320,10 @@ async fn the_image_runs_queue_mode_non_root_from_a_read_only_static_root_filesys
         .kill_on_drop(true)
         .spawn()?;
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if moto::http(&health, "GET", "/readyz", None).await.0 == 200 {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline && child.try_wait()?.is_none(),
-            "not ready\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    moto::wait_ready(&health, &log, &mut child).await?;
 
     // Scale in by one: the hook holds the instance, the binary drains its node and completes.
-    moto.asg
-        .set_desired_capacity()
-        .auto_scaling_group_name("image")
-        .desired_capacity(2)
-        .honor_cooldown(false)
-        .send()
-        .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let action = loop {
-        if let Some(a) = moto.lifecycle_actions("").await.into_iter().next() {
-            break a;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no lifecycle action"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let action = moto.scale_in("image").await?;
     let ended = moto
         .wait_action_ended(
             action["token"].as_str().unwrap_or_default(),

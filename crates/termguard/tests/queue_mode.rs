@@ -261,28 +261,7 @@ async fn events_about(bed: &Bed, node: &str, reason: &str) -> Result<i64> {
 
 /// Scales the group in by one and returns the waiting lifecycle action moto created.
 async fn scale_in(bed: &Bed) -> Result<Value> {
-    let before = bed.moto.lifecycle_actions("").await.len();
-    let desired = bed.moto.instances(&bed.fleet.group).await.len() as i32 - 1;
-    bed.moto
-        .asg
-        .set_desired_capacity()
-        .auto_scaling_group_name(&bed.fleet.group)
-        .desired_capacity(desired)
-        .honor_cooldown(false)
-        .send()
-        .await?;
-    let mut actions = Vec::new();
-    let found = async {
-        loop {
-            actions = bed.moto.lifecycle_actions("").await;
-            if actions.len() > before {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), found).await?;
-    Ok(actions[before].clone())
+    bed.moto.scale_in(&bed.fleet.group).await
 }
 
 fn s(v: &Value) -> String {
@@ -1069,19 +1048,7 @@ both_backends! {
             .kill_on_drop(true)
             .spawn()?;
         let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, body) = moto::http(&health, "GET", "/readyz", None).await;
-            if status == 200 {
-                break;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz: {status} {body}\n{}",
-                logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        moto::wait_ready(&health, &log, &mut child).await?;
         assert_eq!(moto::http(&health, "GET", "/healthz", None).await.0, 200);
 
         let action = scale_in(&bed).await?;

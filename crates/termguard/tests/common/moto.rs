@@ -285,6 +285,32 @@ impl Moto {
         cmd
     }
 
+    /// Scales `group` in by one and returns the lifecycle action the peer then started for it.
+    pub async fn scale_in(&self, group: &str) -> anyhow::Result<Value> {
+        let query = format!("group={group}");
+        let before = self.lifecycle_actions(&query).await.len();
+        let desired = self.instances(group).await.len() as i32 - 1;
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(desired)
+            .honor_cooldown(false)
+            .send()
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let actions = self.lifecycle_actions(&query).await;
+            if let Some(a) = actions.get(before) {
+                return Ok(a.clone());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no lifecycle action for {group}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates a group of `size` instances over [`ZONES`] carrying `tags`, with no hook.
     pub async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) {
         let lc = format!("{name}-lc");
@@ -398,6 +424,29 @@ impl Moto {
             .send()
             .await
             .expect("SendMessage");
+    }
+}
+
+/// Waits until a termguard process serving health on `health` answers /readyz with 200, for
+/// a minute at most; fails with its log (`log`) when it does not, or when it exits.
+pub async fn wait_ready(
+    health: &str,
+    log: &std::path::Path,
+    child: &mut Child,
+) -> anyhow::Result<()> {
+    let logs = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http(health, "GET", "/readyz", None).await;
+        if status == 200 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline && child.try_wait()?.is_none(),
+            "/readyz: {status} {body}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
