@@ -364,6 +364,17 @@ fn audit_kubeconfig(c: &cluster::TestCluster) -> String {
     .into_owned()
 }
 
+/// The peer with every hook's global timeout `global_timeout` s, and one instance in a group
+/// `workers` tagged for the cluster `prod`, with a termination hook.
+async fn hooked_workers(global_timeout: u32) -> Moto {
+    let m =
+        Moto::start_with(&[("TERMGUARD_MOTO_GLOBAL_TIMEOUT", &global_timeout.to_string())]).await;
+    m.group("workers", 1, &[("termguard.io/cluster", "prod")])
+        .await;
+    put_termination_hook(&m, "workers").await;
+    m
+}
+
 /// A PodDisruptionBudget `name` over the pods labelled `app: NAME`, with `spec` added.
 fn budget(
     name: &str,
@@ -847,9 +858,7 @@ both_backends! {
         use kube::api::{Api, Patch, PatchParams, PostParams};
 
         // Every hook's global timeout is 35 s: room for one round of 30-s grace periods.
-        let m = Moto::start_with(&[("TERMGUARD_MOTO_GLOBAL_TIMEOUT", "35")]).await;
-        m.group("workers", 1, &[("termguard.io/cluster", "prod")]).await;
-        put_termination_hook(&m, "workers").await;
+        let m = hooked_workers(35).await;
         let instance = m.instances("workers").await.remove(0);
         let scenario = format!(
             "defaults: {{startupMs: 100, shutdownMs: 100}}\nnodes:\n- {{name: node-0, zone: {}, instanceId: {}}}\n\
@@ -890,9 +899,7 @@ both_backends! {
         use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
         // Hooks let a termination wait 300 s at most.
-        let m = Moto::start_with(&[("TERMGUARD_MOTO_GLOBAL_TIMEOUT", "300")]).await;
-        m.group("workers", 1, &[("termguard.io/cluster", "prod")]).await;
-        put_termination_hook(&m, "workers").await;
+        let m = hooked_workers(300).await;
         // Two one-zone groups: the per-zone workaround cluster-autoscaler must balance.
         m.asg
             .create_launch_configuration()
