@@ -416,14 +416,17 @@ impl Moto {
     }
 
     /// Sends one message body to the queue.
-    pub async fn send(&self, queue_url: &str, body: &str) {
+    /// Sends `body` to the queue; returns the message's id.
+    pub async fn send(&self, queue_url: &str, body: &str) -> String {
         self.sqs
             .send_message()
             .queue_url(queue_url)
             .message_body(body)
             .send()
             .await
-            .expect("SendMessage");
+            .expect("SendMessage")
+            .message_id
+            .unwrap_or_default()
     }
 }
 
