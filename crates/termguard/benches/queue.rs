@@ -312,7 +312,10 @@ fn audit(dir: &Path, from: u64, user: &str, pod_node: &HashMap<String, String>) 
         let at = micros(&ev["requestReceivedTimestamp"]);
         if resource == "nodes" && r["subresource"].is_null() && matches!(verb, "patch" | "update") {
             if let (Some(at), Some(done)) = (at, micros(&ev["stageTimestamp"])) {
-                a.node_writes.entry(name.to_string()).or_default().push((at, done));
+                a.node_writes
+                    .entry(name.to_string())
+                    .or_default()
+                    .push((at, done));
             }
             continue;
         }
@@ -612,7 +615,8 @@ async fn trigger(
             // blocked node (already cordoned, its drain waiting) times the API server alone.
             let blocked_node = node_of.get(&fleet.instances[1].id);
             for _ in 0..10 {
-                sent.floor.extend(patch_floor(c, blocked_node.into_iter()).await);
+                sent.floor
+                    .extend(patch_floor(c, blocked_node.into_iter()).await);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             let spot = &fleet.instances[0];
@@ -927,10 +931,7 @@ fn print(tool: Tool, f: &Figures) {
     if !f.patch_floor.is_empty() {
         // (a): measured in the same round, before the tool started; (c): while the drains
         // were blocked, before the Spot warning.
-        println!(
-            "{}",
-            line("(API server alone: PATCH)", &f.patch_floor)
-        );
+        println!("{}", line("(API server alone: PATCH)", &f.patch_floor));
     }
     println!(
         "{}",
