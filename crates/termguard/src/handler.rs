@@ -10,7 +10,7 @@ use crate::aws::{
 };
 use crate::cluster::drain::{DrainOptions, DrainReport, DrainRequest, Drainer, Outcome, Role};
 use crate::cluster::index::NodeIndex;
-use crate::cluster::nodes;
+use crate::cluster::nodes::{self, NodeError};
 use crate::cluster::retry::Bound;
 use crate::notice::{Cause, GroupName, HookName, InstanceState, Notice, NoticeKind};
 use crate::report::metrics::Metrics;
@@ -225,11 +225,11 @@ impl Handler {
         // Cordon first: a node that is going is closed to new pods at once, from the watched
         // Node (one PATCH, no read), beside everything else — heartbeats, the hook's timeouts,
         // the drain's claim (which cordons again, retried, if this one failed).
-        let closing = found.filter(|n| self.closes(notice, n));
+        let closing = found.clone().filter(|n| self.closes(notice, n));
         let work = async {
             match closing {
-                Some(n) => tokio::join!(self.cordon_first(&n), self.dispatch(notice, node)).1,
-                None => self.dispatch(notice, node).await,
+                Some(n) => tokio::join!(self.cordon_first(&n), self.dispatch(notice, node, None)).1,
+                None => self.dispatch(notice, node, found.as_deref()).await,
             }
         };
         // Instrumented, not entered: an entered span held across awaits would tag other tasks'
@@ -291,7 +291,13 @@ impl Handler {
         }
     }
 
-    async fn dispatch(self: &Arc<Self>, notice: &Notice, node: Option<String>) -> Disposition {
+    /// `seen`: the watch's copy of the node, when nothing cordoned it first.
+    async fn dispatch(
+        self: &Arc<Self>,
+        notice: &Notice,
+        node: Option<String>,
+        seen: Option<&Node>,
+    ) -> Disposition {
         match &notice.kind {
             NoticeKind::LifecycleTerminate => self.lifecycle_terminate(notice, node).await,
             NoticeKind::LifecycleLaunch => self.lifecycle_launch(notice, node).await,
@@ -312,14 +318,12 @@ impl Handler {
                 Some(node) if self.config.drain_on_rebalance => {
                     self.drain_to_done(notice, &node, None).await
                 }
-                Some(node) => {
-                    match nodes::cordon(&self.node_api, &node, Bound::default_budget()).await {
-                        Ok(_) => Disposition::Done(format!(
-                            "rebalance recommendation: node {node} cordoned"
-                        )),
-                        Err(e) => Disposition::Keep(format!("cordoning {node}: {e}")),
+                Some(node) => match self.cordon_only(&node, seen).await {
+                    Ok(_) => {
+                        Disposition::Done(format!("rebalance recommendation: node {node} cordoned"))
                     }
-                }
+                    Err(e) => Disposition::Keep(format!("cordoning {node}: {e}")),
+                },
                 None => self.foreign(notice),
             },
             NoticeKind::StateChange { state } => {
@@ -342,6 +346,19 @@ impl Handler {
                 }
             }
             NoticeKind::Test => Disposition::Done("test notification".into()),
+        }
+    }
+
+    /// Cordons a node that is not drained: one PATCH when the watch shows it open (the patch
+    /// only sets `spec.unschedulable`, so a stale copy cannot make it wrong); a fresh read when
+    /// the watch shows it cordoned already, since an uncordon may not have reached the watch.
+    async fn cordon_only(&self, node: &str, seen: Option<&Node>) -> Result<bool, NodeError> {
+        let budget = Bound::default_budget();
+        match seen {
+            Some(n) if !nodes::is_cordoned(n) => {
+                nodes::cordon_watched(&self.node_api, n, budget).await
+            }
+            _ => nodes::cordon(&self.node_api, node, budget).await,
         }
     }
 

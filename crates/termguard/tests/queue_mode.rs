@@ -1732,6 +1732,42 @@ both_backends! {
 }
 
 both_backends! {
+    /// A rebalance recommendation only cordons, and from the watched Node: one PATCH, no read.
+    /// Where the watch shows the node cordoned already, termguard reads it before deciding (an
+    /// uncordon may not have reached the watch yet) and writes nothing.
+    async fn a_rebalance_recommendation_cordons_from_the_watch_with_one_patch(backend) -> Result {
+        let bed = bed(BedSpec::new(backend, "rebalance-cordon")).await?;
+        let (open, closed) = (bed.fleet.instances[0].id.clone(), bed.fleet.instances[1].id.clone());
+        let (open_node, closed_node) = (bed.nodes[&open].clone(), bed.nodes[&closed].clone());
+        let admin: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(bed.cluster.admin.clone());
+        admin
+            .patch(&closed_node, &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(serde_json::json!({"spec": {"unschedulable": true}})))
+            .await?;
+        // Started after that cordon: its watch's first list has the node cordoned.
+        let tg = Termguard::start(&bed, "replica-a").await?;
+
+        bed.cluster.reset_counts();
+        for instance in [&open, &closed] {
+            bed.moto
+                .send(&bed.fleet.queue_url, &event_fixture("eventbridge-rebalance-recommendation.json", instance)?)
+                .await;
+        }
+        assert!(wait_queue_empty(&bed, Duration::from_secs(30)).await, "both messages deleted");
+        // Counted before the test's own reads (the simulator counts every client's).
+        let counts = bed.cluster.request_counts();
+        let count = |verb: &str, node: &str| counts.get(&format!("{verb} /api/v1/nodes/{node}")).copied().unwrap_or(0);
+        assert_eq!(count("patch", &open_node), 1, "{counts:?}");
+        assert_eq!(count("get", &open_node), 0, "{counts:?}");
+        assert_eq!(count("get", &closed_node), 1, "{counts:?}");
+        assert_eq!(count("patch", &closed_node), 0, "{counts:?}");
+        assert!(cordoned(&bed, &open_node).await);
+        assert!(cordoned(&bed, &closed_node).await);
+        tg.stop().await
+    }
+}
+
+both_backends! {
     /// A `stopping` event processed late (a backlog, a dead-letter redrive), for an instance
     /// that has started again since — its kubelet Ready after the event's time — drains
     /// nothing; and an AWS Health update that says a scheduled change is closed undoes the

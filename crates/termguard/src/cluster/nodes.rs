@@ -324,9 +324,14 @@ pub async fn cordon_watched(api: &Api<Node>, seen: &Node, bound: Bound) -> Resul
         .map(|(was, _)| was)
 }
 
+/// Whether `node` is marked unschedulable.
+pub fn is_cordoned(node: &Node) -> bool {
+    node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+}
+
 /// Cordons `node` (as just read) unless it is; returns whether it was, and the Node after.
 async fn cordon_node(api: &Api<Node>, node: Node, bound: Bound) -> Result<(bool, Node), NodeError> {
-    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+    if is_cordoned(&node) {
         return Ok((true, node));
     }
     let name = node.metadata.name.clone().unwrap_or_default();
@@ -656,7 +661,7 @@ async fn undo(
         if !still(&node) {
             return Ok(false);
         }
-        let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        let cordoned = is_cordoned(&node);
         let mut undo = json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"unschedulable": null}});
         let marked = take_back_marks(&node, &mut undo);
         let annotations: Vec<String> = node
