@@ -22,8 +22,10 @@
 //!   * visible → completed;
 //!   * visible → first received (the peer's record of when it first handed the message out), and
 //!     received → first heartbeat (its arrival at the peer; termguard's target: within 1 s);
-//!   * API requests per pod drained (the audit log, the tool's own user), peak RSS (VmHWM) and
-//!     CPU seconds of the tool's process;
+//!   * where a cordon's time goes: received → the tool's first write of the Node reaching the
+//!     API server, and the API server's own time answering it (the audit log's timestamps);
+//!   * API requests per pod drained (the audit log, the tool's own user; also without the
+//!     Events the tool publishes), peak RSS (VmHWM) and CPU seconds of the tool's process;
 //!   * c: whether the Spot node was empty before its two-minute deadline.
 //!
 //! and the ratios termguard/NTH. Where NTH cannot be built (`scripts/nth.sh build` fails) the
@@ -538,6 +540,9 @@ struct Sent {
     /// Per node, the id of the message the benchmark sent itself (lifecycle notices come from
     /// the Auto Scaling peer, which records theirs).
     messages: HashMap<String, String>,
+    /// For (b): the nodes whose notices drain them (all but the rebalance recommendations,
+    /// which only cordon).
+    drained: Vec<String>,
     /// For (c): single PATCHes of a blocked Node while the 50 drains are blocked, each timed
     /// from send to answer — the API server's own floor under that load.
     floor: Vec<f64>,
@@ -575,7 +580,11 @@ async fn trigger(
             let quarter = fleet.instances.len() / 4;
             for (i, inst) in fleet.instances.iter().enumerate() {
                 let node = node_of.get(&inst.id).cloned().unwrap_or_default();
-                let body = match i / quarter.max(1) {
+                let kind = i / quarter.max(1);
+                if kind != 2 {
+                    sent.drained.push(node.clone());
+                }
+                let body = match kind {
                     0 => None,
                     1 => Some(spot_warning(&inst.id)),
                     2 => Some(event(
@@ -646,6 +655,9 @@ struct Figures {
     /// How long the API server took to answer that write.
     write_served: Vec<f64>,
     requests_per_pod: Option<f64>,
+    /// The same without the Events the tool publishes (termguard's are on by default; NTH's,
+    /// `--emit-kubernetes-events`, are off).
+    requests_per_pod_no_events: Option<f64>,
     request_kinds: String,
     rss_mib: Option<f64>,
     cpu_s: Option<f64>,
@@ -728,8 +740,8 @@ async fn run_once(w: char, tool: Tool, o: &Options, logs: &Path) -> anyhow::Resu
     let started = Instant::now();
     let sent = trigger(w, &moto, &fleet, &node_of, &mut visible, &watches, &c).await?;
 
-    // Done: every lifecycle action ended, every notified node cordoned (and, for c, the Spot
-    // node empty or its deadline passed).
+    // Done: every lifecycle action ended, every notified node cordoned (for b, every drained
+    // node empty too; for c, the Spot node empty or its deadline passed).
     let limit = Instant::now()
         + Duration::from_secs(match w {
             'c' => 130,
@@ -751,10 +763,15 @@ async fn run_once(w: char, tool: Tool, o: &Options, logs: &Path) -> anyhow::Resu
                     .unwrap_or(0)
                     == 0
             }
+            // Every drain whole, so that requests per pod count whole drains only.
             'b' => {
                 waiting == 0 && {
                     let seen = lock(&watches.seen);
                     visible.keys().all(|n| seen.cordoned.contains_key(n))
+                        && sent
+                            .drained
+                            .iter()
+                            .all(|n| seen.pods_left.get(n).copied().unwrap_or(0) == 0)
                 }
             }
             _ => !actions.is_empty() && waiting == 0,
@@ -765,8 +782,9 @@ async fn run_once(w: char, tool: Tool, o: &Options, logs: &Path) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let wall_s = started.elapsed().as_secs_f64();
-    // Let the last requests reach the audit log.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the last requests reach the audit log (and, in b, the drains that emptied their
+    // nodes last write their results).
+    tokio::time::sleep(Duration::from_secs(if w == 'b' { 3 } else { 1 })).await;
     let mut f = Figures {
         patch_floor: if w == 'c' { sent.floor } else { floor },
         rss_mib: running.rss_mib(),
@@ -804,6 +822,14 @@ async fn run_once(w: char, tool: Tool, o: &Options, logs: &Path) -> anyhow::Resu
     let pods_drained: usize = pods_before - seen.pods_left.values().sum::<usize>();
     let total: u64 = audited.requests.values().sum();
     f.requests_per_pod = (pods_drained > 0).then(|| total as f64 / pods_drained as f64);
+    let events: u64 = audited
+        .requests
+        .iter()
+        .filter(|(k, _)| k.ends_with(" events"))
+        .map(|(_, v)| v)
+        .sum();
+    f.requests_per_pod_no_events =
+        (pods_drained > 0).then(|| (total - events) as f64 / pods_drained as f64);
     let mut kinds: Vec<(String, u64)> = audited.requests.clone().into_iter().collect();
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     f.request_kinds = kinds
@@ -939,8 +965,9 @@ fn print(tool: Tool, f: &Figures) {
     );
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
     println!(
-        "    API requests per pod {}, peak RSS {}, CPU {}, wall {:.2} s, actions not completed with CONTINUE by the tool: {}",
+        "    API requests per pod {} ({} without Events), peak RSS {}, CPU {}, wall {:.2} s, actions not completed with CONTINUE by the tool: {}",
         opt(f.requests_per_pod, ""),
+        opt(f.requests_per_pod_no_events, ""),
         opt(f.rss_mib, " MiB"),
         opt(f.cpu_s, " s"),
         f.wall_s,
@@ -967,7 +994,7 @@ fn ratios(t: &Figures, n: &Figures) {
         _ => "-".into(),
     };
     println!(
-        "  ratio termguard/NTH (p50, p99): cordoned {} {}, first eviction {} {}, gone->completed {} {}, completed {} {}; requests/pod {}, RSS {}, CPU {}",
+        "  ratio termguard/NTH (p50, p99): cordoned {} {}, first eviction {} {}, gone->completed {} {}, completed {} {}; requests/pod {} ({} without Events), RSS {}, CPU {}",
         r(p(&t.to_cordon, 1), p(&n.to_cordon, 1)),
         r(p(&t.to_cordon, 3), p(&n.to_cordon, 3)),
         r(p(&t.to_evict, 1), p(&n.to_evict, 1)),
@@ -977,6 +1004,7 @@ fn ratios(t: &Figures, n: &Figures) {
         r(p(&t.to_complete, 1), p(&n.to_complete, 1)),
         r(p(&t.to_complete, 3), p(&n.to_complete, 3)),
         r(t.requests_per_pod, n.requests_per_pod),
+        r(t.requests_per_pod_no_events, n.requests_per_pod_no_events),
         r(t.rss_mib, n.rss_mib),
         r(t.cpu_s, n.cpu_s),
     );
@@ -1142,6 +1170,8 @@ async fn main() -> anyhow::Result<()> {
                     (a, b) => a.or(b),
                 };
                 m.requests_per_pod = max(m.requests_per_pod, f.requests_per_pod);
+                m.requests_per_pod_no_events =
+                    max(m.requests_per_pod_no_events, f.requests_per_pod_no_events);
                 m.rss_mib = max(m.rss_mib, f.rss_mib);
                 m.cpu_s = max(m.cpu_s, f.cpu_s);
                 m.spot_drained_before_deadline = match (

@@ -1648,6 +1648,52 @@ both_backends! {
     }
 }
 
+both_backends! {
+    /// Where the cluster taints cordoned Nodes itself (the node lifecycle controller; the
+    /// simulator does as it does), a claim on
+    /// the watch's copy of a node just cordoned waits for that write instead of colliding with
+    /// it: one PATCH, no conflict, no read.
+    async fn a_claim_waits_for_the_clusters_unschedulable_taint_instead_of_conflicting(backend) -> Result {
+        let c = TestCluster::start_settled(backend, &one_node("")).await;
+        let index = termguard::cluster::index::NodeIndex::start(c.client.clone());
+        index.ready().await;
+        let admin: Api<Node> = Api::all(c.admin.clone());
+        let has = |n: &Node| termguard::cluster::index::has_unschedulable_taint(n);
+        let cordoned = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        let cordon = |on: bool| Patch::Strategic(json!({"spec": {"unschedulable": if on { json!(true) } else { Value::Null }}}));
+        // The cluster's taint on a cordoned Node, seen once, tells the index that this cluster
+        // taints cordoned Nodes.
+        admin.patch(NODE, &PatchParams::default(), &cordon(true)).await?;
+        assert!(eventually(Duration::from_secs(20), || async { index.get(NODE).is_some_and(|n| has(&n)) }).await, "the cluster taints a cordoned Node");
+        admin.patch(NODE, &PatchParams::default(), &cordon(false)).await?;
+        assert!(eventually(Duration::from_secs(20), || async { index.get(NODE).is_some_and(|n| !cordoned(&n) && !has(&n)) }).await);
+        assert!(index.taints_cordoned_nodes());
+
+        // Cordoned, and the watch's copy taken as soon as it shows that, before the cluster's
+        // taint as a rule.
+        admin.patch(NODE, &PatchParams::default(), &cordon(true)).await?;
+        assert!(eventually(Duration::from_secs(10), || async { index.get(NODE).is_some_and(|n| cordoned(&n)) }).await);
+        let seen = index.get(NODE).map(|n| Node::clone(&n)).expect("watched");
+        c.reset_counts();
+        let claim = nodes::Claim {
+            owner: "t",
+            notice: "n-1",
+            cause: "spot-interruption",
+            deadline: None,
+        };
+        let api: Api<Node> = Api::all(c.client.clone());
+        let outcome = nodes::claim(&api, NODE, &claim, termguard::cluster::retry::Bound::once(), Some(seen), Some(&index)).await?;
+        assert!(matches!(outcome, nodes::ClaimOutcome::Owned { was_cordoned: true, .. }), "{outcome:?}");
+        assert_eq!(c.verb_count("patch"), 1, "no conflict: {:?}", c.request_counts());
+        assert_eq!(c.verb_count("get"), 0, "{:?}", c.request_counts());
+        let n = c.node(NODE).await;
+        // The claim wrote after the cluster's taint (a claim appends its own to the list it read).
+        let keys: Vec<&str> = n["spec"]["taints"].as_array().into_iter().flatten().filter_map(|t| t["key"].as_str()).collect();
+        assert_eq!(keys, [termguard::cluster::index::UNSCHEDULABLE_TAINT, nodes::TERMINATING_TAINT], "{n}");
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line
 

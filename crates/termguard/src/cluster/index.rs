@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +30,20 @@ pub struct NodeIndex {
     synced: watch::Receiver<bool>,
     /// Counts the objects the watch has delivered (see [`NodeIndex::newer`]).
     changes: watch::Receiver<u64>,
+    /// Whether this cluster taints cordoned Nodes (see [`NodeIndex::taints_cordoned_nodes`]).
+    controller_taints: Arc<AtomicBool>,
+}
+
+/// The taint the node lifecycle controller gives every cordoned Node
+/// (<https://kubernetes.io/docs/reference/labels-annotations-taints/#node-kubernetes-io-unschedulable>).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// Whether `node` carries [`UNSCHEDULABLE_TAINT`].
+pub fn has_unschedulable_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == UNSCHEDULABLE_TAINT))
 }
 
 impl NodeIndex {
@@ -47,12 +62,19 @@ impl NodeIndex {
             }
         });
         let (changes_tx, changes) = watch::channel(0u64);
+        let controller_taints = Arc::new(AtomicBool::new(true));
+        let seen_taint = controller_taints.clone();
         let task = tokio::spawn(async move {
             let mut stream = stream.boxed();
             while let Some(item) = stream.next().await {
                 match item {
                     // In the store by now: the reflector writes before it yields.
-                    Ok(_) => changes_tx.send_modify(|n| *n = n.wrapping_add(1)),
+                    Ok(node) => {
+                        if has_unschedulable_taint(&node) {
+                            seen_taint.store(true, Ordering::Relaxed);
+                        }
+                        changes_tx.send_modify(|n| *n = n.wrapping_add(1))
+                    }
                     Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 }
             }
@@ -62,7 +84,23 @@ impl NodeIndex {
             task: Arc::new(task),
             synced,
             changes,
+            controller_taints,
         }
+    }
+
+    /// Whether this cluster taints cordoned Nodes by itself: the node lifecycle controller does,
+    /// in every Kubernetes since taint-by-condition went GA (1.17), so this is assumed until a
+    /// wait for the taint comes to nothing ([`NodeIndex::no_taint_came`]), and again once the
+    /// watch shows the taint on any Node. A claim waits for that write instead of colliding
+    /// with it.
+    pub fn taints_cordoned_nodes(&self) -> bool {
+        self.controller_taints.load(Ordering::Relaxed)
+    }
+
+    /// A Node cordoned a while ago still has no [`UNSCHEDULABLE_TAINT`]: this cluster does not
+    /// taint cordoned Nodes (until the watch shows otherwise), and claims stop waiting for it.
+    pub fn no_taint_came(&self) {
+        self.controller_taints.store(false, Ordering::Relaxed);
     }
 
     /// The watch's copy of `name` once it is another than the one at `resource_version` (a
@@ -85,6 +123,28 @@ impl NodeIndex {
                 }
                 if changes.changed().await.is_err() {
                     // The watch is gone: nothing newer will come.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.ok()
+    }
+
+    /// The watch's copy of `name` once it satisfies `pred`; `None` if none does `within`.
+    pub async fn until(
+        &self,
+        name: &str,
+        within: std::time::Duration,
+        pred: impl Fn(&Node) -> bool,
+    ) -> Option<Arc<Node>> {
+        let mut changes = self.changes.clone();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if let Some(n) = self.get(name).filter(|n| pred(n)) {
+                    return n;
+                }
+                if changes.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
             }

@@ -4,7 +4,7 @@
 //! starting over (`docs/drain-semantics.md#marking-the-node`,
 //! `docs/drain-semantics.md#running-twice`).
 
-use crate::cluster::index::NodeIndex;
+use crate::cluster::index::{has_unschedulable_taint, NodeIndex};
 use crate::cluster::retry::{self, Bound, Failed, Op};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -378,6 +378,33 @@ pub async fn claim(
     // is guarded by its resourceVersion, but "busy" is an answer without a write — read
     // afresh before giving it.
     let mut from_watch = watched && was_cordoned;
+    // A copy from the watch of a Node just cordoned, which the node lifecycle controller has
+    // not tainted yet: its write is on the way and would make the claim's guarded patch
+    // conflict. Waiting for it through the watch costs no request; the conflict costs one.
+    let cordoned = match index {
+        Some(index)
+            if from_watch
+                && index.taints_cordoned_nodes()
+                && !has_unschedulable_taint(&cordoned) =>
+        {
+            // Else the watch's latest copy, which is no older than this one.
+            match index
+                .until(name, NEWER_WITHIN, has_unschedulable_taint)
+                .await
+            {
+                Some(n) => Node::clone(&n),
+                None => {
+                    tracing::debug!(
+                        node = name,
+                        "no unschedulable taint came after the cordon; claims stop waiting for it"
+                    );
+                    index.no_taint_came();
+                    index.get(name).map_or(cordoned, |n| Node::clone(&n))
+                }
+            }
+        }
+        _ => cordoned,
+    };
     // The first attempt works on the Node as the cordon left it; a retry reads it afresh.
     let mut fresh = Some(cordoned);
     // What the last claim patch that answered 409 would have recorded: a retried patch whose

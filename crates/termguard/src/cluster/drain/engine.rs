@@ -327,6 +327,9 @@ pub struct Drainer {
 /// How long the drain's record of its pods gathers changes before it is written.
 const RECORD_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a notice's drain waits for its node watch to show the handler's first cordon.
+const CORDON_SEEN_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long a drain's plan waits for its pod watch's first list before listing on its own.
 const TRACKER_LIST_WAIT: Duration = Duration::from_secs(10);
 
@@ -564,12 +567,20 @@ impl Drainer {
             .timeout
             .and_then(|t| now.checked_add(SignedDuration::try_from(t).ok()?).ok());
         // The watch's copy of the Node for the first claim only: one that follows another
-        // owner reads afresh when it takes over.
-        let mut seen = self
-            .watched
-            .as_ref()
-            .and_then(|i| i.get(&req.node))
-            .map(|n| Node::clone(&n));
+        // owner reads afresh when it takes over. A notice's node was cordoned first thing by
+        // the handler: a copy that does not show it yet is waited on (briefly; no request),
+        // or the claim would cordon it again.
+        let mut seen = match &self.watched {
+            Some(index) => match index.get(&req.node) {
+                Some(n) if req.notice != "manual" && !nodes::is_cordoned(&n) => index
+                    .until(&req.node, CORDON_SEEN_WITHIN, nodes::is_cordoned)
+                    .await
+                    .or(Some(n)),
+                n => n,
+            },
+            None => None,
+        }
+        .map(|n| Node::clone(&n));
         let (role, node_uid, feed) = loop {
             let requested = req.current_deadline();
             let claim = Claim {
