@@ -1030,6 +1030,16 @@ fn targets(w: char, f: &Figures) {
                     if floor > 0.050 { "; the 50-ms target is below that floor" } else { "" }
                 );
             }
+            if let (Some(hop), Some(own), Some(served)) = (
+                p(&f.to_received, 3),
+                p(&f.received_to_write, 3),
+                p(&f.write_served, 3),
+            ) {
+                println!(
+                    "           p99 of its parts: SQS hop {hop:.3} s, termguard (received -> PATCH sent) {own:.3} s, the API server answering termguard's PATCH {served:.3} s{}",
+                    if served > 0.050 { ": the API server's share alone is over 50 ms" } else { "" }
+                );
+            }
         }
         'c' => {
             // One Spot warning a round: the target holds for the worst round.

@@ -1598,6 +1598,36 @@ both_backends! {
     }
 }
 
+/// Claims `NODE` for owner `t` from a watch's copy of it, as a notice's drain does, and checks
+/// that the claim is owned and found the node cordoned.
+async fn claim_watched(
+    c: &TestCluster,
+    cause: &str,
+    seen: Node,
+    index: &termguard::cluster::index::NodeIndex,
+) -> Result {
+    let claim = nodes::Claim {
+        owner: "t",
+        notice: "n-1",
+        cause,
+        deadline: None,
+    };
+    let api: Api<Node> = Api::all(c.client.clone());
+    let bound = termguard::cluster::retry::Bound::once();
+    let outcome = nodes::claim(&api, NODE, &claim, bound, Some(seen), Some(index)).await?;
+    assert!(
+        matches!(
+            outcome,
+            nodes::ClaimOutcome::Owned {
+                was_cordoned: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    Ok(())
+}
+
 both_backends! {
     async fn a_claim_that_conflicts_on_the_watchs_copy_takes_the_watchs_newer_one(backend) -> Result {
         let c = TestCluster::start_settled(backend, &one_node("")).await;
@@ -1628,15 +1658,7 @@ both_backends! {
         assert!(newer.is_some_and(|n| n.metadata.labels.as_ref().is_some_and(|l| l.contains_key("team"))));
 
         c.reset_counts();
-        let claim = nodes::Claim {
-            owner: "t",
-            notice: "n-1",
-            cause: "az-rebalance",
-            deadline: None,
-        };
-        let api: Api<Node> = Api::all(c.client.clone());
-        let outcome = nodes::claim(&api, NODE, &claim, termguard::cluster::retry::Bound::once(), Some(seen), Some(&index)).await?;
-        assert!(matches!(outcome, nodes::ClaimOutcome::Owned { was_cordoned: true, .. }), "{outcome:?}");
+        claim_watched(&c, "az-rebalance", seen, &index).await?;
         // The conflict's retry works on the watch's newer copy: no read of its own.
         assert_eq!(c.verb_count("get"), 0, "{:?}", c.request_counts());
         assert_eq!(c.verb_count("patch"), 2, "{:?}", c.request_counts());
@@ -1675,15 +1697,7 @@ both_backends! {
         assert!(eventually(Duration::from_secs(10), || async { index.get(NODE).is_some_and(|n| cordoned(&n)) }).await);
         let seen = index.get(NODE).map(|n| Node::clone(&n)).expect("watched");
         c.reset_counts();
-        let claim = nodes::Claim {
-            owner: "t",
-            notice: "n-1",
-            cause: "spot-interruption",
-            deadline: None,
-        };
-        let api: Api<Node> = Api::all(c.client.clone());
-        let outcome = nodes::claim(&api, NODE, &claim, termguard::cluster::retry::Bound::once(), Some(seen), Some(&index)).await?;
-        assert!(matches!(outcome, nodes::ClaimOutcome::Owned { was_cordoned: true, .. }), "{outcome:?}");
+        claim_watched(&c, "spot-interruption", seen, &index).await?;
         assert_eq!(c.verb_count("patch"), 1, "no conflict: {:?}", c.request_counts());
         assert_eq!(c.verb_count("get"), 0, "{:?}", c.request_counts());
         let n = c.node(NODE).await;
