@@ -112,22 +112,10 @@ impl NodeIndex {
         resource_version: &str,
         within: std::time::Duration,
     ) -> Option<Arc<Node>> {
-        let mut changes = self.changes.clone();
-        let wait = async {
-            loop {
-                changes.borrow_and_update();
-                if let Some(n) = self.get(name) {
-                    if n.metadata.resource_version.as_deref() != Some(resource_version) {
-                        return n;
-                    }
-                }
-                if changes.changed().await.is_err() {
-                    // The watch is gone: nothing newer will come.
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        tokio::time::timeout(within, wait).await.ok()
+        self.until(name, within, |n| {
+            n.metadata.resource_version.as_deref() != Some(resource_version)
+        })
+        .await
     }
 
     /// The watch's copy of `name` once it satisfies `pred`; `None` if none does `within`.
@@ -145,6 +133,7 @@ impl NodeIndex {
                     return n;
                 }
                 if changes.changed().await.is_err() {
+                    // The watch is gone: nothing newer will come.
                     std::future::pending::<()>().await;
                 }
             }
