@@ -268,8 +268,6 @@ async fn watch(c: &TestCluster) -> anyhow::Result<Watches> {
     })
 }
 
-/// What the API server's audit log says of a tool: its requests, and per node the first
-/// eviction of one of its pods (epoch ms).
 /// What the API server's audit log says one tool did.
 #[derive(Default)]
 struct Audited {
@@ -294,6 +292,7 @@ impl Audited {
     }
 }
 
+/// Reads the tool's requests from the API server's audit log, from byte `from` of it on.
 fn audit(dir: &Path, from: u64, user: &str, pod_node: &HashMap<String, String>) -> Audited {
     let mut a = Audited::default();
     let micros = |v: &Value| {

@@ -1680,8 +1680,8 @@ both_backends! {
         let index = termguard::cluster::index::NodeIndex::start(c.client.clone());
         index.ready().await;
         let admin: Api<Node> = Api::all(c.admin.clone());
-        let has = |n: &Node| termguard::cluster::index::has_unschedulable_taint(n);
-        let cordoned = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        let has = termguard::cluster::index::has_unschedulable_taint;
+        let cordoned = nodes::is_cordoned;
         let cordon = |on: bool| Patch::Strategic(json!({"spec": {"unschedulable": if on { json!(true) } else { Value::Null }}}));
         // The cluster's taint on a cordoned Node, seen once, tells the index that this cluster
         // taints cordoned Nodes.

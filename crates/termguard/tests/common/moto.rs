@@ -415,7 +415,6 @@ impl Moto {
         )
     }
 
-    /// Sends one message body to the queue.
     /// Sends `body` to the queue; returns the message's id.
     pub async fn send(&self, queue_url: &str, body: &str) -> String {
         self.sqs
